@@ -1,0 +1,186 @@
+//! What both services share around their gRPC handlers: logging and tracing
+//! set-up, the caller's W3C trace context, health reporting from real
+//! database state, and the shutdown signal.
+//!
+//! Logs go to stderr through `tracing`. When `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! is set, spans are also exported over OTLP/gRPC; when it is not, no
+//! exporter is built at all, so nothing retries or complains.
+
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::future::Future;
+use std::time::Duration;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot build the OTLP exporter: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("cannot install the tracing subscriber: {0}")]
+    Subscriber(#[from] tracing_subscriber::util::TryInitError),
+}
+
+/// Keeps the OTLP pipeline alive; dropping it flushes the spans still queued.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber: `RUST_LOG` filtering (default `info`),
+/// JSON lines when `json` is set, and OTLP export when the standard
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` variable is set.
+pub fn init(service_name: &'static str, json: bool) -> Result<Telemetry, TelemetryError> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
+    };
+    let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Ok(endpoint) if !endpoint.trim().is_empty() => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .build()?;
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name(service_name)
+                .build();
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
+        }
+        _ => None,
+    };
+    let otel = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name))
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()?;
+    Ok(Telemetry { provider })
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// The span of one gRPC call, a child of the caller's trace when the
+/// request carries a W3C `traceparent` header (gRPC metadata is HTTP/2
+/// headers). Pass to `tonic::transport::Server::trace_fn`.
+pub fn grpc_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "grpc",
+        rpc.method = %request.uri().path(),
+        otel.kind = "server",
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(request.headers()))
+    });
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// The trace id the current span belongs to (all zeroes without OTLP export).
+pub fn current_trace_id() -> String {
+    use opentelemetry::trace::TraceContextExt;
+    tracing::Span::current()
+        .context()
+        .span()
+        .span_context()
+        .trace_id()
+        .to_string()
+}
+
+/// Keeps `services` (and the overall "" entry) SERVING while `check`
+/// succeeds and NOT_SERVING while it fails, checking every `every`.
+pub async fn watch_health<F, Fut, E>(
+    reporter: HealthReporter,
+    services: Vec<String>,
+    every: Duration,
+    check: F,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut last: Option<bool> = None;
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        let healthy = match check().await {
+            Ok(()) => true,
+            Err(error) => {
+                if last != Some(false) {
+                    tracing::warn!(%error, "database unreachable, reporting NOT_SERVING");
+                }
+                false
+            }
+        };
+        if last != Some(healthy) {
+            let status = if healthy {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            for service in std::iter::once("").chain(services.iter().map(String::as_str)) {
+                reporter.set_service_status(service, status).await;
+            }
+            if healthy && last.is_some() {
+                tracing::info!("database reachable again, reporting SERVING");
+            }
+            last = Some(healthy);
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutdown requested: refusing new calls, finishing the ones in flight");
+}

@@ -1,0 +1,111 @@
+//! Command line and environment. Every option has an `AUDIT_…` variable and
+//! a default, so `audit-writer --help` is the configuration reference.
+
+use audit_core::validate::Limits;
+use audit_db::PoolConfig;
+use chrono::TimeDelta;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "audit-writer", version, about = "Signal Audit Trail write service (gRPC, PostgreSQL primary)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "AUDIT_LOG_JSON", default_value_t = false, global = true)]
+    pub log_json: bool,
+}
+
+/// `audit-writer` with no command: serve, configured from the environment.
+#[derive(Debug, Parser)]
+pub struct ServeOnly {
+    #[command(flatten)]
+    pub args: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC (the default when no command is given).
+    Serve(ServeArgs),
+    /// Apply pending migrations (idempotent), or revert them all.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL primary.
+    #[arg(long, env = "AUDIT_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:55432/signal_audit")]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Revert every migration instead (drops all data).
+    #[arg(long, default_value_t = false)]
+    pub revert_all: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "AUDIT_WRITER_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Connections kept open even when idle.
+    #[arg(long, env = "AUDIT_POOL_MIN", default_value_t = 20)]
+    pub pool_min: u32,
+    /// Most connections open at once.
+    #[arg(long, env = "AUDIT_POOL_MAX", default_value_t = 50)]
+    pub pool_max: u32,
+    /// How long a call waits for a pooled connection before UNAVAILABLE.
+    #[arg(long, env = "AUDIT_POOL_TIMEOUT_MS", default_value_t = 2_000)]
+    pub pool_timeout_ms: u64,
+    /// PostgreSQL statement_timeout for every connection.
+    #[arg(long, env = "AUDIT_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub statement_timeout_ms: u64,
+    /// Largest gRPC request accepted.
+    #[arg(long, env = "AUDIT_MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Largest JSON payload or text field in a signal or event.
+    #[arg(long, env = "AUDIT_MAX_PAYLOAD_BYTES", default_value_t = 64 * 1024)]
+    pub max_payload_bytes: usize,
+    /// Most signals plus events in one RecordBatch.
+    #[arg(long, env = "AUDIT_MAX_BATCH_ITEMS", default_value_t = 5_000)]
+    pub max_batch_items: usize,
+    /// How far ahead of this server's clock a timestamp may be.
+    #[arg(long, env = "AUDIT_MAX_CLOCK_SKEW_SECS", default_value_t = 300)]
+    pub max_clock_skew_secs: i64,
+    /// How often pg_partman maintenance runs (also once at start-up).
+    #[arg(long, env = "AUDIT_PARTITION_MAINTENANCE_SECS", default_value_t = 3_600)]
+    pub partition_maintenance_secs: u64,
+    /// How often the database is pinged for the health status.
+    #[arg(long, env = "AUDIT_HEALTH_CHECK_MS", default_value_t = 2_000)]
+    pub health_check_ms: u64,
+}
+
+impl ServeArgs {
+    pub fn pool(&self) -> PoolConfig {
+        PoolConfig {
+            url: self.database.database_url.clone(),
+            min_idle: self.pool_min,
+            max_size: self.pool_max,
+            connect_timeout: Duration::from_millis(self.pool_timeout_ms),
+            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
+            application_name: "audit-writer".into(),
+            read_only: false,
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_payload_bytes: self.max_payload_bytes,
+            max_clock_skew: TimeDelta::seconds(self.max_clock_skew_secs),
+            ..Limits::default()
+        }
+    }
+}
