@@ -184,3 +184,36 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown requested: refusing new calls, finishing the ones in flight");
 }
+
+/// gRPC reflection, v1 and v1alpha (grpcurl 1.8 asks for v1alpha), over the
+/// Signal Audit contract and the health service.
+pub fn reflection_services() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(audit_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(audit_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok((v1, v1alpha))
+}
+
+/// Marks `service` and the overall entry NOT_SERVING, for shutdown.
+pub async fn report_stopping(reporter: &HealthReporter, service: &str) {
+    for name in ["", service] {
+        reporter
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+}

@@ -53,14 +53,7 @@ pub async fn run(
         Duration::from_secs(args.partition_maintenance_secs.max(1)),
     ));
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(audit_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(audit_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) = audit_telemetry::reflection_services()?;
     let writer = SignalWriterServiceServer::new(WriterService::new(
         pool,
         args.limits(),
@@ -79,12 +72,7 @@ pub async fn run(
             shutdown.await;
             health_task.abort();
             maintenance_task.abort();
-            reporter
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-            reporter
-                .set_service_status(service_name, tonic_health::ServingStatus::NotServing)
-                .await;
+            audit_telemetry::report_stopping(&reporter, service_name).await;
         })
         .await;
     tracing::info!("audit-writer stopped");

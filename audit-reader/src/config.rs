@@ -1,0 +1,78 @@
+//! Command line and environment; `audit-reader --help` documents every option.
+
+use audit_db::PoolConfig;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "audit-reader", version, about = "Signal Audit Trail analytics read service (gRPC, PostgreSQL replica)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "AUDIT_LOG_JSON", default_value_t = false, global = true)]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC (the default when no command is given).
+    Serve(ServeArgs),
+}
+
+/// `audit-reader` with no command: serve, configured from the environment.
+#[derive(Debug, Parser)]
+pub struct ServeOnly {
+    #[command(flatten)]
+    pub args: ServeArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "AUDIT_READER_LISTEN", default_value = "127.0.0.1:50052")]
+    pub listen: SocketAddr,
+    /// The streaming replica every query runs on.
+    #[arg(long, env = "AUDIT_REPLICA_URL", default_value = "postgres://postgres@127.0.0.1:55433/signal_audit")]
+    pub replica_url: String,
+    /// Connections kept open even when idle.
+    #[arg(long, env = "AUDIT_POOL_MIN", default_value_t = 20)]
+    pub pool_min: u32,
+    /// Most connections open at once.
+    #[arg(long, env = "AUDIT_POOL_MAX", default_value_t = 50)]
+    pub pool_max: u32,
+    /// How long a call waits for a pooled connection before UNAVAILABLE.
+    #[arg(long, env = "AUDIT_POOL_TIMEOUT_MS", default_value_t = 2_000)]
+    pub pool_timeout_ms: u64,
+    /// PostgreSQL statement_timeout for every connection.
+    #[arg(long, env = "AUDIT_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub statement_timeout_ms: u64,
+    /// Largest gRPC request accepted.
+    #[arg(long, env = "AUDIT_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Longest wait for the replica to reach a consistency token when the
+    /// call has no deadline (a deadline shortens it).
+    #[arg(long, env = "AUDIT_CONSISTENCY_MAX_WAIT_MS", default_value_t = 5_000)]
+    pub consistency_max_wait_ms: u64,
+    /// How often the replica's replay position is polled while waiting.
+    #[arg(long, env = "AUDIT_CONSISTENCY_POLL_MS", default_value_t = 5)]
+    pub consistency_poll_ms: u64,
+    /// How often the replica is pinged for the health status.
+    #[arg(long, env = "AUDIT_HEALTH_CHECK_MS", default_value_t = 2_000)]
+    pub health_check_ms: u64,
+}
+
+impl ServeArgs {
+    pub fn pool(&self) -> PoolConfig {
+        PoolConfig {
+            url: self.replica_url.clone(),
+            min_idle: self.pool_min,
+            max_size: self.pool_max,
+            connect_timeout: Duration::from_millis(self.pool_timeout_ms),
+            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
+            application_name: "audit-reader".into(),
+            read_only: true,
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Read-your-writes: hold a call until the replica has replayed the
+//! caller's consistency token, bounded by the call's own deadline.
+
+use audit_core::DomainError;
+use audit_db::{PgPool, invalid, replication};
+use audit_proto::v1 as pb;
+use std::time::Duration;
+use tokio::time::Instant;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+#[derive(Debug, Clone)]
+pub struct Consistency {
+    pub max_wait: Duration,
+    pub poll: Duration,
+}
+
+impl Consistency {
+    /// Returns once the replica has the token's write; UNAVAILABLE when it
+    /// does not get there before the deadline.
+    pub async fn wait(
+        &self,
+        pool: &PgPool,
+        token: Option<&pb::ConsistencyToken>,
+        metadata: &MetadataMap,
+    ) -> Result<(), Status> {
+        let Some(lsn) = token.map(|t| t.lsn.trim()).filter(|lsn| !lsn.is_empty()) else {
+            return Ok(());
+        };
+        if !replication::is_valid_lsn(lsn) {
+            return Err(invalid(DomainError::invalid(
+                "consistency_token.lsn",
+                format!("{lsn:?} is not a WAL position such as \"0/16B3748\""),
+            )));
+        }
+        // Leave a tenth of the caller's deadline to send the answer.
+        let wait = grpc_timeout(metadata)
+            .map(|deadline| deadline.mul_f32(0.9))
+            .map_or(self.max_wait, |d| d.min(self.max_wait));
+        replication::wait_for_lsn(pool, lsn, Instant::now() + wait, self.poll)
+            .await
+            .map_err(Status::from)
+    }
+}
+
+/// The `grpc-timeout` header: an integer and a unit (H, M, S, m, u, n).
+pub fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grpc_timeouts() {
+        let mut metadata = MetadataMap::new();
+        assert_eq!(grpc_timeout(&metadata), None);
+        metadata.insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(grpc_timeout(&metadata), Some(Duration::from_millis(250)));
+        metadata.insert("grpc-timeout", "2S".parse().unwrap());
+        assert_eq!(grpc_timeout(&metadata), Some(Duration::from_secs(2)));
+        metadata.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(grpc_timeout(&metadata), None);
+    }
+}

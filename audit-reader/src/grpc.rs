@@ -1,0 +1,107 @@
+//! Thin handlers: wait for the caller's token, run one `audit_db::reads`
+//! query on the replica, convert rows to protobuf.
+
+use crate::consistency::Consistency;
+use crate::request;
+use audit_core::convert::{to_duration, to_timestamp};
+use audit_db::reads::{self, encode_token};
+use audit_db::{PgPool, event_to_proto, invalid, replication, signal_to_proto};
+use audit_proto::v1 as pb;
+use audit_proto::v1::signal_reader_service_server::SignalReaderService;
+use chrono::TimeDelta;
+use tonic::{Request, Response, Status};
+
+pub struct ReaderService {
+    pool: PgPool,
+    consistency: Consistency,
+}
+
+impl ReaderService {
+    pub fn new(pool: PgPool, consistency: Consistency) -> Self {
+        Self { pool, consistency }
+    }
+}
+
+#[tonic::async_trait]
+impl SignalReaderService for ReaderService {
+    #[tracing::instrument(skip_all)]
+    async fn get_signal(
+        &self,
+        request: Request<pb::GetSignalRequest>,
+    ) -> Result<Response<pb::GetSignalResponse>, Status> {
+        let signal_id = audit_core::convert::uuid("signal_id", &request.get_ref().signal_id)
+            .map_err(invalid)?;
+        self.consistency
+            .wait(&self.pool, request.get_ref().consistency_token.as_ref(), request.metadata())
+            .await?;
+        let (signal, events) = reads::get_signal(&self.pool, signal_id).await?;
+        let stages = reads::stage_durations(&events)
+            .into_iter()
+            .map(|(from, to, spent)| pb::StageDuration {
+                from_status: pb::SignalStatus::from(from).into(),
+                to_status: pb::SignalStatus::from(to).into(),
+                duration: Some(to_duration(spent)),
+            })
+            .collect();
+        Ok(Response::new(pb::GetSignalResponse {
+            signal: Some(signal_to_proto(signal)),
+            events: events.into_iter().map(event_to_proto).collect(),
+            stages,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_signals(
+        &self,
+        request: Request<pb::ListSignalsRequest>,
+    ) -> Result<Response<pb::ListSignalsResponse>, Status> {
+        let query = request::signal_query(request.get_ref()).map_err(invalid)?;
+        self.consistency
+            .wait(&self.pool, request.get_ref().consistency_token.as_ref(), request.metadata())
+            .await?;
+        let page = reads::list_signals(&self.pool, &query).await?;
+        Ok(Response::new(pb::ListSignalsResponse {
+            signals: page.signals.into_iter().map(signal_to_proto).collect(),
+            next_page_token: page.next.as_ref().map(encode_token).unwrap_or_default(),
+            total_count: page.total.unwrap_or(0),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let query = request::event_query(request.get_ref()).map_err(invalid)?;
+        self.consistency
+            .wait(&self.pool, request.get_ref().consistency_token.as_ref(), request.metadata())
+            .await?;
+        let (events, next) = reads::list_events(
+            &self.pool,
+            &query.filter,
+            query.page_size,
+            query.after.as_ref(),
+            query.fingerprint,
+        )
+        .await?;
+        Ok(Response::new(pb::ListEventsResponse {
+            events: events.into_iter().map(event_to_proto).collect(),
+            next_page_token: next.as_ref().map(encode_token).unwrap_or_default(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_replication_status(
+        &self,
+        _request: Request<pb::GetReplicationStatusRequest>,
+    ) -> Result<Response<pb::GetReplicationStatusResponse>, Status> {
+        let status = replication::replication_status(&self.pool).await?;
+        Ok(Response::new(pb::GetReplicationStatusResponse {
+            replay_lsn: status.replay_lsn.unwrap_or_default(),
+            receive_lsn: status.receive_lsn.unwrap_or_default(),
+            replay_lag: Some(to_duration(TimeDelta::microseconds(status.replay_lag_us))),
+            last_replayed_commit_at: status.last_replayed_commit_at.map(to_timestamp),
+            in_recovery: status.in_recovery,
+        }))
+    }
+}

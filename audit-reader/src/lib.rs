@@ -1,0 +1,16 @@
+//! `audit-reader`: the read side of Signal Audit Trail.
+//!
+//! Every call is answered from the PostgreSQL streaming replica through a
+//! pool whose sessions are read-only, so this service cannot write even by
+//! mistake and never loads the primary. A request may carry the consistency
+//! token of an earlier write; [`consistency`] holds the call until the
+//! replica has replayed it (within the call's deadline) or answers
+//! UNAVAILABLE. [`request`] turns protobuf filters into `audit_db::reads`
+//! queries; [`grpc`] holds the thin handlers; [`server::run`] wires them with
+//! health, reflection, tracing and graceful shutdown.
+
+pub mod config;
+pub mod consistency;
+pub mod grpc;
+pub mod request;
+pub mod server;

@@ -1,0 +1,34 @@
+//! `audit-reader serve` (default); see `--help`.
+
+use audit_reader::config::{Cli, Command, ServeOnly};
+use clap::Parser;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _telemetry = match audit_telemetry::init("audit-reader", cli.log_json) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("audit-reader: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Command::Serve(args) = cli
+        .command
+        .unwrap_or_else(|| Command::Serve(ServeOnly::parse_from(["audit-reader"]).args));
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, listen = %args.listen, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    match audit_reader::server::run(args, listener, audit_telemetry::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "audit-reader failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Protobuf read requests into `audit_db::reads` queries, with every bad
+//! argument reported against its field.
+
+use audit_core::{DomainError, convert, normalise_ticker, validate};
+use audit_db::reads::{
+    self, Direction, EventCursor, EventFilter, SignalCursor, SignalFilter, SignalQuery, SortField,
+    TagMatch,
+};
+use audit_proto::v1 as pb;
+use chrono::{DateTime, Utc};
+use prost::Message;
+
+/// FNV-1a: a stable hash of the request shape a page token belongs to.
+fn fingerprint(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.iter() {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash = hash.rotate_left(5);
+    }
+    hash
+}
+
+type Range = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+pub fn time_range(field: &str, range: Option<&pb::TimeRange>) -> Result<Range, DomainError> {
+    let Some(range) = range else {
+        return Ok((None, None));
+    };
+    let start = range
+        .start
+        .as_ref()
+        .map(|t| convert::timestamp(&format!("{field}.start"), t))
+        .transpose()?;
+    let end = range
+        .end
+        .as_ref()
+        .map(|t| convert::timestamp(&format!("{field}.end"), t))
+        .transpose()?;
+    if let (Some(start), Some(end)) = (start, end) {
+        if start >= end {
+            return Err(DomainError::invalid(
+                field,
+                format!("start {start} is not before end {end}"),
+            ));
+        }
+    }
+    Ok((start, end))
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+pub fn signal_filter(filter: &pb::SignalFilter) -> Result<SignalFilter, DomainError> {
+    let statuses = filter
+        .statuses
+        .iter()
+        .enumerate()
+        .map(|(i, s)| convert::status(&format!("filter.statuses[{i}]"), *s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (created_from, created_to) = time_range("filter.created", filter.created.as_ref())?;
+    let (updated_from, updated_to) = time_range("filter.updated", filter.updated.as_ref())?;
+    let min_processing_time = filter
+        .min_processing_time
+        .as_ref()
+        .map(|d| convert::duration("filter.min_processing_time", d))
+        .transpose()?;
+    let max_processing_time = filter
+        .max_processing_time
+        .as_ref()
+        .map(|d| convert::duration("filter.max_processing_time", d))
+        .transpose()?;
+    if let (Some(min), Some(max)) = (min_processing_time, max_processing_time) {
+        if min > max {
+            return Err(DomainError::invalid(
+                "filter.min_processing_time",
+                "is greater than filter.max_processing_time",
+            ));
+        }
+    }
+    let tag_match = match pb::TagMatch::try_from(filter.tag_match) {
+        Ok(pb::TagMatch::Unspecified | pb::TagMatch::Any) => TagMatch::Any,
+        Ok(pb::TagMatch::All) => TagMatch::All,
+        Err(_) => {
+            return Err(DomainError::invalid(
+                "filter.tag_match",
+                format!("unknown value {}", filter.tag_match),
+            ));
+        }
+    };
+    Ok(SignalFilter {
+        ticker: non_empty(&filter.ticker),
+        normalised_ticker: non_empty(&filter.normalised_ticker).map(|t| normalise_ticker(&t)),
+        statuses,
+        location: convert::optional_location("filter.location", filter.location)?,
+        created_from,
+        created_to,
+        updated_from,
+        updated_to,
+        errors_only: filter.errors_only,
+        min_processing_time,
+        max_processing_time,
+        tags: validate::tags("filter.tags", &filter.tags, &validate::Limits::default())?,
+        tag_match,
+    })
+}
+
+pub fn signal_query(request: &pb::ListSignalsRequest) -> Result<SignalQuery, DomainError> {
+    let filter_message = request.filter.clone().unwrap_or_default();
+    let filter = signal_filter(&filter_message)?;
+    let sort = match pb::SignalSortField::try_from(request.sort_by) {
+        Ok(pb::SignalSortField::Unspecified | pb::SignalSortField::CreatedAt) => SortField::CreatedAt,
+        Ok(pb::SignalSortField::UpdatedAt) => SortField::UpdatedAt,
+        Ok(pb::SignalSortField::ProcessingTime) => SortField::ProcessingTime,
+        Ok(pb::SignalSortField::ErrorCount) => SortField::ErrorCount,
+        Err(_) => {
+            return Err(DomainError::invalid(
+                "sort_by",
+                format!("unknown value {}", request.sort_by),
+            ));
+        }
+    };
+    let direction = match pb::SortDirection::try_from(request.direction) {
+        Ok(pb::SortDirection::Unspecified | pb::SortDirection::Descending) => Direction::Descending,
+        Ok(pb::SortDirection::Ascending) => Direction::Ascending,
+        Err(_) => {
+            return Err(DomainError::invalid(
+                "direction",
+                format!("unknown value {}", request.direction),
+            ));
+        }
+    };
+    let fingerprint = fingerprint(&[
+        &filter_message.encode_to_vec(),
+        &request.sort_by.to_le_bytes(),
+        &request.direction.to_le_bytes(),
+    ]);
+    let after = if request.page_token.is_empty() {
+        None
+    } else {
+        let cursor: SignalCursor = reads::decode_token("page_token", &request.page_token)?;
+        if cursor.fingerprint != fingerprint || cursor.sort != sort || cursor.direction != direction
+        {
+            return Err(DomainError::invalid(
+                "page_token",
+                "was issued for a different filter or sort order",
+            ));
+        }
+        Some(cursor)
+    };
+    Ok(SignalQuery {
+        filter,
+        sort,
+        direction,
+        page_size: reads::page_size("page_size", request.page_size)?,
+        after,
+        include_total: request.include_total_count,
+        fingerprint,
+    })
+}
+
+pub struct EventQuery {
+    pub filter: EventFilter,
+    pub page_size: i64,
+    pub after: Option<EventCursor>,
+    pub fingerprint: u64,
+}
+
+pub fn event_query(request: &pb::ListEventsRequest) -> Result<EventQuery, DomainError> {
+    let signal_id = non_empty(&request.signal_id)
+        .map(|id| convert::uuid("signal_id", &id))
+        .transpose()?;
+    let (from, to) = time_range("time_range", request.time_range.as_ref())?;
+    let fingerprint = fingerprint(&[
+        request.signal_id.as_bytes(),
+        &request.event_type.to_le_bytes(),
+        &request.time_range.clone().unwrap_or_default().encode_to_vec(),
+    ]);
+    let after = if request.page_token.is_empty() {
+        None
+    } else {
+        let cursor: EventCursor = reads::decode_token("page_token", &request.page_token)?;
+        if cursor.fingerprint != fingerprint {
+            return Err(DomainError::invalid(
+                "page_token",
+                "was issued for a different filter",
+            ));
+        }
+        Some(cursor)
+    };
+    Ok(EventQuery {
+        filter: EventFilter {
+            signal_id,
+            event_type: convert::optional_status("event_type", request.event_type)?,
+            from,
+            to,
+        },
+        page_size: reads::page_size("page_size", request.page_size)?,
+        after,
+        fingerprint,
+    })
+}
