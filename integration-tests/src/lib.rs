@@ -1,0 +1,465 @@
+//! Test harness: a real PostgreSQL primary with a streaming replica, started
+//! once per test binary by `scripts/pg-cluster.sh` on free ports in a
+//! temporary folder (never the machine's own server), a migrated template
+//! database, and per test a fresh database cloned from it with an
+//! in-process writer and reader listening on 127.0.0.1:0.
+//!
+//! The cluster outlives any single test's runtime, so it is stopped by a
+//! small watchdog process that waits for the test binary to exit.
+
+use audit_proto::v1 as pb;
+use audit_proto::v1::signal_reader_service_client::SignalReaderServiceClient;
+use audit_proto::v1::signal_writer_service_client::SignalWriterServiceClient;
+use diesel::QueryableByName;
+use diesel::sql_types::{Bool, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::sync::{OnceCell, oneshot};
+use tonic::transport::Channel;
+
+const TEMPLATE_DB: &str = "audit_template";
+
+/// The primary and replica of this test binary.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub primary_port: u16,
+    pub replica_port: u16,
+}
+
+impl Cluster {
+    pub fn primary_url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.primary_port)
+    }
+
+    pub fn replica_url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.replica_port)
+    }
+}
+
+static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// The cluster, started (and the template database migrated) on first use.
+pub async fn cluster() -> &'static Cluster {
+    CLUSTER
+        .get_or_init(|| async {
+            let cluster = tokio::task::spawn_blocking(start_cluster)
+                .await
+                .unwrap_or_else(|e| panic!("cluster start panicked: {e}"));
+            let mut admin = connect(&cluster.primary_url("postgres")).await;
+            admin
+                .batch_execute(&format!("CREATE DATABASE {TEMPLATE_DB}"))
+                .await
+                .unwrap_or_else(|e| panic!("create template database: {e}"));
+            audit_migrations::run_pending(&cluster.primary_url(TEMPLATE_DB))
+                .await
+                .unwrap_or_else(|e| panic!("migrate template database: {e}"));
+            cluster
+        })
+        .await
+}
+
+fn start_cluster() -> Cluster {
+    let dir = tempfile::Builder::new()
+        .prefix("audit-it-")
+        .tempdir_in("/tmp")
+        .unwrap_or_else(|e| panic!("temp dir: {e}"))
+        .keep();
+    // The servers run as the postgres OS user when the tests run as root.
+    Command::new("chmod")
+        .arg("755")
+        .arg(&dir)
+        .status()
+        .unwrap_or_else(|e| panic!("chmod: {e}"));
+    let cluster = Cluster {
+        dir,
+        primary_port: free_port(),
+        replica_port: free_port(),
+    };
+    let script = repo_root().join("scripts/pg-cluster.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg("start")
+        .arg(&cluster.dir)
+        .arg(cluster.primary_port.to_string())
+        .arg(cluster.replica_port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "pg-cluster.sh start failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Stop the servers and remove their files once this test binary exits,
+    // however it exits.
+    let watchdog = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; bash '{script}' stop '{dir}' >/dev/null 2>&1; rm -rf '{dir}'",
+        pid = std::process::id(),
+        script = script.display(),
+        dir = cluster.dir.display(),
+    );
+    Command::new("bash")
+        .arg("-c")
+        .arg(watchdog)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("watchdog: {e}"));
+    cluster
+}
+
+pub async fn connect(url: &str) -> AsyncPgConnection {
+    AsyncPgConnection::establish(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+}
+
+#[derive(QueryableByName)]
+struct LsnRow {
+    #[diesel(sql_type = Text)]
+    lsn: String,
+}
+
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = Bool)]
+    ok: bool,
+}
+
+/// Waits until the replica has replayed everything the primary has flushed.
+pub async fn wait_replica(cluster: &Cluster) {
+    let mut primary = connect(&cluster.primary_url("postgres")).await;
+    let LsnRow { lsn } = diesel::sql_query("SELECT pg_current_wal_flush_lsn()::text AS lsn")
+        .get_result(&mut primary)
+        .await
+        .unwrap_or_else(|e| panic!("primary lsn: {e}"));
+    let mut replica = connect(&cluster.replica_url("postgres")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let Flag { ok } =
+            diesel::sql_query("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS ok")
+                .bind::<Text, _>(&lsn)
+                .get_result(&mut replica)
+                .await
+                .unwrap_or_else(|e| panic!("replica lsn: {e}"));
+        if ok {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica did not reach {lsn} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Creates an empty (migrated) database for one test.
+pub async fn fresh_database(cluster: &Cluster) -> String {
+    let name = format!(
+        "t_{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = connect(&cluster.primary_url("postgres")).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}"))
+        .await
+        .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+    wait_replica(cluster).await;
+    name
+}
+
+pub fn writer_args(database_url: String) -> audit_writer::config::ServeArgs {
+    audit_writer::config::ServeArgs {
+        listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        database: audit_writer::config::DatabaseArgs {
+            database_url,
+        },
+        pool_min: 1,
+        pool_max: 24,
+        pool_timeout_ms: 5_000,
+        statement_timeout_ms: 10_000,
+        max_request_bytes: 4 * 1024 * 1024,
+        max_payload_bytes: 16 * 1024,
+        max_batch_items: 100,
+        max_clock_skew_secs: 300,
+        partition_maintenance_secs: 3_600,
+        health_check_ms: 100,
+    }
+}
+
+pub fn reader_args(replica_url: String) -> audit_reader::config::ServeArgs {
+    audit_reader::config::ServeArgs {
+        listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        replica_url,
+        pool_min: 1,
+        pool_max: 8,
+        pool_timeout_ms: 5_000,
+        statement_timeout_ms: 10_000,
+        max_request_bytes: 1024 * 1024,
+        consistency_max_wait_ms: 5_000,
+        consistency_poll_ms: 2,
+        health_check_ms: 100,
+    }
+}
+
+/// A server running in this test's runtime; dropping it shuts it down.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Sends the shutdown signal and waits for the server to drain.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn spawn_writer(args: audit_writer::config::ServeArgs) -> RunningServer {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .unwrap_or_else(|e| panic!("bind writer: {e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        if let Err(e) = audit_writer::server::run(args, listener, shutdown).await {
+            panic!("writer failed: {e}");
+        }
+    });
+    RunningServer {
+        addr,
+        stop: Some(stop),
+        task,
+    }
+}
+
+pub async fn spawn_reader(args: audit_reader::config::ServeArgs) -> RunningServer {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .unwrap_or_else(|e| panic!("bind reader: {e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        if let Err(e) = audit_reader::server::run(args, listener, shutdown).await {
+            panic!("reader failed: {e}");
+        }
+    });
+    RunningServer {
+        addr,
+        stop: Some(stop),
+        task,
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The server task has bound its socket already, but may not be accepting
+    // yet; retry briefly instead of sleeping.
+    for _ in 0..100 {
+        if let Ok(channel) = endpoint.connect().await {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cannot connect to {addr}");
+}
+
+/// One test's world: its own database, a writer on the primary and a reader
+/// on the replica, and clients for both. Fields drop in order: servers
+/// first, the database last.
+pub struct TestApp {
+    pub writer: SignalWriterServiceClient<Channel>,
+    pub reader: SignalReaderServiceClient<Channel>,
+    pub writer_server: RunningServer,
+    pub reader_server: RunningServer,
+    pub cluster: &'static Cluster,
+    pub primary_url: String,
+    pub replica_url: String,
+    pub database: TestDatabase,
+}
+
+/// Drops its database (on the primary, so the replica follows) when dropped.
+pub struct TestDatabase {
+    pub name: String,
+    admin_url: String,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let url = self.admin_url.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(mut conn) = AsyncPgConnection::establish(&url).await {
+                    let _ = conn.batch_execute(&sql).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        Self::start_with(|_, _| {}).await
+    }
+
+    /// Starts with adjusted server options.
+    pub async fn start_with(
+        adjust: impl FnOnce(&mut audit_writer::config::ServeArgs, &mut audit_reader::config::ServeArgs),
+    ) -> Self {
+        let cluster = cluster().await;
+        let name = fresh_database(cluster).await;
+        let primary_url = cluster.primary_url(&name);
+        let replica_url = cluster.replica_url(&name);
+        let mut writer_args = writer_args(primary_url.clone());
+        let mut reader_args = reader_args(replica_url.clone());
+        adjust(&mut writer_args, &mut reader_args);
+        let writer_server = spawn_writer(writer_args).await;
+        let reader_server = spawn_reader(reader_args).await;
+        Self {
+            writer: SignalWriterServiceClient::new(channel(writer_server.addr).await),
+            reader: SignalReaderServiceClient::new(channel(reader_server.addr).await),
+            writer_server,
+            reader_server,
+            cluster,
+            primary_url,
+            replica_url,
+            database: TestDatabase {
+                name,
+                admin_url: cluster.primary_url("postgres"),
+            },
+        }
+    }
+
+    pub async fn primary(&self) -> AsyncPgConnection {
+        connect(&self.primary_url).await
+    }
+
+    pub async fn replica(&self) -> AsyncPgConnection {
+        connect(&self.replica_url).await
+    }
+
+    pub async fn wait_replica(&self) {
+        wait_replica(self.cluster).await;
+    }
+
+    /// Records a valid signal for `ticker`; returns it with its token.
+    pub async fn record_signal(&self, ticker: &str) -> (pb::Signal, pb::ConsistencyToken) {
+        let response = self
+            .writer
+            .clone()
+            .record_signal(pb::RecordSignalRequest {
+                signal: Some(new_signal(ticker)),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("record signal: {e}"))
+            .into_inner();
+        (
+            response.signal.unwrap_or_else(|| panic!("no signal")),
+            response.consistency_token.unwrap_or_else(|| panic!("no token")),
+        )
+    }
+
+    /// Records `event`; panics on failure.
+    pub async fn record_event(&self, event: pb::NewEvent) -> pb::RecordEventResponse {
+        self.writer
+            .clone()
+            .record_event(pb::RecordEventRequest { event: Some(event) })
+            .await
+            .unwrap_or_else(|e| panic!("record event: {e}"))
+            .into_inner()
+    }
+}
+
+pub fn new_signal(ticker: &str) -> pb::NewSignal {
+    pb::NewSignal {
+        ticker: ticker.into(),
+        side: "buy".into(),
+        action: "open".into(),
+        price: 101.5,
+        original_signal_json: format!(r#"{{"ticker":"{ticker}","side":"buy"}}"#),
+        ..Default::default()
+    }
+}
+
+/// An event for `signal_id` with a fresh event id, at `at` (now when `None`).
+pub fn new_event(
+    signal_id: &str,
+    status: pb::SignalStatus,
+    location: pb::SignalLocation,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+) -> pb::NewEvent {
+    pb::NewEvent {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        signal_id: signal_id.into(),
+        event_type: status.into(),
+        location: location.into(),
+        timestamp: at.map(audit_core::convert::to_timestamp),
+        worker_id: "worker-1".into(),
+        ..Default::default()
+    }
+}
+
+/// Counts rows of `table` (trusted test input) on `conn`.
+pub async fn count_rows(conn: &mut AsyncPgConnection, table: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let Count { n } = diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+        .get_result(conn)
+        .await
+        .unwrap_or_else(|e| panic!("count {table}: {e}"));
+    n
+}
