@@ -1,0 +1,432 @@
+//! The read service against the streaming replica: timelines, filtered and
+//! keyset-paginated listings, read-your-writes and replication status.
+
+use audit_proto::v1 as pb;
+use chrono::{TimeDelta, Utc};
+use integration_tests::{TestApp, new_event, new_signal};
+use pb::{SignalLocation as L, SignalStatus as S};
+use std::collections::HashSet;
+use std::time::Duration;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_signal_returns_the_timeline_in_order_with_stage_times() {
+    let app = TestApp::start().await;
+    let t0 = Utc::now() - TimeDelta::seconds(100);
+    let mut request = new_signal("AAPL");
+    request.received_at = Some(audit_core::convert::to_timestamp(t0));
+    let signal = app
+        .writer
+        .clone()
+        .record_signal(pb::RecordSignalRequest { signal: Some(request) })
+        .await
+        .unwrap()
+        .into_inner()
+        .signal
+        .unwrap();
+    let id = signal.signal_id;
+    // Recorded out of order on purpose.
+    let mut last_token = None;
+    for (status, location, ms) in [
+        (S::Approved, L::ApprovedQueue, 2_500),
+        (S::Processing, L::WorkerProcessing, 1_000),
+        (S::ForwardedSuccess, L::Completed, 4_000),
+    ] {
+        let response = app
+            .record_event(new_event(&id, status, location, Some(t0 + TimeDelta::milliseconds(ms))))
+            .await;
+        last_token = response.consistency_token;
+    }
+    let timeline = app
+        .reader
+        .clone()
+        .get_signal(pb::GetSignalRequest { signal_id: id.clone(), consistency_token: last_token })
+        .await
+        .unwrap()
+        .into_inner();
+    let types: Vec<i32> = timeline.events.iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        types,
+        vec![S::Received as i32, S::Processing as i32, S::Approved as i32, S::ForwardedSuccess as i32]
+    );
+    let stages: Vec<(i32, i32, i64)> = timeline
+        .stages
+        .iter()
+        .map(|s| {
+            let d = s.duration.unwrap();
+            (s.from_status, s.to_status, d.seconds * 1000 + i64::from(d.nanos) / 1_000_000)
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        vec![
+            (S::Received as i32, S::Processing as i32, 1_000),
+            (S::Processing as i32, S::Approved as i32, 1_500),
+            (S::Approved as i32, S::ForwardedSuccess as i32, 1_500),
+        ]
+    );
+    assert_eq!(timeline.signal.unwrap().current_status, S::ForwardedSuccess as i32);
+
+    let missing = uuid::Uuid::new_v4().to_string();
+    let status = app
+        .reader
+        .clone()
+        .get_signal(pb::GetSignalRequest { signal_id: missing.clone(), consistency_token: None })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains(&missing));
+    let status = app
+        .reader
+        .clone()
+        .get_signal(pb::GetSignalRequest { signal_id: "x".into(), consistency_token: None })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("signal_id"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_your_writes_with_the_consistency_token() {
+    let app = TestApp::start().await;
+    let mut reader = app.reader.clone();
+    for i in 0..20 {
+        let (signal, token) = app.record_signal(&format!("T{i}")).await;
+        // No sleeping and no replica polling by the test: the token alone
+        // must make the fresh write visible.
+        let found = reader
+            .get_signal(pb::GetSignalRequest { signal_id: signal.signal_id, consistency_token: Some(token) })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(found.events.len(), 1);
+    }
+
+    // A position the replica cannot reach: UNAVAILABLE within the deadline.
+    let mut request = tonic::Request::new(pb::ListSignalsRequest {
+        consistency_token: Some(pb::ConsistencyToken { lsn: "FFFF/0".into() }),
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let status = reader.list_signals(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("FFFF/0"), "{}", status.message());
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    let status = reader
+        .list_signals(pb::ListSignalsRequest {
+            consistency_token: Some(pb::ConsistencyToken { lsn: "yesterday".into() }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("consistency_token.lsn"));
+}
+
+/// 30 signals over 3 tickers with known statuses, errors, tags and times.
+async fn seed(app: &TestApp) -> Vec<pb::Signal> {
+    let t0 = Utc::now() - TimeDelta::minutes(30);
+    let mut signals = Vec::new();
+    let mut batch = pb::RecordBatchRequest::default();
+    for i in 0..30i64 {
+        let id = uuid::Uuid::new_v4().to_string();
+        let ticker = ["NASDAQ:AAPL", "MSFT.US", "BTC-USD"][(i % 3) as usize];
+        let mut signal = new_signal(ticker);
+        signal.signal_id = id.clone();
+        signal.received_at = Some(audit_core::convert::to_timestamp(t0 + TimeDelta::seconds(i)));
+        signal.tags = match i % 4 {
+            0 => vec!["vip".into()],
+            1 => vec!["vip".into(), "manual".into()],
+            2 => vec!["manual".into()],
+            _ => vec![],
+        };
+        batch.signals.push(signal);
+        if i % 2 == 0 {
+            let mut done = new_event(&id, S::ForwardedSuccess, L::Completed, Some(t0 + TimeDelta::seconds(i + 1 + i % 5)));
+            if i % 6 == 0 {
+                done.event_type = S::ForwardedHttpError.into();
+                done.http_status = 500;
+            }
+            batch.events.push(done);
+        }
+    }
+    let token = app
+        .writer
+        .clone()
+        .record_batch(batch)
+        .await
+        .unwrap()
+        .into_inner()
+        .consistency_token;
+    let mut page_token = String::new();
+    loop {
+        let page = app
+            .reader
+            .clone()
+            .list_signals(pb::ListSignalsRequest {
+                page_size: 1000,
+                page_token,
+                consistency_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        signals.extend(page.signals);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(signals.len(), 30);
+    signals
+}
+
+async fn list_all(app: &TestApp, mut request: pb::ListSignalsRequest) -> (Vec<pb::Signal>, usize, i64) {
+    let mut out = Vec::new();
+    let mut pages = 0;
+    let mut total = -1;
+    loop {
+        let page = app.reader.clone().list_signals(request.clone()).await.unwrap().into_inner();
+        pages += 1;
+        out.extend(page.signals);
+        total = page.total_count.max(total);
+        if page.next_page_token.is_empty() {
+            return (out, pages, total);
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_signals_filters_sorts_and_pages_without_gaps() {
+    let app = TestApp::start().await;
+    let all = seed(&app).await;
+    let ms = |d: &Option<prost_types::Duration>| d.map(|d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000);
+    let cases: Vec<(pb::SignalFilter, Box<dyn Fn(&pb::Signal) -> bool>)> = vec![
+        (pb::SignalFilter::default(), Box::new(|_| true)),
+        (
+            pb::SignalFilter { normalised_ticker: "aapl".into(), ..Default::default() },
+            Box::new(|s| s.normalised_ticker == "AAPL"),
+        ),
+        (
+            pb::SignalFilter { ticker: "MSFT.US".into(), ..Default::default() },
+            Box::new(|s| s.ticker == "MSFT.US"),
+        ),
+        (
+            pb::SignalFilter {
+                statuses: vec![S::ForwardedHttpError.into(), S::Received.into()],
+                ..Default::default()
+            },
+            Box::new(|s| s.current_status == S::ForwardedHttpError as i32 || s.current_status == S::Received as i32),
+        ),
+        (
+            pb::SignalFilter { location: L::Completed.into(), ..Default::default() },
+            Box::new(|s| s.current_location == L::Completed as i32),
+        ),
+        (pb::SignalFilter { errors_only: true, ..Default::default() }, Box::new(|s| s.error_count > 0)),
+        (
+            pb::SignalFilter {
+                min_processing_time: Some(prost_types::Duration { seconds: 3, nanos: 0 }),
+                max_processing_time: Some(prost_types::Duration { seconds: 4, nanos: 0 }),
+                ..Default::default()
+            },
+            Box::new(move |s| ms(&s.total_processing_time).is_some_and(|m| (3000..=4000).contains(&m))),
+        ),
+        (
+            pb::SignalFilter { tags: vec!["vip".into(), "manual".into()], tag_match: pb::TagMatch::All.into(), ..Default::default() },
+            Box::new(|s| s.tags.iter().any(|t| t == "vip") && s.tags.iter().any(|t| t == "manual")),
+        ),
+        (
+            pb::SignalFilter { tags: vec!["vip".into(), "manual".into()], tag_match: pb::TagMatch::Any.into(), ..Default::default() },
+            Box::new(|s| !s.tags.is_empty()),
+        ),
+        (
+            pb::SignalFilter {
+                created: Some(pb::TimeRange { start: all[20].created_at, end: all[10].created_at }),
+                ..Default::default()
+            },
+            Box::new({
+                let (start, end) = (all[20].created_at.unwrap(), all[10].created_at.unwrap());
+                move |s| {
+                    let c = s.created_at.unwrap();
+                    (c.seconds, c.nanos) >= (start.seconds, start.nanos) && (c.seconds, c.nanos) < (end.seconds, end.nanos)
+                }
+            }),
+        ),
+    ];
+    for (filter, keep) in cases {
+        let expected: HashSet<String> = all.iter().filter(|s| keep(s)).map(|s| s.signal_id.clone()).collect();
+        assert!(!expected.is_empty(), "filter {filter:?} selects something");
+        for sort in [
+            pb::SignalSortField::CreatedAt,
+            pb::SignalSortField::UpdatedAt,
+            pb::SignalSortField::ProcessingTime,
+            pb::SignalSortField::ErrorCount,
+        ] {
+            for direction in [pb::SortDirection::Ascending, pb::SortDirection::Descending] {
+                let (got, pages, total) = list_all(
+                    &app,
+                    pb::ListSignalsRequest {
+                        filter: Some(filter.clone()),
+                        sort_by: sort.into(),
+                        direction: direction.into(),
+                        page_size: 4,
+                        include_total_count: true,
+                        ..Default::default()
+                    },
+                )
+                .await;
+                let ids: Vec<String> = got.iter().map(|s| s.signal_id.clone()).collect();
+                let unique: HashSet<String> = ids.iter().cloned().collect();
+                assert_eq!(unique.len(), ids.len(), "no duplicates across pages ({sort:?} {direction:?})");
+                assert_eq!(unique, expected, "filter {filter:?} sort {sort:?} {direction:?}");
+                assert_eq!(total, expected.len() as i64);
+                assert_eq!(pages, expected.len().div_ceil(4).max(1));
+                let key = |s: &pb::Signal| -> (i64, i64) {
+                    match sort {
+                        pb::SignalSortField::CreatedAt => { let t = s.created_at.unwrap(); (t.seconds, i64::from(t.nanos)) }
+                        pb::SignalSortField::UpdatedAt => { let t = s.updated_at.unwrap(); (t.seconds, i64::from(t.nanos)) }
+                        pb::SignalSortField::ErrorCount => (i64::from(s.error_count), 0),
+                        _ => (ms(&s.total_processing_time).unwrap_or(i64::MAX), 0),
+                    }
+                };
+                let keys: Vec<(i64, i64)> = got.iter().map(key).collect();
+                let mut sorted = keys.clone();
+                sorted.sort();
+                if direction == pb::SortDirection::Descending {
+                    sorted.reverse();
+                    if sort == pb::SignalSortField::ProcessingTime {
+                        // Unfinished signals come last in both directions.
+                        sorted.sort_by_key(|k| (k.0 == i64::MAX, std::cmp::Reverse(*k)));
+                    }
+                }
+                assert_eq!(keys, sorted, "{sort:?} {direction:?} order");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_signals_rejects_bad_arguments() {
+    let app = TestApp::start().await;
+    seed(&app).await;
+    let mut reader = app.reader.clone();
+    let now = audit_core::convert::to_timestamp(Utc::now());
+    let cases = vec![
+        ("page_size", pb::ListSignalsRequest { page_size: 1001, ..Default::default() }),
+        ("page_size", pb::ListSignalsRequest { page_size: -1, ..Default::default() }),
+        ("page_token", pb::ListSignalsRequest { page_token: "garbage".into(), ..Default::default() }),
+        ("sort_by", pb::ListSignalsRequest { sort_by: 9, ..Default::default() }),
+        (
+            "filter.created",
+            pb::ListSignalsRequest {
+                filter: Some(pb::SignalFilter {
+                    created: Some(pb::TimeRange { start: Some(now), end: Some(now) }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ),
+        (
+            "filter.statuses[0]",
+            pb::ListSignalsRequest {
+                filter: Some(pb::SignalFilter { statuses: vec![99], ..Default::default() }),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (field, request) in cases {
+        let status = reader.list_signals(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}");
+        assert!(status.message().contains(field), "{field} in {}", status.message());
+    }
+    // A token is bound to the query that produced it.
+    let page = reader
+        .list_signals(pb::ListSignalsRequest { page_size: 2, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = reader
+        .list_signals(pb::ListSignalsRequest {
+            page_size: 2,
+            page_token: page.next_page_token,
+            filter: Some(pb::SignalFilter { errors_only: true, ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("page_token"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_events_filters_and_pages_in_time_order() {
+    let app = TestApp::start().await;
+    let all = seed(&app).await;
+    let mut reader = app.reader.clone();
+    let mut request = pb::ListEventsRequest { page_size: 7, ..Default::default() };
+    let mut events = Vec::new();
+    loop {
+        let page = reader.list_events(request.clone()).await.unwrap().into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    assert_eq!(events.len(), 45, "30 received + 15 completion events");
+    let keys: Vec<(i64, i32, i64)> = events
+        .iter()
+        .map(|e| (e.timestamp.unwrap().seconds, e.timestamp.unwrap().nanos, e.sequence))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+
+    let errors = reader
+        .list_events(pb::ListEventsRequest { event_type: S::ForwardedHttpError.into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(errors.events.len(), 5);
+    assert!(errors.events.iter().all(|e| e.http_status == 500));
+
+    let one = reader
+        .list_events(pb::ListEventsRequest { signal_id: all[0].signal_id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(one.events.iter().all(|e| e.signal_id == all[0].signal_id));
+    assert!(!one.events.is_empty());
+
+    let status = reader
+        .list_events(pb::ListEventsRequest { signal_id: "bad".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("signal_id"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replication_status_reports_the_replica() {
+    let app = TestApp::start().await;
+    let (_, token) = app.record_signal("AAPL").await;
+    app.wait_replica().await;
+    let status = app
+        .reader
+        .clone()
+        .get_replication_status(pb::GetReplicationStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.in_recovery, "the reader must be on the standby");
+    assert!(!status.replay_lsn.is_empty());
+    let lsn = |s: &str| {
+        let (hi, lo) = s.split_once('/').unwrap();
+        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    };
+    assert!(lsn(&status.replay_lsn) >= lsn(&token.lsn));
+}
