@@ -90,7 +90,10 @@ pub fn uuid(field: &str, value: &str) -> Result<Uuid, DomainError> {
         .map_err(|_| DomainError::invalid(field, format!("{value:?} is not a UUID")))
 }
 
-pub fn timestamp(field: &str, value: &prost_types::Timestamp) -> Result<DateTime<Utc>, DomainError> {
+pub fn timestamp(
+    field: &str,
+    value: &prost_types::Timestamp,
+) -> Result<DateTime<Utc>, DomainError> {
     u32::try_from(value.nanos)
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos))

@@ -83,7 +83,10 @@ pub fn new_signal(
     let ticker = short_text("ticker", &signal.ticker)?;
     let normalised_ticker = normalise_ticker(&ticker);
     if normalised_ticker.is_empty() {
-        return Err(DomainError::invalid("ticker", "has no symbol after normalisation"));
+        return Err(DomainError::invalid(
+            "ticker",
+            "has no symbol after normalisation",
+        ));
     }
     let side = short_text("side", &signal.side)?.to_lowercase();
     let action = short_text("action", &signal.action)?.to_lowercase();
@@ -141,7 +144,11 @@ pub fn new_event(
         details: optional_text("details", &event.details, limits.max_payload_bytes)?,
         error_info: json("error_info_json", &event.error_info_json, limits)?,
         http_status,
-        response_data: optional_text("response_data", &event.response_data, limits.max_payload_bytes)?,
+        response_data: optional_text(
+            "response_data",
+            &event.response_data,
+            limits.max_payload_bytes,
+        )?,
     })
 }
 
@@ -185,7 +192,10 @@ fn short_text(field: &str, value: &str) -> Result<String, DomainError> {
 
 fn optional_text(field: &str, value: &str, max: usize) -> Result<Option<String>, DomainError> {
     if value.len() > max {
-        return Err(DomainError::invalid(field, format!("longer than {max} bytes")));
+        return Err(DomainError::invalid(
+            field,
+            format!("longer than {max} bytes"),
+        ));
     }
     Ok((!value.is_empty()).then(|| value.to_owned()))
 }
@@ -199,11 +209,14 @@ fn price(field: &str, value: f64) -> Result<BigDecimal, DomainError> {
     }
     // Through the shortest decimal string, so 0.1 is stored as 0.1 and not as
     // the binary fraction closest to it.
-    BigDecimal::from_str(&value.to_string())
-        .map_err(|e| DomainError::invalid(field, e.to_string()))
+    BigDecimal::from_str(&value.to_string()).map_err(|e| DomainError::invalid(field, e.to_string()))
 }
 
-fn json(field: &str, value: &str, limits: &Limits) -> Result<Option<serde_json::Value>, DomainError> {
+fn json(
+    field: &str,
+    value: &str,
+    limits: &Limits,
+) -> Result<Option<serde_json::Value>, DomainError> {
     if value.trim().is_empty() {
         return Ok(None);
     }
@@ -259,6 +272,8 @@ mod tests {
         }
     }
 
+    type Breaker = Box<dyn Fn(&mut pb::NewSignal)>;
+
     fn field_of(err: DomainError) -> String {
         match err {
             DomainError::Invalid { field, .. } => field,
@@ -277,15 +292,20 @@ mod tests {
     fn names_the_bad_field() {
         let limits = Limits::default();
         let now = Utc::now();
-        let cases: Vec<(&str, Box<dyn Fn(&mut pb::NewSignal)>)> = vec![
+        let cases: Vec<(&str, Breaker)> = vec![
             ("ticker", Box::new(|s| s.ticker = " ".into())),
             ("price", Box::new(|s| s.price = f64::NAN)),
             ("price", Box::new(|s| s.price = 0.0)),
-            ("original_signal_json", Box::new(|s| s.original_signal_json = "{".into())),
+            (
+                "original_signal_json",
+                Box::new(|s| s.original_signal_json = "{".into()),
+            ),
             ("signal_id", Box::new(|s| s.signal_id = "nope".into())),
             (
                 "received_at",
-                Box::new(|s| s.received_at = Some(convert::to_timestamp(Utc::now() + TimeDelta::hours(1)))),
+                Box::new(|s| {
+                    s.received_at = Some(convert::to_timestamp(Utc::now() + TimeDelta::hours(1)))
+                }),
             ),
         ];
         for (field, mutate) in cases {

@@ -96,12 +96,18 @@ impl From<DbError> for tonic::Status {
                 Status::new(inner.code(), format!("{item}: {}", inner.message()))
             }
             DbError::Query(Error::DatabaseError(kind, info)) => match kind {
-                DatabaseErrorKind::UniqueViolation => Status::already_exists(info.message().to_owned()),
-                DatabaseErrorKind::ForeignKeyViolation => Status::not_found(info.message().to_owned()),
+                DatabaseErrorKind::UniqueViolation => {
+                    Status::already_exists(info.message().to_owned())
+                }
+                DatabaseErrorKind::ForeignKeyViolation => {
+                    Status::not_found(info.message().to_owned())
+                }
                 DatabaseErrorKind::CheckViolation | DatabaseErrorKind::NotNullViolation => {
                     Status::invalid_argument(info.message().to_owned())
                 }
-                DatabaseErrorKind::SerializationFailure => Status::aborted(info.message().to_owned()),
+                DatabaseErrorKind::SerializationFailure => {
+                    Status::aborted(info.message().to_owned())
+                }
                 _ => {
                     tracing::error!(error = %message, "unexpected database error");
                     Status::internal("internal database error")

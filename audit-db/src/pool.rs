@@ -39,8 +39,10 @@ pub fn build_pool(config: &PoolConfig) -> Result<PgPool, DbError> {
             Ok(conn)
         })
     });
-    let manager =
-        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(&config.url, manager_config);
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        &config.url,
+        manager_config,
+    );
     Ok(bb8::Pool::builder()
         .min_idle(Some(config.min_idle.min(config.max_size)))
         .max_size(config.max_size.max(1))

@@ -246,7 +246,12 @@ pub async fn list_signals(pool: &PgPool, query: &SignalQuery) -> Result<SignalPa
         None
     };
     let total = if query.include_total {
-        Some(filtered(&query.filter).count().get_result(&mut conn).await?)
+        Some(
+            filtered(&query.filter)
+                .count()
+                .get_result(&mut conn)
+                .await?,
+        )
     } else {
         None
     };
@@ -325,7 +330,13 @@ pub async fn get_signal(
 pub fn stage_durations(events: &[EventRow]) -> Vec<(SignalStatus, SignalStatus, TimeDelta)> {
     events
         .windows(2)
-        .map(|pair| (pair[0].event_type, pair[1].event_type, pair[1].ts - pair[0].ts))
+        .map(|pair| {
+            (
+                pair[0].event_type,
+                pair[1].event_type,
+                pair[1].ts - pair[0].ts,
+            )
+        })
         .collect()
 }
 

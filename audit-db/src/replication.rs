@@ -4,8 +4,8 @@
 
 use crate::{DbError, PgPool};
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{Bool, Nullable, Text, Timestamptz};
 use diesel::QueryableByName;
+use diesel::sql_types::{Bool, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
 use tokio::time::Instant;

@@ -153,7 +153,11 @@ pub async fn remove_tags(
     let value = conn
         .transaction::<_, DbError, _>(async |conn| {
             let signal = lock_signal(conn, signal_id).await?;
-            let kept = signal.tags.into_iter().filter(|t| !tags.contains(t)).collect();
+            let kept = signal
+                .tags
+                .into_iter()
+                .filter(|t| !tags.contains(t))
+                .collect();
             set_tags(conn, signal_id, kept).await
         })
         .await?;
@@ -390,10 +394,16 @@ async fn replayed_event(
         .first(conn)
         .await?;
     if stored.event_type != event.event_type {
-        return Err(conflict(format!("its event_type is {}", stored.event_type.as_str())));
+        return Err(conflict(format!(
+            "its event_type is {}",
+            stored.event_type.as_str()
+        )));
     }
     if stored.location != event.location {
-        return Err(conflict(format!("its location is {}", stored.location.as_str())));
+        return Err(conflict(format!(
+            "its location is {}",
+            stored.location.as_str()
+        )));
     }
     Ok(RecordedEvent {
         event: stored,

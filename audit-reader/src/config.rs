@@ -6,7 +6,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "audit-reader", version, about = "Signal Audit Trail analytics read service (gRPC, PostgreSQL replica)")]
+#[command(
+    name = "audit-reader",
+    version,
+    about = "Signal Audit Trail analytics read service (gRPC, PostgreSQL replica)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -34,7 +38,11 @@ pub struct ServeArgs {
     #[arg(long, env = "AUDIT_READER_LISTEN", default_value = "127.0.0.1:50052")]
     pub listen: SocketAddr,
     /// The streaming replica every query runs on.
-    #[arg(long, env = "AUDIT_REPLICA_URL", default_value = "postgres://postgres@127.0.0.1:55433/signal_audit")]
+    #[arg(
+        long,
+        env = "AUDIT_REPLICA_URL",
+        default_value = "postgres://postgres@127.0.0.1:55433/signal_audit"
+    )]
     pub replica_url: String,
     /// Connections kept open even when idle.
     #[arg(long, env = "AUDIT_POOL_MIN", default_value_t = 20)]

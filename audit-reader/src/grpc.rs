@@ -32,7 +32,11 @@ impl SignalReaderService for ReaderService {
         let signal_id = audit_core::convert::uuid("signal_id", &request.get_ref().signal_id)
             .map_err(invalid)?;
         self.consistency
-            .wait(&self.pool, request.get_ref().consistency_token.as_ref(), request.metadata())
+            .wait(
+                &self.pool,
+                request.get_ref().consistency_token.as_ref(),
+                request.metadata(),
+            )
             .await?;
         let (signal, events) = reads::get_signal(&self.pool, signal_id).await?;
         let stages = reads::stage_durations(&events)
@@ -57,7 +61,11 @@ impl SignalReaderService for ReaderService {
     ) -> Result<Response<pb::ListSignalsResponse>, Status> {
         let query = request::signal_query(request.get_ref()).map_err(invalid)?;
         self.consistency
-            .wait(&self.pool, request.get_ref().consistency_token.as_ref(), request.metadata())
+            .wait(
+                &self.pool,
+                request.get_ref().consistency_token.as_ref(),
+                request.metadata(),
+            )
             .await?;
         let page = reads::list_signals(&self.pool, &query).await?;
         Ok(Response::new(pb::ListSignalsResponse {
@@ -74,7 +82,11 @@ impl SignalReaderService for ReaderService {
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         let query = request::event_query(request.get_ref()).map_err(invalid)?;
         self.consistency
-            .wait(&self.pool, request.get_ref().consistency_token.as_ref(), request.metadata())
+            .wait(
+                &self.pool,
+                request.get_ref().consistency_token.as_ref(),
+                request.metadata(),
+            )
             .await?;
         let (events, next) = reads::list_events(
             &self.pool,

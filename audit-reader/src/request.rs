@@ -39,13 +39,13 @@ pub fn time_range(field: &str, range: Option<&pb::TimeRange>) -> Result<Range, D
         .as_ref()
         .map(|t| convert::timestamp(&format!("{field}.end"), t))
         .transpose()?;
-    if let (Some(start), Some(end)) = (start, end) {
-        if start >= end {
-            return Err(DomainError::invalid(
-                field,
-                format!("start {start} is not before end {end}"),
-            ));
-        }
+    if let (Some(start), Some(end)) = (start, end)
+        && start >= end
+    {
+        return Err(DomainError::invalid(
+            field,
+            format!("start {start} is not before end {end}"),
+        ));
     }
     Ok((start, end))
 }
@@ -74,13 +74,13 @@ pub fn signal_filter(filter: &pb::SignalFilter) -> Result<SignalFilter, DomainEr
         .as_ref()
         .map(|d| convert::duration("filter.max_processing_time", d))
         .transpose()?;
-    if let (Some(min), Some(max)) = (min_processing_time, max_processing_time) {
-        if min > max {
-            return Err(DomainError::invalid(
-                "filter.min_processing_time",
-                "is greater than filter.max_processing_time",
-            ));
-        }
+    if let (Some(min), Some(max)) = (min_processing_time, max_processing_time)
+        && min > max
+    {
+        return Err(DomainError::invalid(
+            "filter.min_processing_time",
+            "is greater than filter.max_processing_time",
+        ));
     }
     let tag_match = match pb::TagMatch::try_from(filter.tag_match) {
         Ok(pb::TagMatch::Unspecified | pb::TagMatch::Any) => TagMatch::Any,
@@ -113,7 +113,9 @@ pub fn signal_query(request: &pb::ListSignalsRequest) -> Result<SignalQuery, Dom
     let filter_message = request.filter.clone().unwrap_or_default();
     let filter = signal_filter(&filter_message)?;
     let sort = match pb::SignalSortField::try_from(request.sort_by) {
-        Ok(pb::SignalSortField::Unspecified | pb::SignalSortField::CreatedAt) => SortField::CreatedAt,
+        Ok(pb::SignalSortField::Unspecified | pb::SignalSortField::CreatedAt) => {
+            SortField::CreatedAt
+        }
         Ok(pb::SignalSortField::UpdatedAt) => SortField::UpdatedAt,
         Ok(pb::SignalSortField::ProcessingTime) => SortField::ProcessingTime,
         Ok(pb::SignalSortField::ErrorCount) => SortField::ErrorCount,
@@ -178,7 +180,7 @@ pub fn event_query(request: &pb::ListEventsRequest) -> Result<EventQuery, Domain
     let fingerprint = fingerprint(&[
         request.signal_id.as_bytes(),
         &request.event_type.to_le_bytes(),
-        &request.time_range.clone().unwrap_or_default().encode_to_vec(),
+        &request.time_range.unwrap_or_default().encode_to_vec(),
     ]);
     let after = if request.page_token.is_empty() {
         None

@@ -2,8 +2,8 @@
 //! served until the shutdown future resolves.
 
 use crate::config::ServeArgs;
-use crate::grpc::ReaderService;
 use crate::consistency::Consistency;
+use crate::grpc::ReaderService;
 use audit_db::{build_pool, replication};
 use audit_proto::v1::signal_reader_service_server::SignalReaderServiceServer;
 use std::future::Future;

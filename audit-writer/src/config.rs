@@ -9,7 +9,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "audit-writer", version, about = "Signal Audit Trail write service (gRPC, PostgreSQL primary)")]
+#[command(
+    name = "audit-writer",
+    version,
+    about = "Signal Audit Trail write service (gRPC, PostgreSQL primary)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -36,7 +40,11 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// PostgreSQL primary.
-    #[arg(long, env = "AUDIT_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:55432/signal_audit")]
+    #[arg(
+        long,
+        env = "AUDIT_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:55432/signal_audit"
+    )]
     pub database_url: String,
 }
 
@@ -81,7 +89,11 @@ pub struct ServeArgs {
     #[arg(long, env = "AUDIT_MAX_CLOCK_SKEW_SECS", default_value_t = 300)]
     pub max_clock_skew_secs: i64,
     /// How often pg_partman maintenance runs (also once at start-up).
-    #[arg(long, env = "AUDIT_PARTITION_MAINTENANCE_SECS", default_value_t = 3_600)]
+    #[arg(
+        long,
+        env = "AUDIT_PARTITION_MAINTENANCE_SECS",
+        default_value_t = 3_600
+    )]
     pub partition_maintenance_secs: u64,
     /// How often the database is pinged for the health status.
     #[arg(long, env = "AUDIT_HEALTH_CHECK_MS", default_value_t = 2_000)]

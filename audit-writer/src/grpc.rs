@@ -116,7 +116,11 @@ impl SignalWriterService for WriterService {
                     .map_err(|err| invalid(err.within(&format!("events[{i}]."))))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        tracing::info!(signals = signals.len(), events = events.len(), "record batch");
+        tracing::info!(
+            signals = signals.len(),
+            events = events.len(),
+            "record batch"
+        );
         let committed = writes::record_batch(&self.pool, signals, events).await?;
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         Ok(Response::new(pb::RecordBatchResponse {
@@ -165,7 +169,10 @@ impl WriterService {
         let signal_id = convert::uuid("signal_id", signal_id).map_err(invalid)?;
         let tags = validate::tags("tags", tags, &self.limits).map_err(invalid)?;
         if tags.is_empty() {
-            return Err(invalid(DomainError::invalid("tags", "must name at least one tag")));
+            return Err(invalid(DomainError::invalid(
+                "tags",
+                "must name at least one tag",
+            )));
         }
         Ok((signal_id, tags))
     }

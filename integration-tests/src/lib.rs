@@ -78,6 +78,10 @@ pub async fn cluster() -> &'static Cluster {
         .await
 }
 
+#[expect(
+    clippy::zombie_processes,
+    reason = "the watchdog must outlive this process to stop the cluster after it"
+)]
 fn start_cluster() -> Cluster {
     let dir = tempfile::Builder::new()
         .prefix("audit-it-")
@@ -158,12 +162,11 @@ pub async fn wait_replica(cluster: &Cluster) {
     let mut replica = connect(&cluster.replica_url("postgres")).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let Flag { ok } =
-            diesel::sql_query("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS ok")
-                .bind::<Text, _>(&lsn)
-                .get_result(&mut replica)
-                .await
-                .unwrap_or_else(|e| panic!("replica lsn: {e}"));
+        let Flag { ok } = diesel::sql_query("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS ok")
+            .bind::<Text, _>(&lsn)
+            .get_result(&mut replica)
+            .await
+            .unwrap_or_else(|e| panic!("replica lsn: {e}"));
         if ok {
             return;
         }
@@ -194,9 +197,7 @@ pub async fn fresh_database(cluster: &Cluster) -> String {
 pub fn writer_args(database_url: String) -> audit_writer::config::ServeArgs {
     audit_writer::config::ServeArgs {
         listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-        database: audit_writer::config::DatabaseArgs {
-            database_url,
-        },
+        database: audit_writer::config::DatabaseArgs { database_url },
         pool_min: 1,
         pool_max: 24,
         pool_timeout_ms: 5_000,
@@ -406,7 +407,9 @@ impl TestApp {
             .into_inner();
         (
             response.signal.unwrap_or_else(|| panic!("no signal")),
-            response.consistency_token.unwrap_or_else(|| panic!("no token")),
+            response
+                .consistency_token
+                .unwrap_or_else(|| panic!("no token")),
         )
     }
 

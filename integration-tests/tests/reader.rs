@@ -1,6 +1,12 @@
 //! The read service against the streaming replica: timelines, filtered and
 //! keyset-paginated listings, read-your-writes and replication status.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on purpose"
+)]
+
 use audit_proto::v1 as pb;
 use chrono::{TimeDelta, Utc};
 use integration_tests::{TestApp, new_event, new_signal};
@@ -18,7 +24,9 @@ async fn get_signal_returns_the_timeline_in_order_with_stage_times() {
     let signal = app
         .writer
         .clone()
-        .record_signal(pb::RecordSignalRequest { signal: Some(request) })
+        .record_signal(pb::RecordSignalRequest {
+            signal: Some(request),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -33,28 +41,45 @@ async fn get_signal_returns_the_timeline_in_order_with_stage_times() {
         (S::ForwardedSuccess, L::Completed, 4_000),
     ] {
         let response = app
-            .record_event(new_event(&id, status, location, Some(t0 + TimeDelta::milliseconds(ms))))
+            .record_event(new_event(
+                &id,
+                status,
+                location,
+                Some(t0 + TimeDelta::milliseconds(ms)),
+            ))
             .await;
         last_token = response.consistency_token;
     }
     let timeline = app
         .reader
         .clone()
-        .get_signal(pb::GetSignalRequest { signal_id: id.clone(), consistency_token: last_token })
+        .get_signal(pb::GetSignalRequest {
+            signal_id: id.clone(),
+            consistency_token: last_token,
+        })
         .await
         .unwrap()
         .into_inner();
     let types: Vec<i32> = timeline.events.iter().map(|e| e.event_type).collect();
     assert_eq!(
         types,
-        vec![S::Received as i32, S::Processing as i32, S::Approved as i32, S::ForwardedSuccess as i32]
+        vec![
+            S::Received as i32,
+            S::Processing as i32,
+            S::Approved as i32,
+            S::ForwardedSuccess as i32
+        ]
     );
     let stages: Vec<(i32, i32, i64)> = timeline
         .stages
         .iter()
         .map(|s| {
             let d = s.duration.unwrap();
-            (s.from_status, s.to_status, d.seconds * 1000 + i64::from(d.nanos) / 1_000_000)
+            (
+                s.from_status,
+                s.to_status,
+                d.seconds * 1000 + i64::from(d.nanos) / 1_000_000,
+            )
         })
         .collect();
     assert_eq!(
@@ -65,13 +90,19 @@ async fn get_signal_returns_the_timeline_in_order_with_stage_times() {
             (S::Approved as i32, S::ForwardedSuccess as i32, 1_500),
         ]
     );
-    assert_eq!(timeline.signal.unwrap().current_status, S::ForwardedSuccess as i32);
+    assert_eq!(
+        timeline.signal.unwrap().current_status,
+        S::ForwardedSuccess as i32
+    );
 
     let missing = uuid::Uuid::new_v4().to_string();
     let status = app
         .reader
         .clone()
-        .get_signal(pb::GetSignalRequest { signal_id: missing.clone(), consistency_token: None })
+        .get_signal(pb::GetSignalRequest {
+            signal_id: missing.clone(),
+            consistency_token: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
@@ -79,7 +110,10 @@ async fn get_signal_returns_the_timeline_in_order_with_stage_times() {
     let status = app
         .reader
         .clone()
-        .get_signal(pb::GetSignalRequest { signal_id: "x".into(), consistency_token: None })
+        .get_signal(pb::GetSignalRequest {
+            signal_id: "x".into(),
+            consistency_token: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -95,7 +129,10 @@ async fn read_your_writes_with_the_consistency_token() {
         // No sleeping and no replica polling by the test: the token alone
         // must make the fresh write visible.
         let found = reader
-            .get_signal(pb::GetSignalRequest { signal_id: signal.signal_id, consistency_token: Some(token) })
+            .get_signal(pb::GetSignalRequest {
+                signal_id: signal.signal_id,
+                consistency_token: Some(token),
+            })
             .await
             .unwrap()
             .into_inner();
@@ -104,7 +141,9 @@ async fn read_your_writes_with_the_consistency_token() {
 
     // A position the replica cannot reach: UNAVAILABLE within the deadline.
     let mut request = tonic::Request::new(pb::ListSignalsRequest {
-        consistency_token: Some(pb::ConsistencyToken { lsn: "FFFF/0".into() }),
+        consistency_token: Some(pb::ConsistencyToken {
+            lsn: "FFFF/0".into(),
+        }),
         ..Default::default()
     });
     request.set_timeout(Duration::from_millis(300));
@@ -116,7 +155,9 @@ async fn read_your_writes_with_the_consistency_token() {
 
     let status = reader
         .list_signals(pb::ListSignalsRequest {
-            consistency_token: Some(pb::ConsistencyToken { lsn: "yesterday".into() }),
+            consistency_token: Some(pb::ConsistencyToken {
+                lsn: "yesterday".into(),
+            }),
             ..Default::default()
         })
         .await
@@ -124,6 +165,9 @@ async fn read_your_writes_with_the_consistency_token() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("consistency_token.lsn"));
 }
+
+/// What a filter should keep, computed independently of the server.
+type Keep = Box<dyn Fn(&pb::Signal) -> bool>;
 
 /// 30 signals over 3 tickers with known statuses, errors, tags and times.
 async fn seed(app: &TestApp) -> Vec<pb::Signal> {
@@ -135,7 +179,9 @@ async fn seed(app: &TestApp) -> Vec<pb::Signal> {
         let ticker = ["NASDAQ:AAPL", "MSFT.US", "BTC-USD"][(i % 3) as usize];
         let mut signal = new_signal(ticker);
         signal.signal_id = id.clone();
-        signal.received_at = Some(audit_core::convert::to_timestamp(t0 + TimeDelta::seconds(i)));
+        signal.received_at = Some(audit_core::convert::to_timestamp(
+            t0 + TimeDelta::seconds(i),
+        ));
         signal.tags = match i % 4 {
             0 => vec!["vip".into()],
             1 => vec!["vip".into(), "manual".into()],
@@ -144,7 +190,12 @@ async fn seed(app: &TestApp) -> Vec<pb::Signal> {
         };
         batch.signals.push(signal);
         if i % 2 == 0 {
-            let mut done = new_event(&id, S::ForwardedSuccess, L::Completed, Some(t0 + TimeDelta::seconds(i + 1 + i % 5)));
+            let mut done = new_event(
+                &id,
+                S::ForwardedSuccess,
+                L::Completed,
+                Some(t0 + TimeDelta::seconds(i + 1 + i % 5)),
+            );
             if i % 6 == 0 {
                 done.event_type = S::ForwardedHttpError.into();
                 done.http_status = 500;
@@ -184,12 +235,21 @@ async fn seed(app: &TestApp) -> Vec<pb::Signal> {
     signals
 }
 
-async fn list_all(app: &TestApp, mut request: pb::ListSignalsRequest) -> (Vec<pb::Signal>, usize, i64) {
+async fn list_all(
+    app: &TestApp,
+    mut request: pb::ListSignalsRequest,
+) -> (Vec<pb::Signal>, usize, i64) {
     let mut out = Vec::new();
     let mut pages = 0;
     let mut total = -1;
     loop {
-        let page = app.reader.clone().list_signals(request.clone()).await.unwrap().into_inner();
+        let page = app
+            .reader
+            .clone()
+            .list_signals(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
         pages += 1;
         out.extend(page.signals);
         total = page.total_count.max(total);
@@ -204,15 +264,23 @@ async fn list_all(app: &TestApp, mut request: pb::ListSignalsRequest) -> (Vec<pb
 async fn list_signals_filters_sorts_and_pages_without_gaps() {
     let app = TestApp::start().await;
     let all = seed(&app).await;
-    let ms = |d: &Option<prost_types::Duration>| d.map(|d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000);
-    let cases: Vec<(pb::SignalFilter, Box<dyn Fn(&pb::Signal) -> bool>)> = vec![
+    let ms = |d: &Option<prost_types::Duration>| {
+        d.map(|d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000)
+    };
+    let cases: Vec<(pb::SignalFilter, Keep)> = vec![
         (pb::SignalFilter::default(), Box::new(|_| true)),
         (
-            pb::SignalFilter { normalised_ticker: "aapl".into(), ..Default::default() },
+            pb::SignalFilter {
+                normalised_ticker: "aapl".into(),
+                ..Default::default()
+            },
             Box::new(|s| s.normalised_ticker == "AAPL"),
         ),
         (
-            pb::SignalFilter { ticker: "MSFT.US".into(), ..Default::default() },
+            pb::SignalFilter {
+                ticker: "MSFT.US".into(),
+                ..Default::default()
+            },
             Box::new(|s| s.ticker == "MSFT.US"),
         ),
         (
@@ -220,45 +288,81 @@ async fn list_signals_filters_sorts_and_pages_without_gaps() {
                 statuses: vec![S::ForwardedHttpError.into(), S::Received.into()],
                 ..Default::default()
             },
-            Box::new(|s| s.current_status == S::ForwardedHttpError as i32 || s.current_status == S::Received as i32),
+            Box::new(|s| {
+                s.current_status == S::ForwardedHttpError as i32
+                    || s.current_status == S::Received as i32
+            }),
         ),
-        (
-            pb::SignalFilter { location: L::Completed.into(), ..Default::default() },
-            Box::new(|s| s.current_location == L::Completed as i32),
-        ),
-        (pb::SignalFilter { errors_only: true, ..Default::default() }, Box::new(|s| s.error_count > 0)),
         (
             pb::SignalFilter {
-                min_processing_time: Some(prost_types::Duration { seconds: 3, nanos: 0 }),
-                max_processing_time: Some(prost_types::Duration { seconds: 4, nanos: 0 }),
+                location: L::Completed.into(),
                 ..Default::default()
             },
-            Box::new(move |s| ms(&s.total_processing_time).is_some_and(|m| (3000..=4000).contains(&m))),
+            Box::new(|s| s.current_location == L::Completed as i32),
         ),
         (
-            pb::SignalFilter { tags: vec!["vip".into(), "manual".into()], tag_match: pb::TagMatch::All.into(), ..Default::default() },
+            pb::SignalFilter {
+                errors_only: true,
+                ..Default::default()
+            },
+            Box::new(|s| s.error_count > 0),
+        ),
+        (
+            pb::SignalFilter {
+                min_processing_time: Some(prost_types::Duration {
+                    seconds: 3,
+                    nanos: 0,
+                }),
+                max_processing_time: Some(prost_types::Duration {
+                    seconds: 4,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            },
+            Box::new(move |s| {
+                ms(&s.total_processing_time).is_some_and(|m| (3000..=4000).contains(&m))
+            }),
+        ),
+        (
+            pb::SignalFilter {
+                tags: vec!["vip".into(), "manual".into()],
+                tag_match: pb::TagMatch::All.into(),
+                ..Default::default()
+            },
             Box::new(|s| s.tags.iter().any(|t| t == "vip") && s.tags.iter().any(|t| t == "manual")),
         ),
         (
-            pb::SignalFilter { tags: vec!["vip".into(), "manual".into()], tag_match: pb::TagMatch::Any.into(), ..Default::default() },
+            pb::SignalFilter {
+                tags: vec!["vip".into(), "manual".into()],
+                tag_match: pb::TagMatch::Any.into(),
+                ..Default::default()
+            },
             Box::new(|s| !s.tags.is_empty()),
         ),
         (
             pb::SignalFilter {
-                created: Some(pb::TimeRange { start: all[20].created_at, end: all[10].created_at }),
+                created: Some(pb::TimeRange {
+                    start: all[20].created_at,
+                    end: all[10].created_at,
+                }),
                 ..Default::default()
             },
             Box::new({
                 let (start, end) = (all[20].created_at.unwrap(), all[10].created_at.unwrap());
                 move |s| {
                     let c = s.created_at.unwrap();
-                    (c.seconds, c.nanos) >= (start.seconds, start.nanos) && (c.seconds, c.nanos) < (end.seconds, end.nanos)
+                    (c.seconds, c.nanos) >= (start.seconds, start.nanos)
+                        && (c.seconds, c.nanos) < (end.seconds, end.nanos)
                 }
             }),
         ),
     ];
     for (filter, keep) in cases {
-        let expected: HashSet<String> = all.iter().filter(|s| keep(s)).map(|s| s.signal_id.clone()).collect();
+        let expected: HashSet<String> = all
+            .iter()
+            .filter(|s| keep(s))
+            .map(|s| s.signal_id.clone())
+            .collect();
         assert!(!expected.is_empty(), "filter {filter:?} selects something");
         for sort in [
             pb::SignalSortField::CreatedAt,
@@ -281,14 +385,27 @@ async fn list_signals_filters_sorts_and_pages_without_gaps() {
                 .await;
                 let ids: Vec<String> = got.iter().map(|s| s.signal_id.clone()).collect();
                 let unique: HashSet<String> = ids.iter().cloned().collect();
-                assert_eq!(unique.len(), ids.len(), "no duplicates across pages ({sort:?} {direction:?})");
-                assert_eq!(unique, expected, "filter {filter:?} sort {sort:?} {direction:?}");
+                assert_eq!(
+                    unique.len(),
+                    ids.len(),
+                    "no duplicates across pages ({sort:?} {direction:?})"
+                );
+                assert_eq!(
+                    unique, expected,
+                    "filter {filter:?} sort {sort:?} {direction:?}"
+                );
                 assert_eq!(total, expected.len() as i64);
                 assert_eq!(pages, expected.len().div_ceil(4).max(1));
                 let key = |s: &pb::Signal| -> (i64, i64) {
                     match sort {
-                        pb::SignalSortField::CreatedAt => { let t = s.created_at.unwrap(); (t.seconds, i64::from(t.nanos)) }
-                        pb::SignalSortField::UpdatedAt => { let t = s.updated_at.unwrap(); (t.seconds, i64::from(t.nanos)) }
+                        pb::SignalSortField::CreatedAt => {
+                            let t = s.created_at.unwrap();
+                            (t.seconds, i64::from(t.nanos))
+                        }
+                        pb::SignalSortField::UpdatedAt => {
+                            let t = s.updated_at.unwrap();
+                            (t.seconds, i64::from(t.nanos))
+                        }
                         pb::SignalSortField::ErrorCount => (i64::from(s.error_count), 0),
                         _ => (ms(&s.total_processing_time).unwrap_or(i64::MAX), 0),
                     }
@@ -316,15 +433,42 @@ async fn list_signals_rejects_bad_arguments() {
     let mut reader = app.reader.clone();
     let now = audit_core::convert::to_timestamp(Utc::now());
     let cases = vec![
-        ("page_size", pb::ListSignalsRequest { page_size: 1001, ..Default::default() }),
-        ("page_size", pb::ListSignalsRequest { page_size: -1, ..Default::default() }),
-        ("page_token", pb::ListSignalsRequest { page_token: "garbage".into(), ..Default::default() }),
-        ("sort_by", pb::ListSignalsRequest { sort_by: 9, ..Default::default() }),
+        (
+            "page_size",
+            pb::ListSignalsRequest {
+                page_size: 1001,
+                ..Default::default()
+            },
+        ),
+        (
+            "page_size",
+            pb::ListSignalsRequest {
+                page_size: -1,
+                ..Default::default()
+            },
+        ),
+        (
+            "page_token",
+            pb::ListSignalsRequest {
+                page_token: "garbage".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "sort_by",
+            pb::ListSignalsRequest {
+                sort_by: 9,
+                ..Default::default()
+            },
+        ),
         (
             "filter.created",
             pb::ListSignalsRequest {
                 filter: Some(pb::SignalFilter {
-                    created: Some(pb::TimeRange { start: Some(now), end: Some(now) }),
+                    created: Some(pb::TimeRange {
+                        start: Some(now),
+                        end: Some(now),
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -333,7 +477,10 @@ async fn list_signals_rejects_bad_arguments() {
         (
             "filter.statuses[0]",
             pb::ListSignalsRequest {
-                filter: Some(pb::SignalFilter { statuses: vec![99], ..Default::default() }),
+                filter: Some(pb::SignalFilter {
+                    statuses: vec![99],
+                    ..Default::default()
+                }),
                 ..Default::default()
             },
         ),
@@ -341,11 +488,18 @@ async fn list_signals_rejects_bad_arguments() {
     for (field, request) in cases {
         let status = reader.list_signals(request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{field}");
-        assert!(status.message().contains(field), "{field} in {}", status.message());
+        assert!(
+            status.message().contains(field),
+            "{field} in {}",
+            status.message()
+        );
     }
     // A token is bound to the query that produced it.
     let page = reader
-        .list_signals(pb::ListSignalsRequest { page_size: 2, ..Default::default() })
+        .list_signals(pb::ListSignalsRequest {
+            page_size: 2,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -353,7 +507,10 @@ async fn list_signals_rejects_bad_arguments() {
         .list_signals(pb::ListSignalsRequest {
             page_size: 2,
             page_token: page.next_page_token,
-            filter: Some(pb::SignalFilter { errors_only: true, ..Default::default() }),
+            filter: Some(pb::SignalFilter {
+                errors_only: true,
+                ..Default::default()
+            }),
             ..Default::default()
         })
         .await
@@ -367,10 +524,17 @@ async fn list_events_filters_and_pages_in_time_order() {
     let app = TestApp::start().await;
     let all = seed(&app).await;
     let mut reader = app.reader.clone();
-    let mut request = pb::ListEventsRequest { page_size: 7, ..Default::default() };
+    let mut request = pb::ListEventsRequest {
+        page_size: 7,
+        ..Default::default()
+    };
     let mut events = Vec::new();
     loop {
-        let page = reader.list_events(request.clone()).await.unwrap().into_inner();
+        let page = reader
+            .list_events(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
         events.extend(page.events);
         if page.next_page_token.is_empty() {
             break;
@@ -380,14 +544,23 @@ async fn list_events_filters_and_pages_in_time_order() {
     assert_eq!(events.len(), 45, "30 received + 15 completion events");
     let keys: Vec<(i64, i32, i64)> = events
         .iter()
-        .map(|e| (e.timestamp.unwrap().seconds, e.timestamp.unwrap().nanos, e.sequence))
+        .map(|e| {
+            (
+                e.timestamp.unwrap().seconds,
+                e.timestamp.unwrap().nanos,
+                e.sequence,
+            )
+        })
         .collect();
     let mut sorted = keys.clone();
     sorted.sort();
     assert_eq!(keys, sorted);
 
     let errors = reader
-        .list_events(pb::ListEventsRequest { event_type: S::ForwardedHttpError.into(), ..Default::default() })
+        .list_events(pb::ListEventsRequest {
+            event_type: S::ForwardedHttpError.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -395,7 +568,10 @@ async fn list_events_filters_and_pages_in_time_order() {
     assert!(errors.events.iter().all(|e| e.http_status == 500));
 
     let one = reader
-        .list_events(pb::ListEventsRequest { signal_id: all[0].signal_id.clone(), ..Default::default() })
+        .list_events(pb::ListEventsRequest {
+            signal_id: all[0].signal_id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -403,7 +579,10 @@ async fn list_events_filters_and_pages_in_time_order() {
     assert!(!one.events.is_empty());
 
     let status = reader
-        .list_events(pb::ListEventsRequest { signal_id: "bad".into(), ..Default::default() })
+        .list_events(pb::ListEventsRequest {
+            signal_id: "bad".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);

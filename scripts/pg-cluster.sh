@@ -1,0 +1,389 @@
+#!/usr/bin/env bash
+# A throw-away PostgreSQL 15 primary plus one streaming replica, both on
+# 127.0.0.1, both living entirely inside STATE_DIR.
+#
+#   scripts/pg-cluster.sh start  STATE_DIR PRIMARY_PORT REPLICA_PORT
+#   scripts/pg-cluster.sh stop   STATE_DIR
+#   scripts/pg-cluster.sh status STATE_DIR
+#
+# Layout of STATE_DIR:
+#   primary/        data directory of the primary (initdb)
+#   replica/        data directory of the replica (pg_basebackup -R -X stream)
+#   primary.log     server log of the primary
+#   replica.log     server log of the replica
+#   .s.PGSQL.<port> unix sockets of both servers (clients should use TCP)
+#
+# `start` is idempotent: servers already running are left alone, data
+# directories from an earlier `start` are reused (a stopped cluster just
+# starts again). It returns once the replica is streaming from the primary.
+# On success it prints PRIMARY_URL=... and REPLICA_URL=... on stdout; all
+# progress goes to stderr.
+#
+# The integration tests call this script with their own temporary directory
+# and free ports, so nothing here may depend on the repository or on the
+# machine's own PostgreSQL (port 5432 and its socket folder are never used).
+#
+# Environment:
+#   PG_BIN               PostgreSQL 15 binaries (default /usr/lib/postgresql/15/bin)
+#   PG_CLUSTER_TIMEOUT   seconds to wait for each server / for streaming (default 60)
+set -euo pipefail
+
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+TIMEOUT=${PG_CLUSTER_TIMEOUT:-60}
+# The Linux limit for a unix socket path (sun_path is 108 bytes with the NUL).
+MAX_SOCKET_PATH=107
+
+log() { printf 'pg-cluster: %s\n' "$*" >&2; }
+die() {
+    printf 'pg-cluster: error: %s\n' "$*" >&2
+    exit 1
+}
+
+usage() {
+    cat >&2 <<'EOF'
+usage: pg-cluster.sh start  STATE_DIR PRIMARY_PORT REPLICA_PORT
+       pg-cluster.sh stop   STATE_DIR
+       pg-cluster.sh status STATE_DIR
+EOF
+    exit 2
+}
+
+# initdb and postgres refuse to run as root, so as root every server-side
+# command runs as the `postgres` OS user; a normal user runs them directly.
+# HOME is set so libpq does not look for root's ~/.pgpass (pg_basebackup -R
+# would otherwise write that path into primary_conninfo).
+if [[ $(id -u) -eq 0 ]]; then
+    AS_ROOT=1
+    getent passwd postgres >/dev/null ||
+        die "running as root but there is no 'postgres' OS user (is postgresql-15 installed? see scripts/install-deps.sh)"
+    PG_HOME=$(getent passwd postgres | cut -d: -f6)
+    as_pg() { runuser -u postgres -- env HOME="$PG_HOME" "$@"; }
+else
+    AS_ROOT=0
+    as_pg() { "$@"; }
+fi
+
+# Client queries go over TCP as the `postgres` database user (trust auth);
+# -X skips any ~/.psqlrc so output stays machine-readable.
+query() {
+    local port=$1 sql=$2
+    "$PG_BIN/psql" -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "$sql" 2>/dev/null
+}
+
+check_port() {
+    local name=$1 port=$2
+    if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
+        die "$name port '$port' is not a TCP port number"
+    fi
+    # 5432 belongs to the machine's own server: never start or stop anything there.
+    [[ $port != 5432 ]] || die "$name port 5432 is the machine's default PostgreSQL; pick another port"
+}
+
+check_binaries() {
+    local b
+    for b in initdb pg_ctl pg_basebackup psql pg_isready; do
+        [[ -x $PG_BIN/$b ]] || die "$PG_BIN/$b not found: install postgresql-15 (scripts/install-deps.sh)"
+    done
+}
+
+# Resolves STATE_DIR to an absolute path (creating it for `start`), hands it
+# to the postgres user when root, and checks the server user can reach it.
+prepare_state_dir() {
+    local create=$1
+    if [[ $create == 1 ]]; then
+        mkdir -p -- "$STATE_DIR"
+    elif [[ ! -d $STATE_DIR ]]; then
+        return 1
+    fi
+    STATE_DIR=$(cd -- "$STATE_DIR" && pwd -P)
+    # The path goes into postgresql.conf between single quotes.
+    [[ $STATE_DIR != *"'"* ]] || die "STATE_DIR must not contain a single quote: $STATE_DIR"
+    # Work from inside STATE_DIR: the postgres user may not be allowed to
+    # read the caller's working directory (e.g. /root), which makes initdb
+    # and pg_ctl complain.
+    cd -- "$STATE_DIR"
+    # STATE_DIR is chowned and chmod 0700 below: refuse shared folders such
+    # as / , /tmp or /work (a missing path component in a caller).
+    if [[ $STATE_DIR =~ ^/[^/]*$ || -k $STATE_DIR ]]; then
+        die "refusing to use $STATE_DIR as STATE_DIR: give a folder of its own (e.g. from mktemp -d)"
+    fi
+    if [[ $create == 1 && $AS_ROOT == 1 ]]; then
+        chown postgres:postgres -- "$STATE_DIR"
+        chmod 0700 -- "$STATE_DIR"
+        if ! as_pg test -w "$STATE_DIR" -a -x "$STATE_DIR"; then
+            die "the postgres OS user cannot reach $STATE_DIR: a parent directory is not traversable by it (for example a root-only 0700 directory). Use a directory under /tmp (e.g. from mktemp -d) or make the parents o+x."
+        fi
+    fi
+    return 0
+}
+
+# The unix socket folder: STATE_DIR itself, unless the socket path would be
+# longer than the kernel allows; then a short private folder in /tmp named
+# after STATE_DIR (so every invocation finds the same one).
+socket_dir() {
+    local longest=".s.PGSQL.65535"
+    if ((${#STATE_DIR} + 1 + ${#longest} <= MAX_SOCKET_PATH)); then
+        printf '%s\n' "$STATE_DIR"
+    else
+        printf '/tmp/pgc-%s\n' "$(printf '%s' "$STATE_DIR" | md5sum | cut -c1-16)"
+    fi
+}
+
+ensure_socket_dir() {
+    local dir=$1
+    [[ $dir == "$STATE_DIR" ]] && return 0
+    log "STATE_DIR is too long for a unix socket path; sockets go to $dir"
+    if [[ ! -d $dir ]]; then
+        mkdir -m 0700 -- "$dir"
+        if [[ $AS_ROOT == 1 ]]; then chown postgres:postgres -- "$dir"; fi
+    fi
+    local owner
+    owner=$(stat -c %U -- "$dir")
+    [[ $owner == "$([[ $AS_ROOT == 1 ]] && echo postgres || id -un)" ]] ||
+        die "socket folder $dir exists but belongs to $owner"
+}
+
+is_running() { [[ -f $1/PG_VERSION ]] && as_pg "$PG_BIN/pg_ctl" -D "$1" status >/dev/null 2>&1; }
+
+# Shared-library settings: pg_cron only when its library is installed, so the
+# cluster still starts on a machine without postgresql-15-cron.
+preload_settings() {
+    local libdir libs=()
+    libdir=$("$PG_BIN/pg_config" --pkglibdir 2>/dev/null || echo /usr/lib/postgresql/15/lib)
+    [[ -f $libdir/pg_stat_statements.so ]] && libs+=(pg_stat_statements)
+    [[ -f $libdir/pg_cron.so ]] && libs+=(pg_cron)
+    local IFS=,
+    printf "shared_preload_libraries = '%s'\n" "${libs[*]}"
+    if [[ -f $libdir/pg_cron.so ]]; then
+        printf "cron.database_name = 'postgres'\n"
+    fi
+}
+
+# Everything this script controls lives in <datadir>/pg-cluster.conf, which is
+# rewritten on every start (so a restart with other ports just works) and
+# included at the end of postgresql.conf.
+write_managed_conf() {
+    local datadir=$1 port=$2 name=$3 sockdir=$4
+    local conf=$datadir/pg-cluster.conf
+    cat >"$conf" <<EOF
+# Written by scripts/pg-cluster.sh on every start; edits are overwritten.
+port = $port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$sockdir'
+cluster_name = '$name'
+max_connections = 300
+# Durable like production: the tests measure real commit behaviour.
+fsync = on
+synchronous_commit = on
+# Streaming replication. The same values on both servers: a hot standby
+# needs max_connections etc. at least as large as the primary's.
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+# Lets a replica that was stopped for a while catch up without a slot.
+wal_keep_size = '256MB'
+hot_standby = on
+hot_standby_feedback = on
+max_standby_streaming_delay = 30s
+$(preload_settings)
+log_line_prefix = '%m [%p] %q%u@%d '
+EOF
+    # Root may write into the postgres-owned data directory; the file is
+    # handed to the server's user like the rest of it.
+    chmod 0600 -- "$conf"
+    if [[ $AS_ROOT == 1 ]]; then chown postgres:postgres -- "$conf"; fi
+}
+
+# The port a data directory was last started on (from its managed conf).
+server_port() { sed -n -E "s/^port = ([0-9]+).*/\\1/p" "$1/pg-cluster.conf" 2>/dev/null | tail -n 1; }
+
+start_server() {
+    local datadir=$1 logfile=$2 name=$3 port=$4 running_port
+    if is_running "$datadir"; then
+        running_port=$(server_port "$datadir")
+        [[ $running_port == "$port" ]] ||
+            die "$(basename "$datadir") in $STATE_DIR is already running on port $running_port, not $port: stop it first"
+        log "$name already running"
+        return 0
+    fi
+    log "starting $name"
+    # fd 9 holds the state lock; the server must not inherit it or the lock
+    # would stay held for as long as the server runs.
+    if ! as_pg "$PG_BIN/pg_ctl" -D "$datadir" -l "$logfile" -w -t "$TIMEOUT" start >/dev/null 9>&-; then
+        log "$name failed to start; last lines of $logfile:"
+        tail -n 30 -- "$logfile" >&2 || true
+        exit 1
+    fi
+}
+
+# True when anything at all listens on 127.0.0.1:PORT (bash's /dev/tcp).
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+cmd_start() {
+    local primary_port=$1 replica_port=$2
+    check_port primary "$primary_port"
+    check_port replica "$replica_port"
+    [[ $primary_port != "$replica_port" ]] || die "primary and replica need different ports"
+    check_binaries
+    prepare_state_dir 1
+
+    exec 9>"$STATE_DIR/.pg-cluster.lock"
+    flock -w "$TIMEOUT" 9 || die "another pg-cluster.sh is working on $STATE_DIR"
+
+    local sockdir primary=$STATE_DIR/primary replica=$STATE_DIR/replica
+    sockdir=$(socket_dir)
+    ensure_socket_dir "$sockdir"
+
+    # A server of ours that is down must find its port free; checked before
+    # any initdb so a clash leaves nothing behind.
+    if ! is_running "$primary" && port_busy "$primary_port"; then
+        die "port $primary_port is already in use by another server"
+    fi
+    if ! is_running "$replica" && port_busy "$replica_port"; then
+        die "port $replica_port is already in use by another server"
+    fi
+
+    # --- primary -----------------------------------------------------------
+    if [[ ! -f $primary/PG_VERSION ]]; then
+        log "initdb $primary"
+        rm -rf -- "$primary" # a half-made directory from an interrupted run
+        as_pg "$PG_BIN/initdb" -D "$primary" -U postgres --auth=trust -E UTF8 \
+            --no-locale --no-instructions >"$STATE_DIR/initdb.log" 2>&1 || {
+            tail -n 30 "$STATE_DIR/initdb.log" >&2
+            die "initdb failed"
+        }
+        # Appending keeps the files' owner, so root may do it directly.
+        printf "\n# Settings managed by scripts/pg-cluster.sh\ninclude_if_exists = 'pg-cluster.conf'\n" \
+            >>"$primary/postgresql.conf"
+        # initdb's trust pg_hba already allows this; stated so it survives a
+        # change of initdb defaults.
+        printf 'host replication all 127.0.0.1/32 trust\n' >>"$primary/pg_hba.conf"
+    fi
+    is_running "$primary" || write_managed_conf "$primary" "$primary_port" audit_primary "$sockdir"
+    start_server "$primary" "$STATE_DIR/primary.log" "primary on 127.0.0.1:$primary_port" "$primary_port"
+
+    # --- replica -----------------------------------------------------------
+    if [[ ! -f $replica/PG_VERSION ]]; then
+        log "pg_basebackup into $replica"
+        rm -rf -- "$replica"
+        as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U postgres \
+            -D "$replica" -R -X stream -c fast >"$STATE_DIR/basebackup.log" 2>&1 || {
+            tail -n 30 "$STATE_DIR/basebackup.log" >&2
+            rm -rf -- "$replica"
+            die "pg_basebackup failed"
+        }
+    fi
+    if ! is_running "$replica"; then
+        write_managed_conf "$replica" "$replica_port" audit_replica "$sockdir"
+        # pg_basebackup -R wrote the primary's port into primary_conninfo;
+        # keep it right if the cluster is restarted on other ports.
+        as_pg sed -i -E "/^primary_conninfo/ s/([' ])port=[0-9]+/\\1port=$primary_port/" \
+            "$replica/postgresql.auto.conf"
+        if [[ ! -f $replica/standby.signal ]]; then as_pg touch "$replica/standby.signal"; fi
+    fi
+    start_server "$replica" "$STATE_DIR/replica.log" "replica on 127.0.0.1:$replica_port" "$replica_port"
+
+    # --- wait for streaming -------------------------------------------------
+    local deadline=$((SECONDS + TIMEOUT)) streaming recovery
+    while :; do
+        streaming=$(query "$primary_port" \
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'" || true)
+        recovery=$(query "$replica_port" "SELECT pg_is_in_recovery()" || true)
+        if [[ ${streaming:-0} -ge 1 && $recovery == t ]]; then
+            break
+        fi
+        if ((SECONDS >= deadline)); then
+            log "replica is not streaming after ${TIMEOUT}s (primary sees ${streaming:-?} streaming, replica in recovery: ${recovery:-?})"
+            tail -n 20 -- "$STATE_DIR/replica.log" >&2 || true
+            exit 1
+        fi
+        sleep 0.2
+    done
+    log "replica streaming from primary (primary :$primary_port, replica :$replica_port, state $STATE_DIR)"
+    printf 'PRIMARY_URL=postgres://postgres@127.0.0.1:%s/postgres\n' "$primary_port"
+    printf 'REPLICA_URL=postgres://postgres@127.0.0.1:%s/postgres\n' "$replica_port"
+}
+
+stop_server() {
+    local datadir=$1 name=$2
+    if ! is_running "$datadir"; then
+        return 0
+    fi
+    log "stopping $name"
+    # fast: roll back open sessions (test harnesses may leave pools open).
+    if ! as_pg "$PG_BIN/pg_ctl" -D "$datadir" -m fast -w -t "$TIMEOUT" stop >/dev/null; then
+        log "$name did not stop in ${TIMEOUT}s; stopping it immediately"
+        as_pg "$PG_BIN/pg_ctl" -D "$datadir" -m immediate -w -t "$TIMEOUT" stop >/dev/null
+    fi
+}
+
+cmd_stop() {
+    check_binaries
+    if ! prepare_state_dir 0; then
+        log "nothing to stop: $STATE_DIR does not exist"
+        return 0
+    fi
+    exec 9>"$STATE_DIR/.pg-cluster.lock"
+    flock -w "$TIMEOUT" 9 || die "another pg-cluster.sh is working on $STATE_DIR"
+    # Replica first, so the primary's shutdown does not wait on a walsender.
+    stop_server "$STATE_DIR/replica" replica
+    stop_server "$STATE_DIR/primary" primary
+    local sockdir
+    sockdir=$(socket_dir)
+    [[ $sockdir == "$STATE_DIR" ]] || rmdir -- "$sockdir" 2>/dev/null || true
+    log "stopped ($STATE_DIR)"
+}
+
+# Exit status 0 when both servers run and the replica streams, 3 otherwise
+# (3 is what pg_ctl status uses for "not running").
+cmd_status() {
+    if ! prepare_state_dir 0; then
+        echo "no cluster: $STATE_DIR does not exist"
+        return 3
+    fi
+    local ok=0 name datadir port
+    for name in primary replica; do
+        datadir=$STATE_DIR/$name
+        port=$(server_port "$datadir")
+        if is_running "$datadir"; then
+            echo "$name: running on 127.0.0.1:$port ($datadir)"
+        elif [[ -f $datadir/PG_VERSION ]]; then
+            echo "$name: stopped ($datadir)"
+            ok=3
+        else
+            echo "$name: not created"
+            ok=3
+        fi
+    done
+    if [[ $ok == 0 ]]; then
+        local rep
+        rep=$(query "$(server_port "$STATE_DIR/primary")" \
+            "SELECT application_name || ' ' || state || ' replay_lsn=' || coalesce(replay_lsn::text, '-') FROM pg_stat_replication" || true)
+        if [[ -n $rep ]]; then
+            echo "replication: $rep"
+        else
+            echo "replication: no walsender on the primary"
+            ok=3
+        fi
+    fi
+    return "$ok"
+}
+
+[[ $# -ge 2 ]] || usage
+command=$1
+STATE_DIR=$2
+case $command in
+start)
+    [[ $# -eq 4 ]] || usage
+    cmd_start "$3" "$4"
+    ;;
+stop)
+    [[ $# -eq 2 ]] || usage
+    cmd_stop
+    ;;
+status)
+    [[ $# -eq 2 ]] || usage
+    cmd_status
+    ;;
+*) usage ;;
+esac
