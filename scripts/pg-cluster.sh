@@ -143,7 +143,31 @@ ensure_socket_dir() {
         die "socket folder $dir exists but belongs to $owner"
 }
 
-is_running() { [[ -f $1/PG_VERSION ]] && as_pg "$PG_BIN/pg_ctl" -D "$1" status >/dev/null 2>&1; }
+# State letter of the postmaster named in DATADIR/postmaster.pid ("" if none).
+postmaster_state() {
+    local pid
+    pid=$(head -n 1 -- "$1/postmaster.pid" 2>/dev/null) || return 0
+    [[ $pid =~ ^[0-9]+$ ]] || return 0
+    awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null || true
+}
+
+# pg_ctl counts a postmaster killed with SIGKILL as running until its zombie
+# is reaped (here PID 1 reaps only every few seconds); it is not running.
+is_running() {
+    [[ -f $1/PG_VERSION ]] &&
+        as_pg "$PG_BIN/pg_ctl" -D "$1" status >/dev/null 2>&1 &&
+        [[ $(postmaster_state "$1") != Z ]]
+}
+
+# A new postmaster refuses to start while the old one's zombie holds the PID
+# in postmaster.pid; wait for it to be reaped.
+wait_for_zombie() {
+    local deadline=$((SECONDS + TIMEOUT))
+    while [[ $(postmaster_state "$1") == Z ]]; do
+        ((SECONDS < deadline)) || die "the old postmaster of $1 is a zombie that nobody reaps"
+        sleep 0.2
+    done
+}
 
 # Shared-library settings: pg_cron only when its library is installed, so the
 # cluster still starts on a machine without postgresql-15-cron.
@@ -206,6 +230,7 @@ start_server() {
         log "$name already running"
         return 0
     fi
+    wait_for_zombie "$datadir"
     log "starting $name"
     # fd 9 holds the state lock; the server must not inherit it or the lock
     # would stay held for as long as the server runs.

@@ -20,6 +20,9 @@ pub enum DbError {
     /// The replica has not replayed the caller's consistency token in time.
     #[error("replica has replayed up to {replayed} but the consistency token asks for {wanted}")]
     ReplicaBehind { wanted: String, replayed: String },
+    /// The writer has no capacity left; the caller should back off and retry.
+    #[error("writer saturated: {0}")]
+    Overloaded(String),
     #[error("statement timed out: {0}")]
     Timeout(String),
     /// Refused by the database because the connection is read-only.
@@ -90,6 +93,7 @@ impl From<DbError> for tonic::Status {
             DbError::Conflict { .. } => Status::already_exists(message),
             DbError::Unavailable(_) | DbError::ReplicaBehind { .. } => Status::unavailable(message),
             DbError::Timeout(_) => Status::deadline_exceeded(message),
+            DbError::Overloaded(_) => Status::resource_exhausted(message),
             DbError::ReadOnly(_) => Status::failed_precondition(message),
             DbError::BatchItem { item, source } => {
                 let inner = Status::from(*source);

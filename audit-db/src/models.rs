@@ -8,7 +8,7 @@ use diesel::pg::data_types::PgInterval;
 use diesel::prelude::*;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = signals, check_for_backend(diesel::pg::Pg))]
 pub struct SignalRow {
     pub signal_id: Uuid,

@@ -1,9 +1,19 @@
 //! Everything the writer stores, one transaction per request or batch.
 //!
-//! An event changes its signal under a row lock (`FOR NO KEY UPDATE`, which
-//! still lets other events' foreign-key checks through), so concurrent events
-//! for one signal serialise and the counters stay exact. Batches lock every
-//! signal they touch in id order first, so two batches cannot deadlock.
+//! All writes go through one set-based path, [`apply`]: a handful of
+//! multi-row statements per batch whatever its size (insert signals, claim
+//! event ids, insert events, one `UPDATE … FROM unnest(…)` for the signals
+//! the events touched), so a batch of 500 costs about as many round trips as
+//! a batch of one. Signals touched by events are locked first, in id order
+//! (`FOR NO KEY UPDATE`, which still lets other events' foreign-key checks
+//! through), so concurrent batches serialise per signal, counters stay
+//! exact, and two batches cannot deadlock.
+//!
+//! Expected per-item failures (unknown signal, an id reused with different
+//! content) are found by lookups, not by failing statements, so the
+//! transaction stays usable: [`record_batch`] turns any of them into a
+//! rollback (all or nothing) while group commit ([`record_group`]) commits
+//! the good items and fails only the bad ones.
 
 use crate::models::{EventIdRow, EventRow, NewEventRow, SignalRow};
 use crate::replication::current_wal_lsn;
@@ -12,15 +22,21 @@ use crate::{DbError, PgPool};
 use audit_core::validate::{NewEvent, NewSignal};
 use audit_core::{SignalLocation, SignalStatus};
 use chrono::TimeDelta;
-use diesel::dsl::exists;
+use diesel::dsl::count_star;
 use diesel::pg::data_types::PgInterval;
 use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// Namespace for the id of a signal's first (`received`) event, derived from
 /// the signal id so that retried RecordSignal calls agree on it.
 const RECEIVED_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_2c1e_9b0d_4c55_8f43_0c3d_5e2a_7b19);
+
+/// Rows per multi-row INSERT: keeps every statement under PostgreSQL's
+/// 65,535 bind parameters (signals have 15 columns).
+const INSERT_CHUNK: usize = 1_000;
 
 /// A write and the WAL position that holds it.
 #[derive(Debug)]
@@ -29,15 +45,16 @@ pub struct Committed<T> {
     pub lsn: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RecordedSignal {
     pub signal: SignalRow,
     pub created: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RecordedEvent {
     pub event: EventRow,
+    /// The signal after every event of the transaction was applied.
     pub signal: SignalRow,
     pub created: bool,
 }
@@ -47,6 +64,50 @@ pub struct BatchOutcome {
     pub signals_created: usize,
     pub events_created: usize,
     pub duplicates: usize,
+}
+
+/// Per-item results of one transaction, in input order.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub signals: Vec<Result<RecordedSignal, DbError>>,
+    pub events: Vec<Result<RecordedEvent, DbError>>,
+}
+
+impl Applied {
+    /// The first failed item, named by its position (`events[3]`).
+    fn first_error(&mut self) -> Option<DbError> {
+        if let Some(i) = self.signals.iter().position(Result::is_err) {
+            return self
+                .signals
+                .swap_remove(i)
+                .err()
+                .map(|e| e.in_item(format!("signals[{i}]")));
+        }
+        let i = self.events.iter().position(Result::is_err)?;
+        self.events
+            .swap_remove(i)
+            .err()
+            .map(|e| e.in_item(format!("events[{i}]")))
+    }
+
+    fn outcome(&self) -> BatchOutcome {
+        let mut outcome = BatchOutcome::default();
+        for signal in self.signals.iter().flatten() {
+            if signal.created {
+                outcome.signals_created += 1;
+            } else {
+                outcome.duplicates += 1;
+            }
+        }
+        for event in self.events.iter().flatten() {
+            if event.created {
+                outcome.events_created += 1;
+            } else {
+                outcome.duplicates += 1;
+            }
+        }
+        outcome
+    }
 }
 
 async fn committed<T>(conn: &mut AsyncPgConnection, value: T) -> Result<Committed<T>, DbError> {
@@ -59,10 +120,13 @@ pub async fn record_signal(
     signal: NewSignal,
 ) -> Result<Committed<RecordedSignal>, DbError> {
     let mut conn = pool.get().await?;
-    let value = conn
-        .transaction(async |conn| insert_signal(conn, &signal).await)
+    let mut applied = conn
+        .transaction::<_, DbError, _>(async |conn| {
+            apply(conn, std::slice::from_ref(&signal), &[]).await
+        })
         .await?;
-    committed(&mut conn, value).await
+    let recorded = applied.signals.pop().ok_or_else(missing_result)??;
+    committed(&mut conn, recorded).await
 }
 
 pub async fn record_event(
@@ -70,10 +134,17 @@ pub async fn record_event(
     event: NewEvent,
 ) -> Result<Committed<RecordedEvent>, DbError> {
     let mut conn = pool.get().await?;
-    let value = conn
-        .transaction(async |conn| apply_event(conn, &event).await)
+    let mut applied = conn
+        .transaction::<_, DbError, _>(async |conn| {
+            apply(conn, &[], std::slice::from_ref(&event)).await
+        })
         .await?;
-    committed(&mut conn, value).await
+    let recorded = applied.events.pop().ok_or_else(missing_result)??;
+    committed(&mut conn, recorded).await
+}
+
+fn missing_result() -> DbError {
+    DbError::Query(diesel::result::Error::NotFound)
 }
 
 /// All signals, then all events, in one transaction: one bad item rolls
@@ -84,43 +155,30 @@ pub async fn record_batch(
     events: Vec<NewEvent>,
 ) -> Result<Committed<BatchOutcome>, DbError> {
     let mut conn = pool.get().await?;
-    let value = conn
+    let outcome = conn
         .transaction::<_, DbError, _>(async |conn| {
-            let mut outcome = BatchOutcome::default();
-            for (i, signal) in signals.iter().enumerate() {
-                let recorded = insert_signal(conn, signal)
-                    .await
-                    .map_err(|e| e.in_item(format!("signals[{i}]")))?;
-                if recorded.created {
-                    outcome.signals_created += 1;
-                } else {
-                    outcome.duplicates += 1;
-                }
+            let mut applied = apply(conn, &signals, &events).await?;
+            match applied.first_error() {
+                Some(error) => Err(error),
+                None => Ok(applied.outcome()),
             }
-            let mut ids: Vec<Uuid> = events.iter().map(|e| e.signal_id).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            signals::table
-                .filter(signals::signal_id.eq_any(&ids))
-                .order(signals::signal_id)
-                .select(signals::signal_id)
-                .for_no_key_update()
-                .load::<Uuid>(conn)
-                .await?;
-            for (i, event) in events.iter().enumerate() {
-                let recorded = apply_event(conn, event)
-                    .await
-                    .map_err(|e| e.in_item(format!("events[{i}]")))?;
-                if recorded.created {
-                    outcome.events_created += 1;
-                } else {
-                    outcome.duplicates += 1;
-                }
-            }
-            Ok(outcome)
         })
         .await?;
-    committed(&mut conn, value).await
+    committed(&mut conn, outcome).await
+}
+
+/// Group commit: independent callers' items in one transaction. Items that
+/// cannot be applied fail on their own; the rest commit together.
+pub async fn record_group(
+    pool: &PgPool,
+    signals: &[NewSignal],
+    events: &[NewEvent],
+) -> Result<Committed<Applied>, DbError> {
+    let mut conn = pool.get().await?;
+    let applied = conn
+        .transaction::<_, DbError, _>(async |conn| apply(conn, signals, events).await)
+        .await?;
+    committed(&mut conn, applied).await
 }
 
 pub async fn add_tags(
@@ -184,17 +242,34 @@ async fn lock_signal(conn: &mut AsyncPgConnection, signal_id: Uuid) -> Result<Si
         .first(conn)
         .await
         .optional()?
-        .ok_or_else(|| DbError::NotFound {
-            what: "signal",
-            id: signal_id.to_string(),
-        })
+        .ok_or_else(|| not_found(signal_id))
 }
 
-async fn insert_signal(
+fn not_found(signal_id: Uuid) -> DbError {
+    DbError::NotFound {
+        what: "signal",
+        id: signal_id.to_string(),
+    }
+}
+
+/// Applies signals, then events, inside the caller's transaction.
+pub async fn apply(
     conn: &mut AsyncPgConnection,
-    signal: &NewSignal,
-) -> Result<RecordedSignal, DbError> {
-    let row = SignalRow {
+    signals: &[NewSignal],
+    events: &[NewEvent],
+) -> Result<Applied, DbError> {
+    let mut applied = Applied {
+        signals: insert_signals(conn, signals).await?,
+        events: Vec::new(),
+    };
+    if !events.is_empty() {
+        applied.events = apply_events(conn, events).await?;
+    }
+    Ok(applied)
+}
+
+fn signal_row(signal: &NewSignal) -> SignalRow {
+    SignalRow {
         signal_id: signal.signal_id,
         ticker: signal.ticker.clone(),
         normalised_ticker: signal.normalised_ticker.clone(),
@@ -210,54 +285,102 @@ async fn insert_signal(
         error_count: 0,
         retry_count: 0,
         tags: signal.tags.clone(),
-    };
-    let inserted = diesel::insert_into(signals::table)
-        .values(&row)
-        .on_conflict(signals::signal_id)
-        .do_nothing()
-        .returning(SignalRow::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?;
-    let Some(inserted) = inserted else {
-        let stored = signals::table
-            .find(signal.signal_id)
-            .select(SignalRow::as_select())
-            .first(conn)
+    }
+}
+
+async fn insert_signals(
+    conn: &mut AsyncPgConnection,
+    signals: &[NewSignal],
+) -> Result<Vec<Result<RecordedSignal, DbError>>, DbError> {
+    if signals.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The first occurrence of an id in the batch is the one inserted; later
+    // ones are retries of it.
+    let mut first: HashMap<Uuid, usize> = HashMap::new();
+    let mut candidates = Vec::new();
+    for (i, signal) in signals.iter().enumerate() {
+        first.entry(signal.signal_id).or_insert_with(|| {
+            candidates.push(signal_row(signal));
+            i
+        });
+    }
+    let mut created: HashMap<Uuid, SignalRow> = HashMap::new();
+    for chunk in candidates.chunks(INSERT_CHUNK) {
+        let rows: Vec<SignalRow> = diesel::insert_into(signals::table)
+            .values(chunk)
+            .on_conflict(signals::signal_id)
+            .do_nothing()
+            .returning(SignalRow::as_returning())
+            .get_results(conn)
             .await?;
-        return match same_signal_content(&stored, signal) {
-            None => Ok(RecordedSignal {
-                signal: stored,
-                created: false,
-            }),
-            Some(reason) => Err(DbError::Conflict {
-                what: "signal",
-                id: signal.signal_id.to_string(),
-                reason,
-            }),
-        };
+        created.extend(rows.into_iter().map(|row| (row.signal_id, row)));
+    }
+    let existing_ids: Vec<Uuid> = first
+        .keys()
+        .filter(|id| !created.contains_key(id))
+        .copied()
+        .collect();
+    let existing: HashMap<Uuid, SignalRow> = if existing_ids.is_empty() {
+        HashMap::new()
+    } else {
+        signals::table
+            .filter(signals::signal_id.eq_any(&existing_ids))
+            .select(SignalRow::as_select())
+            .load::<SignalRow>(conn)
+            .await?
+            .into_iter()
+            .map(|row| (row.signal_id, row))
+            .collect()
     };
-    let received = received_event(signal);
-    diesel::insert_into(signal_event_ids::table)
-        .values(EventIdRow {
-            event_id: received.event_id,
-            signal_id: received.signal_id,
-            ts: received.timestamp,
-        })
-        .execute(conn)
-        .await?;
-    diesel::insert_into(signal_events::table)
-        .values(NewEventRow::from(&received))
-        .execute(conn)
-        .await?;
-    Ok(RecordedSignal {
-        signal: inserted,
-        created: true,
-    })
+
+    let received: Vec<NewEvent> = signals
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| created.contains_key(&s.signal_id) && first.get(&s.signal_id) == Some(i))
+        .map(|(_, s)| received_event(s))
+        .collect();
+    insert_event_rows(conn, &received).await?;
+
+    let mut results = Vec::with_capacity(signals.len());
+    let mut inserted_once: HashSet<Uuid> = HashSet::new();
+    for signal in signals {
+        let result = if let Some(row) = created.get(&signal.signal_id) {
+            let is_first = inserted_once.insert(signal.signal_id);
+            match (is_first, differs(row, signal)) {
+                (true, _) | (false, None) => Ok(RecordedSignal {
+                    signal: row.clone(),
+                    created: is_first,
+                }),
+                (false, Some(reason)) => Err(conflict("signal", signal.signal_id, reason)),
+            }
+        } else if let Some(row) = existing.get(&signal.signal_id) {
+            match differs(row, signal) {
+                None => Ok(RecordedSignal {
+                    signal: row.clone(),
+                    created: false,
+                }),
+                Some(reason) => Err(conflict("signal", signal.signal_id, reason)),
+            }
+        } else {
+            // Inserted by nobody and not stored: deleted concurrently.
+            Err(not_found(signal.signal_id))
+        };
+        results.push(result);
+    }
+    Ok(results)
+}
+
+fn conflict(what: &'static str, id: Uuid, reason: String) -> DbError {
+    DbError::Conflict {
+        what,
+        id: id.to_string(),
+        reason,
+    }
 }
 
 /// The stored signal differs from a retried request: which field, if any.
-fn same_signal_content(stored: &SignalRow, signal: &NewSignal) -> Option<String> {
+fn differs(stored: &SignalRow, signal: &NewSignal) -> Option<String> {
     if stored.ticker != signal.ticker {
         Some(format!("ticker is {:?}", stored.ticker))
     } else if stored.side != signal.side {
@@ -288,111 +411,246 @@ fn received_event(signal: &NewSignal) -> NewEvent {
     }
 }
 
-async fn apply_event(
+/// Inserts id claims and events that are known to be new.
+async fn insert_event_rows(
     conn: &mut AsyncPgConnection,
-    event: &NewEvent,
-) -> Result<RecordedEvent, DbError> {
-    let signal = lock_signal(conn, event.signal_id).await?;
-    let claimed = diesel::insert_into(signal_event_ids::table)
-        .values(EventIdRow {
-            event_id: event.event_id,
-            signal_id: event.signal_id,
-            ts: event.timestamp,
-        })
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
-    if claimed == 0 {
-        return replayed_event(conn, event, signal).await;
+    events: &[NewEvent],
+) -> Result<Vec<EventRow>, DbError> {
+    let mut stored = Vec::with_capacity(events.len());
+    for chunk in events.chunks(INSERT_CHUNK) {
+        let ids: Vec<EventIdRow> = chunk.iter().map(id_row).collect();
+        diesel::insert_into(signal_event_ids::table)
+            .values(&ids)
+            .execute(conn)
+            .await?;
+        let rows: Vec<NewEventRow<'_>> = chunk.iter().map(NewEventRow::from).collect();
+        stored.extend(
+            diesel::insert_into(signal_events::table)
+                .values(&rows)
+                .returning(EventRow::as_returning())
+                .get_results::<EventRow>(conn)
+                .await?,
+        );
     }
-
-    let is_retry = event.event_type.starts_work()
-        && diesel::select(exists(
-            signal_events::table
-                .filter(signal_events::signal_id.eq(event.signal_id))
-                .filter(signal_events::event_type.eq(event.event_type)),
-        ))
-        .get_result::<bool>(conn)
-        .await?;
-    let stored = diesel::insert_into(signal_events::table)
-        .values(NewEventRow::from(event))
-        .returning(EventRow::as_returning())
-        .get_result(conn)
-        .await?;
-
-    let mut next = signal;
-    // The latest event by timestamp owns the current state; a late event is
-    // history only. Ties go to the one recorded last.
-    if event.timestamp >= next.updated_at {
-        next.current_status = event.event_type;
-        next.current_location = event.location;
-        next.updated_at = event.timestamp;
-    }
-    if event.is_error() {
-        next.error_count += 1;
-    }
-    if is_retry {
-        next.retry_count += 1;
-    }
-    if event.event_type.is_terminal() {
-        // The longest time to any terminal event: a timeout followed by a
-        // successful retry counts until the success, whatever the arrival order.
-        let elapsed = (event.timestamp - next.created_at).max(TimeDelta::zero());
-        let micros = elapsed.num_microseconds().unwrap_or(i64::MAX);
-        let longer = next
-            .total_processing_time
-            .as_ref()
-            .is_none_or(|current| crate::interval_to_delta(current) < elapsed);
-        if longer {
-            next.total_processing_time = Some(PgInterval::from_microseconds(micros));
-        }
-    }
-    let signal = diesel::update(signals::table.find(event.signal_id))
-        .set((
-            signals::current_status.eq(next.current_status),
-            signals::current_location.eq(next.current_location),
-            signals::updated_at.eq(next.updated_at),
-            signals::error_count.eq(next.error_count),
-            signals::retry_count.eq(next.retry_count),
-            signals::total_processing_time.eq(next.total_processing_time),
-        ))
-        .returning(SignalRow::as_returning())
-        .get_result(conn)
-        .await?;
-    Ok(RecordedEvent {
-        event: stored,
-        signal,
-        created: true,
-    })
+    Ok(stored)
 }
 
-/// The event id was recorded before: answer with what is stored when the
-/// retry describes the same step, refuse when it does not.
-async fn replayed_event(
-    conn: &mut AsyncPgConnection,
-    event: &NewEvent,
-    signal: SignalRow,
-) -> Result<RecordedEvent, DbError> {
-    let key: EventIdRow = signal_event_ids::table
-        .find(event.event_id)
-        .select(EventIdRow::as_select())
-        .first(conn)
-        .await?;
-    let conflict = |reason: String| DbError::Conflict {
-        what: "event",
-        id: event.event_id.to_string(),
-        reason,
-    };
-    if key.signal_id != event.signal_id {
-        return Err(conflict(format!("it belongs to signal {}", key.signal_id)));
+fn id_row(event: &NewEvent) -> EventIdRow {
+    EventIdRow {
+        event_id: event.event_id,
+        signal_id: event.signal_id,
+        ts: event.timestamp,
     }
-    let stored: EventRow = signal_events::table
-        .filter(signal_events::signal_id.eq(key.signal_id))
-        .filter(signal_events::ts.eq(key.ts))
-        .filter(signal_events::event_id.eq(key.event_id))
-        .select(EventRow::as_select())
-        .first(conn)
+}
+
+/// Where an event of the batch stands after the id claim.
+enum Claim {
+    Unknown,
+    New,
+    /// The same id appeared earlier in this batch, at that index.
+    Repeat,
+    /// Stored by an earlier transaction.
+    Replay,
+}
+
+async fn apply_events(
+    conn: &mut AsyncPgConnection,
+    events: &[NewEvent],
+) -> Result<Vec<Result<RecordedEvent, DbError>>, DbError> {
+    let mut signal_ids: Vec<Uuid> = events.iter().map(|e| e.signal_id).collect();
+    signal_ids.sort_unstable();
+    signal_ids.dedup();
+    let mut states: HashMap<Uuid, SignalRow> = signals::table
+        .filter(signals::signal_id.eq_any(&signal_ids))
+        .order(signals::signal_id)
+        .select(SignalRow::as_select())
+        .for_no_key_update()
+        .load::<SignalRow>(conn)
+        .await?
+        .into_iter()
+        .map(|row| (row.signal_id, row))
+        .collect();
+
+    // Claim ids: first occurrence in the batch competes for the id.
+    let mut claims = Vec::with_capacity(events.len());
+    let mut first_index: HashMap<Uuid, usize> = HashMap::new();
+    let mut to_claim = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        if !states.contains_key(&event.signal_id) {
+            claims.push(Claim::Unknown);
+        } else if first_index.contains_key(&event.event_id) {
+            claims.push(Claim::Repeat);
+        } else {
+            first_index.insert(event.event_id, i);
+            to_claim.push(id_row(event));
+            claims.push(Claim::Replay);
+        }
+    }
+    let mut claimed: HashSet<Uuid> = HashSet::new();
+    for chunk in to_claim.chunks(INSERT_CHUNK) {
+        claimed.extend(
+            diesel::insert_into(signal_event_ids::table)
+                .values(chunk)
+                .on_conflict_do_nothing()
+                .returning(signal_event_ids::event_id)
+                .get_results::<Uuid>(conn)
+                .await?,
+        );
+    }
+    for (claim, event) in claims.iter_mut().zip(events) {
+        if matches!(claim, Claim::Replay) && claimed.contains(&event.event_id) {
+            *claim = Claim::New;
+        }
+    }
+
+    let replays: Vec<Uuid> = claims
+        .iter()
+        .zip(events)
+        .filter(|(c, _)| matches!(c, Claim::Replay))
+        .map(|(_, e)| e.event_id)
+        .collect();
+    let (replay_keys, mut stored) = load_replays(conn, &replays).await?;
+
+    // Retries: a processing or forwarding step the signal has had before.
+    let mut starts: HashMap<(Uuid, SignalStatus), i64> = signal_events::table
+        .filter(signal_events::signal_id.eq_any(&signal_ids))
+        .filter(
+            signal_events::event_type.eq_any([SignalStatus::Processing, SignalStatus::Forwarding]),
+        )
+        .group_by((signal_events::signal_id, signal_events::event_type))
+        .select((
+            signal_events::signal_id,
+            signal_events::event_type,
+            count_star(),
+        ))
+        .load::<(Uuid, SignalStatus, i64)>(conn)
+        .await?
+        .into_iter()
+        .map(|(id, kind, n)| ((id, kind), n))
+        .collect();
+
+    let new_events: Vec<NewEvent> = claims
+        .iter()
+        .zip(events)
+        .filter(|(c, _)| matches!(c, Claim::New))
+        .map(|(_, e)| e.clone())
+        .collect();
+    let inserted = insert_new_events(conn, &new_events).await?;
+    let mut touched: HashSet<Uuid> = HashSet::new();
+    for event in &new_events {
+        let Some(state) = states.get_mut(&event.signal_id) else {
+            continue;
+        };
+        let seen = starts
+            .entry((event.signal_id, event.event_type))
+            .or_insert(0);
+        let is_retry = event.event_type.starts_work() && *seen > 0;
+        if event.event_type.starts_work() {
+            *seen += 1;
+        }
+        fold(state, event, is_retry);
+        touched.insert(event.signal_id);
+    }
+    let updated = update_signals(conn, touched.iter().filter_map(|id| states.get(id))).await?;
+    states.extend(updated.into_iter().map(|row| (row.signal_id, row)));
+    stored.extend(inserted.into_iter().map(|row| (row.event_id, row)));
+
+    let mut results = Vec::with_capacity(events.len());
+    for (claim, event) in claims.iter().zip(events) {
+        let result = match claim {
+            Claim::Unknown => Err(not_found(event.signal_id)),
+            Claim::New => match (stored.get(&event.event_id), states.get(&event.signal_id)) {
+                (Some(row), Some(signal)) => Ok(RecordedEvent {
+                    event: row.clone(),
+                    signal: signal.clone(),
+                    created: true,
+                }),
+                _ => Err(missing_result()),
+            },
+            Claim::Repeat | Claim::Replay => {
+                let owner = replay_keys.get(&event.event_id).copied();
+                replayed(
+                    event,
+                    stored.get(&event.event_id),
+                    owner,
+                    states.get(&event.signal_id),
+                )
+            }
+        };
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// Events stored by earlier transactions, by id, and which signal owns each.
+async fn load_replays(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> Result<(HashMap<Uuid, Uuid>, HashMap<Uuid, EventRow>), DbError> {
+    if ids.is_empty() {
+        return Ok((HashMap::new(), HashMap::new()));
+    }
+    let keys: Vec<EventIdRow> = signal_event_ids::table
+        .filter(signal_event_ids::event_id.eq_any(ids))
+        .select(EventIdRow::as_select())
+        .load(conn)
         .await?;
+    let owners: Vec<Uuid> = keys.iter().map(|k| k.signal_id).collect();
+    let times: Vec<chrono::DateTime<chrono::Utc>> = keys.iter().map(|k| k.ts).collect();
+    let rows: Vec<EventRow> = signal_events::table
+        .filter(signal_events::event_id.eq_any(ids))
+        .filter(signal_events::signal_id.eq_any(&owners))
+        .filter(signal_events::ts.eq_any(&times))
+        .select(EventRow::as_select())
+        .load(conn)
+        .await?;
+    Ok((
+        keys.into_iter()
+            .map(|k| (k.event_id, k.signal_id))
+            .collect(),
+        rows.into_iter().map(|row| (row.event_id, row)).collect(),
+    ))
+}
+
+async fn insert_new_events(
+    conn: &mut AsyncPgConnection,
+    events: &[NewEvent],
+) -> Result<Vec<EventRow>, DbError> {
+    let mut stored = Vec::with_capacity(events.len());
+    for chunk in events.chunks(INSERT_CHUNK) {
+        let rows: Vec<NewEventRow<'_>> = chunk.iter().map(NewEventRow::from).collect();
+        stored.extend(
+            diesel::insert_into(signal_events::table)
+                .values(&rows)
+                .returning(EventRow::as_returning())
+                .get_results::<EventRow>(conn)
+                .await?,
+        );
+    }
+    Ok(stored)
+}
+
+/// A retried event id: the stored event when the retry describes the same
+/// step, ALREADY_EXISTS when it does not.
+fn replayed(
+    event: &NewEvent,
+    stored: Option<&EventRow>,
+    owner: Option<Uuid>,
+    signal: Option<&SignalRow>,
+) -> Result<RecordedEvent, DbError> {
+    let conflict = |reason: String| conflict("event", event.event_id, reason);
+    if let Some(owner) = owner.filter(|owner| *owner != event.signal_id) {
+        return Err(conflict(format!("it belongs to signal {owner}")));
+    }
+    let (Some(stored), Some(signal)) = (stored, signal) else {
+        return Err(missing_result());
+    };
+    if stored.signal_id != event.signal_id {
+        return Err(conflict(format!(
+            "it belongs to signal {}",
+            stored.signal_id
+        )));
+    }
     if stored.event_type != event.event_type {
         return Err(conflict(format!(
             "its event_type is {}",
@@ -406,8 +664,93 @@ async fn replayed_event(
         )));
     }
     Ok(RecordedEvent {
-        event: stored,
-        signal,
+        event: stored.clone(),
+        signal: signal.clone(),
         created: false,
     })
+}
+
+/// Applies one new event to its signal's state.
+fn fold(state: &mut SignalRow, event: &NewEvent, is_retry: bool) {
+    // The latest event by timestamp owns the current state; a late event is
+    // history only. Ties go to the one recorded last.
+    if event.timestamp >= state.updated_at {
+        state.current_status = event.event_type;
+        state.current_location = event.location;
+        state.updated_at = event.timestamp;
+    }
+    if event.is_error() {
+        state.error_count += 1;
+    }
+    if is_retry {
+        state.retry_count += 1;
+    }
+    if event.event_type.is_terminal() {
+        // The longest time to any terminal event: a timeout followed by a
+        // successful retry counts until the success, whatever the arrival order.
+        let elapsed = (event.timestamp - state.created_at).max(TimeDelta::zero());
+        let longer = state
+            .total_processing_time
+            .as_ref()
+            .is_none_or(|current| crate::interval_to_delta(current) < elapsed);
+        if longer {
+            state.total_processing_time = Some(PgInterval::from_microseconds(
+                elapsed.num_microseconds().unwrap_or(i64::MAX),
+            ));
+        }
+    }
+}
+
+/// One statement for every signal the batch's events changed. Raw SQL:
+/// diesel has no `UPDATE … FROM unnest(…)`.
+async fn update_signals<'a>(
+    conn: &mut AsyncPgConnection,
+    states: impl Iterator<Item = &'a SignalRow>,
+) -> Result<Vec<SignalRow>, DbError> {
+    let mut ids = Vec::new();
+    let mut statuses = Vec::new();
+    let mut locations = Vec::new();
+    let mut updated = Vec::new();
+    let mut errors = Vec::new();
+    let mut retries = Vec::new();
+    let mut totals: Vec<Option<i64>> = Vec::new();
+    for state in states {
+        ids.push(state.signal_id);
+        statuses.push(state.current_status.as_str());
+        locations.push(state.current_location.as_str());
+        updated.push(state.updated_at);
+        errors.push(state.error_count);
+        retries.push(state.retry_count);
+        totals.push(
+            state
+                .total_processing_time
+                .as_ref()
+                .and_then(|i| crate::interval_to_delta(i).num_microseconds()),
+        );
+    }
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(diesel::sql_query(
+        "UPDATE signals AS s SET \
+             current_status = v.status::signal_status, \
+             current_location = v.location::signal_location, \
+             updated_at = v.updated_at, \
+             error_count = v.error_count, \
+             retry_count = v.retry_count, \
+             total_processing_time = v.total_us * interval '1 microsecond' \
+         FROM unnest($1, $2, $3, $4, $5, $6, $7) \
+             AS v(signal_id, status, location, updated_at, error_count, retry_count, total_us) \
+         WHERE s.signal_id = v.signal_id \
+         RETURNING s.*",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Array<Text>, _>(statuses)
+    .bind::<Array<Text>, _>(locations)
+    .bind::<Array<Timestamptz>, _>(updated)
+    .bind::<Array<Int4>, _>(errors)
+    .bind::<Array<Int4>, _>(retries)
+    .bind::<Array<Nullable<BigInt>>, _>(totals)
+    .load::<SignalRow>(conn)
+    .await?)
 }

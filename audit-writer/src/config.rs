@@ -85,6 +85,24 @@ pub struct ServeArgs {
     /// Most signals plus events in one RecordBatch.
     #[arg(long, env = "AUDIT_MAX_BATCH_ITEMS", default_value_t = 5_000)]
     pub max_batch_items: usize,
+    /// Most RecordSignal/RecordEvent calls committed in one group transaction.
+    #[arg(long, env = "AUDIT_GROUP_COMMIT_MAX_ITEMS", default_value_t = 500)]
+    pub group_commit_max_items: usize,
+    /// Group transactions in flight at once; further calls wait and form larger groups.
+    #[arg(long, env = "AUDIT_GROUP_COMMIT_MAX_BATCHES", default_value_t = 4)]
+    pub group_commit_max_batches: usize,
+    /// Unary writes waiting for a group beyond this are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "AUDIT_GROUP_COMMIT_QUEUE", default_value_t = 20_000)]
+    pub group_commit_queue: usize,
+    /// Unacknowledged chunks read from one Ingest stream.
+    #[arg(long, env = "AUDIT_INGEST_IN_FLIGHT", default_value_t = 4)]
+    pub ingest_in_flight: usize,
+    /// Ingest chunk transactions running at once across all streams.
+    #[arg(long, env = "AUDIT_INGEST_SLOTS", default_value_t = 8)]
+    pub ingest_slots: usize,
+    /// How long a chunk waits for a slot before RESOURCE_EXHAUSTED.
+    #[arg(long, env = "AUDIT_INGEST_WAIT_MS", default_value_t = 1_000)]
+    pub ingest_wait_ms: u64,
     /// How far ahead of this server's clock a timestamp may be.
     #[arg(long, env = "AUDIT_MAX_CLOCK_SKEW_SECS", default_value_t = 300)]
     pub max_clock_skew_secs: i64,
@@ -110,6 +128,21 @@ impl ServeArgs {
             statement_timeout: Duration::from_millis(self.statement_timeout_ms),
             application_name: "audit-writer".into(),
             read_only: false,
+        }
+    }
+
+    pub fn group_commit(&self) -> crate::group_commit::GroupCommitConfig {
+        crate::group_commit::GroupCommitConfig {
+            max_items: self.group_commit_max_items,
+            queue: self.group_commit_queue,
+            max_batches: self.group_commit_max_batches,
+        }
+    }
+
+    pub fn ingest(&self) -> crate::ingest::IngestConfig {
+        crate::ingest::IngestConfig {
+            in_flight: self.ingest_in_flight,
+            wait: Duration::from_millis(self.ingest_wait_ms),
         }
     }
 

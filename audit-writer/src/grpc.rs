@@ -1,25 +1,42 @@
 //! Thin handlers: proto in, one `audit_db::writes` call, proto out.
 
+use crate::group_commit::GroupCommit;
+use crate::ingest::{self, AckStream, IngestConfig};
 use audit_core::{DomainError, convert, validate};
 use audit_db::writes::{self, Committed};
 use audit_db::{PgPool, invalid, signal_to_proto};
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_writer_service_server::SignalWriterService;
 use chrono::Utc;
-use tonic::{Request, Response, Status};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status, Streaming};
 
 pub struct WriterService {
     pool: PgPool,
     limits: validate::Limits,
     max_batch_items: usize,
+    group_commit: GroupCommit,
+    ingest_slots: Arc<Semaphore>,
+    ingest: IngestConfig,
 }
 
 impl WriterService {
-    pub fn new(pool: PgPool, limits: validate::Limits, max_batch_items: usize) -> Self {
+    pub fn new(
+        pool: PgPool,
+        limits: validate::Limits,
+        max_batch_items: usize,
+        group_commit: GroupCommit,
+        ingest_slots: usize,
+        ingest: IngestConfig,
+    ) -> Self {
         Self {
             pool,
             limits,
             max_batch_items,
+            group_commit,
+            ingest_slots: Arc::new(Semaphore::new(ingest_slots.max(1))),
+            ingest,
         }
     }
 }
@@ -34,8 +51,67 @@ fn token<T>(committed: &Committed<T>) -> Option<pb::ConsistencyToken> {
     })
 }
 
+/// Checks a batch or ingest chunk: size bound first, then every item, each
+/// error naming the item (`signals[3].price`).
+fn validate_batch(
+    limits: &validate::Limits,
+    max_items: usize,
+    signals: &[pb::NewSignal],
+    events: &[pb::NewEvent],
+) -> Result<(Vec<validate::NewSignal>, Vec<validate::NewEvent>), Status> {
+    let items = signals.len() + events.len();
+    if items == 0 {
+        return Err(invalid(DomainError::invalid("signals", "batch is empty")));
+    }
+    if items > max_items {
+        return Err(invalid(DomainError::invalid(
+            "signals",
+            format!("batch of {items} signals and events exceeds the limit of {max_items}"),
+        )));
+    }
+    let now = Utc::now();
+    let signals = signals
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            validate::new_signal(s, limits, now)
+                .map_err(|e| invalid(e.within(&format!("signals[{i}]."))))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let events = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            validate::new_event(e, limits, now)
+                .map_err(|err| invalid(err.within(&format!("events[{i}]."))))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((signals, events))
+}
+
 #[tonic::async_trait]
 impl SignalWriterService for WriterService {
+    type IngestStream = AckStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn ingest(
+        &self,
+        request: Request<Streaming<pb::IngestRequest>>,
+    ) -> Result<Response<Self::IngestStream>, Status> {
+        let limits = self.limits.clone();
+        let max_items = self.max_batch_items;
+        let validate: ingest::Validate = Arc::new(move |chunk: &pb::IngestRequest| {
+            validate_batch(&limits, max_items, &chunk.signals, &chunk.events)
+        });
+        Ok(Response::new(ingest::acknowledge(
+            request.into_inner(),
+            self.pool.clone(),
+            self.ingest_slots.clone(),
+            self.ingest.clone(),
+            validate,
+        )))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn record_signal(
         &self,
@@ -45,7 +121,7 @@ impl SignalWriterService for WriterService {
         let signal = validate::new_signal(&signal, &self.limits, Utc::now())
             .map_err(|e| invalid(e.within("signal.")))?;
         tracing::info!(signal_id = %signal.signal_id, ticker = %signal.ticker, "record signal");
-        let committed = writes::record_signal(&self.pool, signal).await?;
+        let committed = self.group_commit.record_signal(signal).await?;
         Ok(Response::new(pb::RecordSignalResponse {
             consistency_token: token(&committed),
             created: committed.value.created,
@@ -67,7 +143,7 @@ impl SignalWriterService for WriterService {
             event_type = event.event_type.as_str(),
             "record event"
         );
-        let committed = writes::record_event(&self.pool, event).await?;
+        let committed = self.group_commit.record_event(event).await?;
         let token = token(&committed);
         let recorded = committed.value;
         Ok(Response::new(pb::RecordEventResponse {
@@ -84,38 +160,12 @@ impl SignalWriterService for WriterService {
         request: Request<pb::RecordBatchRequest>,
     ) -> Result<Response<pb::RecordBatchResponse>, Status> {
         let batch = request.into_inner();
-        let items = batch.signals.len() + batch.events.len();
-        if items == 0 {
-            return Err(invalid(DomainError::invalid("signals", "batch is empty")));
-        }
-        if items > self.max_batch_items {
-            return Err(invalid(DomainError::invalid(
-                "signals",
-                format!(
-                    "batch of {items} signals and events exceeds the limit of {}",
-                    self.max_batch_items
-                ),
-            )));
-        }
-        let now = Utc::now();
-        let signals = batch
-            .signals
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                validate::new_signal(s, &self.limits, now)
-                    .map_err(|e| invalid(e.within(&format!("signals[{i}]."))))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let events = batch
-            .events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                validate::new_event(e, &self.limits, now)
-                    .map_err(|err| invalid(err.within(&format!("events[{i}]."))))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let (signals, events) = validate_batch(
+            &self.limits,
+            self.max_batch_items,
+            &batch.signals,
+            &batch.events,
+        )?;
         tracing::info!(
             signals = signals.len(),
             events = events.len(),

@@ -9,5 +9,7 @@
 //! background tasks keep the health status and the event partitions current.
 
 pub mod config;
+pub mod group_commit;
 pub mod grpc;
+pub mod ingest;
 pub mod server;

@@ -2,6 +2,7 @@
 //! served until the shutdown future resolves.
 
 use crate::config::ServeArgs;
+use crate::group_commit::GroupCommit;
 use crate::grpc::WriterService;
 use audit_db::{build_pool, maintenance, replication};
 use audit_proto::v1::signal_writer_service_server::SignalWriterServiceServer;
@@ -54,10 +55,14 @@ pub async fn run(
     ));
 
     let (reflection_v1, reflection_v1alpha) = audit_telemetry::reflection_services()?;
+    let group_commit = GroupCommit::start(pool.clone(), args.group_commit());
     let writer = SignalWriterServiceServer::new(WriterService::new(
         pool,
         args.limits(),
         args.max_batch_items,
+        group_commit,
+        args.ingest_slots,
+        args.ingest(),
     ))
     .max_decoding_message_size(args.max_request_bytes);
 

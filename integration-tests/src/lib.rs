@@ -194,36 +194,40 @@ pub async fn fresh_database(cluster: &Cluster) -> String {
     name
 }
 
+/// Writer options as `audit-writer serve` would parse them, sized for tests.
 pub fn writer_args(database_url: String) -> audit_writer::config::ServeArgs {
-    audit_writer::config::ServeArgs {
-        listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-        database: audit_writer::config::DatabaseArgs { database_url },
-        pool_min: 1,
-        pool_max: 24,
-        pool_timeout_ms: 5_000,
-        statement_timeout_ms: 10_000,
-        max_request_bytes: 4 * 1024 * 1024,
-        max_payload_bytes: 16 * 1024,
-        max_batch_items: 100,
-        max_clock_skew_secs: 300,
-        partition_maintenance_secs: 3_600,
-        health_check_ms: 100,
-    }
+    use clap::Parser;
+    audit_writer::config::ServeOnly::try_parse_from([
+        "audit-writer",
+        "--listen=127.0.0.1:0",
+        &format!("--database-url={database_url}"),
+        "--pool-min=1",
+        "--pool-max=24",
+        "--pool-timeout-ms=5000",
+        "--statement-timeout-ms=10000",
+        "--max-payload-bytes=16384",
+        "--max-batch-items=100",
+        "--health-check-ms=100",
+    ])
+    .unwrap_or_else(|e| panic!("writer args: {e}"))
+    .args
 }
 
+/// Reader options as `audit-reader serve` would parse them, sized for tests.
 pub fn reader_args(replica_url: String) -> audit_reader::config::ServeArgs {
-    audit_reader::config::ServeArgs {
-        listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-        replica_url,
-        pool_min: 1,
-        pool_max: 8,
-        pool_timeout_ms: 5_000,
-        statement_timeout_ms: 10_000,
-        max_request_bytes: 1024 * 1024,
-        consistency_max_wait_ms: 5_000,
-        consistency_poll_ms: 2,
-        health_check_ms: 100,
-    }
+    use clap::Parser;
+    audit_reader::config::ServeOnly::try_parse_from([
+        "audit-reader",
+        "--listen=127.0.0.1:0",
+        &format!("--replica-url={replica_url}"),
+        "--pool-min=1",
+        "--pool-max=8",
+        "--pool-timeout-ms=5000",
+        "--consistency-poll-ms=2",
+        "--health-check-ms=100",
+    ])
+    .unwrap_or_else(|e| panic!("reader args: {e}"))
+    .args
 }
 
 /// A server running in this test's runtime; dropping it shuts it down.

@@ -1,0 +1,158 @@
+//! Group commit for unary writes.
+//!
+//! Each RecordSignal / RecordEvent call becomes a job on a bounded queue. A
+//! collector takes every job waiting, up to `max_items`, and commits them in
+//! one transaction through the set-based write path; the caller is answered
+//! only after that commit. Batches form by themselves: while `max_batches`
+//! transactions are in flight, new jobs queue up and ride the next one, so
+//! a lone caller pays no linger delay and a busy writer pays one fsync for
+//! hundreds of writes.
+//!
+//! A job that cannot be applied (unknown signal, conflicting retry) fails
+//! alone while the others commit. If the transaction itself fails, every job
+//! is retried in a transaction of its own, so one poisonous item never takes
+//! its neighbours down with it. A full queue answers RESOURCE_EXHAUSTED.
+
+use audit_core::validate::{NewEvent, NewSignal};
+use audit_db::writes::{self, Committed, RecordedEvent, RecordedSignal};
+use audit_db::{DbError, PgPool};
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+type Reply<T> = oneshot::Sender<Result<Committed<T>, DbError>>;
+
+enum Job {
+    Signal(NewSignal, Reply<RecordedSignal>),
+    Event(NewEvent, Reply<RecordedEvent>),
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupCommitConfig {
+    /// Most jobs in one transaction.
+    pub max_items: usize,
+    /// Jobs waiting beyond this are refused with RESOURCE_EXHAUSTED.
+    pub queue: usize,
+    /// Transactions in flight at once; more jobs wait and form larger groups.
+    pub max_batches: usize,
+}
+
+#[derive(Clone)]
+pub struct GroupCommit {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl GroupCommit {
+    pub fn start(pool: PgPool, config: GroupCommitConfig) -> Self {
+        let (jobs, queue) = mpsc::channel(config.queue.max(1));
+        tokio::spawn(collect(queue, pool, config));
+        Self { jobs }
+    }
+
+    pub async fn record_signal(
+        &self,
+        signal: NewSignal,
+    ) -> Result<Committed<RecordedSignal>, DbError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Signal(signal, reply))?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    pub async fn record_event(&self, event: NewEvent) -> Result<Committed<RecordedEvent>, DbError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Event(event, reply))?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    fn submit(&self, job: Job) -> Result<(), DbError> {
+        self.jobs.try_send(job).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => {
+                DbError::Overloaded("the group commit queue is full, retry with backoff".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => gone(),
+        })
+    }
+}
+
+fn gone() -> DbError {
+    DbError::Unavailable("the writer is shutting down".into())
+}
+
+async fn collect(mut queue: mpsc::Receiver<Job>, pool: PgPool, config: GroupCommitConfig) {
+    let permits = Arc::new(Semaphore::new(config.max_batches.max(1)));
+    while let Some(first) = queue.recv().await {
+        // Waiting here while every transaction is busy is what grows groups.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let mut jobs = vec![first];
+        while jobs.len() < config.max_items {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            commit(&pool, jobs).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn commit(pool: &PgPool, jobs: Vec<Job>) {
+    let mut signals = Vec::new();
+    let mut signal_replies = Vec::new();
+    let mut events = Vec::new();
+    let mut event_replies = Vec::new();
+    for job in jobs {
+        match job {
+            Job::Signal(signal, reply) => {
+                signals.push(signal);
+                signal_replies.push(reply);
+            }
+            Job::Event(event, reply) => {
+                events.push(event);
+                event_replies.push(reply);
+            }
+        }
+    }
+    tracing::debug!(
+        signals = signals.len(),
+        events = events.len(),
+        "group commit"
+    );
+    match writes::record_group(pool, &signals, &events).await {
+        Ok(committed) => {
+            let lsn = committed.lsn;
+            let applied = committed.value;
+            answer(signal_replies, applied.signals, &lsn);
+            answer(event_replies, applied.events, &lsn);
+        }
+        Err(error) if signals.len() + events.len() == 1 => {
+            if let Some(reply) = signal_replies.pop() {
+                let _ = reply.send(Err(error));
+            } else if let Some(reply) = event_replies.pop() {
+                let _ = reply.send(Err(error));
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "group transaction failed, retrying its items one by one");
+            for (signal, reply) in signals.into_iter().zip(signal_replies) {
+                let _ = reply.send(writes::record_signal(pool, signal).await);
+            }
+            for (event, reply) in events.into_iter().zip(event_replies) {
+                let _ = reply.send(writes::record_event(pool, event).await);
+            }
+        }
+    }
+}
+
+fn answer<T>(replies: Vec<Reply<T>>, results: Vec<Result<T, DbError>>, lsn: &str) {
+    for (reply, result) in replies.into_iter().zip(results) {
+        // The caller may have gone (deadline); its write stands regardless.
+        let _ = reply.send(result.map(|value| Committed {
+            value,
+            lsn: lsn.to_owned(),
+        }));
+    }
+}

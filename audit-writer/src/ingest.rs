@@ -1,0 +1,125 @@
+//! Client-streaming ingest for high-volume producers.
+//!
+//! A stream's chunks are each one all-or-nothing transaction. Up to
+//! `in_flight` chunks of one stream are committed concurrently and
+//! acknowledged in the order they arrived; once that many are pending the
+//! stream is not read further, so HTTP/2 flow control slows the producer
+//! instead of a queue growing. Across all streams at most `max_concurrent`
+//! chunk transactions run; a chunk that cannot get a slot within `wait` is
+//! acknowledged with RESOURCE_EXHAUSTED (the producer resends it later).
+
+use audit_core::validate::{NewEvent, NewSignal};
+use audit_db::{PgPool, writes};
+use audit_proto::v1 as pb;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub in_flight: usize,
+    pub wait: Duration,
+}
+
+pub type AckStream = Pin<Box<dyn Stream<Item = Result<pb::IngestResponse, Status>> + Send>>;
+
+/// Turns a chunk into validated items, or the status that refuses it.
+pub type Validate = Arc<
+    dyn Fn(&pb::IngestRequest) -> Result<(Vec<NewSignal>, Vec<NewEvent>), Status> + Send + Sync,
+>;
+
+pub fn acknowledge(
+    mut inbound: Streaming<pb::IngestRequest>,
+    pool: PgPool,
+    slots: Arc<Semaphore>,
+    config: IngestConfig,
+    validate: Validate,
+) -> AckStream {
+    let in_flight = config.in_flight.max(1);
+    let (acks, ack_stream) = mpsc::channel(in_flight);
+    let (pending, mut pending_rx) =
+        mpsc::channel::<tokio::task::JoinHandle<pb::IngestResponse>>(in_flight);
+    tokio::spawn(async move {
+        loop {
+            let chunk = match inbound.message().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(%status, "ingest stream ended by the client");
+                    break;
+                }
+            };
+            let task = tokio::spawn(commit_chunk(
+                chunk,
+                pool.clone(),
+                slots.clone(),
+                config.wait,
+                validate.clone(),
+            ));
+            if pending.send(task).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(task) = pending_rx.recv().await {
+            let ack = task
+                .await
+                .map_err(|e| Status::internal(format!("chunk task failed: {e}")));
+            if acks.send(ack).await.is_err() {
+                break;
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(ack_stream))
+}
+
+fn refused(chunk_id: u64, status: &Status) -> pb::IngestResponse {
+    pb::IngestResponse {
+        chunk_id,
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        ..Default::default()
+    }
+}
+
+async fn commit_chunk(
+    chunk: pb::IngestRequest,
+    pool: PgPool,
+    slots: Arc<Semaphore>,
+    wait: Duration,
+    validate: Validate,
+) -> pb::IngestResponse {
+    let chunk_id = chunk.chunk_id;
+    let (signals, events) = match validate(&chunk) {
+        Ok(items) => items,
+        Err(status) => return refused(chunk_id, &status),
+    };
+    let Ok(Ok(_slot)) = tokio::time::timeout(wait, slots.acquire_owned()).await else {
+        return refused(
+            chunk_id,
+            &Status::resource_exhausted(
+                "writer saturated: no ingest slot free, resend this chunk later",
+            ),
+        );
+    };
+    match writes::record_batch(&pool, signals, events).await {
+        Ok(committed) => {
+            let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+            pb::IngestResponse {
+                chunk_id,
+                code: tonic::Code::Ok as i32,
+                message: String::new(),
+                signals_created: count(committed.value.signals_created),
+                events_created: count(committed.value.events_created),
+                duplicates: count(committed.value.duplicates),
+                consistency_token: Some(pb::ConsistencyToken { lsn: committed.lsn }),
+            }
+        }
+        Err(error) => refused(chunk_id, &Status::from(error)),
+    }
+}

@@ -1,0 +1,325 @@
+#!/usr/bin/env bash
+# The whole system on this machine: a PostgreSQL 15 primary + streaming
+# replica (scripts/pg-cluster.sh), the schema (audit-writer migrate), and
+# both gRPC services running in the background.
+#
+#   scripts/stack.sh up       build, migrate, start; waits until both answer health checks
+#   scripts/stack.sh down     stop both services (SIGTERM) and the cluster
+#   scripts/stack.sh status   what runs where
+#
+# Environment (defaults in brackets):
+#   AUDIT_STACK_DIR           state folder, repo-relative unless absolute [.stack]
+#   AUDIT_STACK_PRIMARY_PORT  primary's port [55432]
+#   AUDIT_STACK_REPLICA_PORT  replica's port [55433]
+#   AUDIT_WRITER_LISTEN       audit-writer's listen address [127.0.0.1:50051]
+#   AUDIT_READER_LISTEN       audit-reader's listen address [127.0.0.1:50052]
+#   AUDIT_STACK_SKIP_BUILD=1  use the release binaries already built
+#   RUST_LOG                  passed to both services [info]
+# scripts/test.sh runs a second stack on other ports and folder at the same
+# time as a developer's, which is why everything here is configurable.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+STACK_DIR=${AUDIT_STACK_DIR:-.stack}
+[[ $STACK_DIR == /* ]] || STACK_DIR=$ROOT/$STACK_DIR
+PRIMARY_PORT=${AUDIT_STACK_PRIMARY_PORT:-55432}
+REPLICA_PORT=${AUDIT_STACK_REPLICA_PORT:-55433}
+WRITER_LISTEN=${AUDIT_WRITER_LISTEN:-127.0.0.1:50051}
+READER_LISTEN=${AUDIT_READER_LISTEN:-127.0.0.1:50052}
+DB_NAME=signal_audit
+PRIMARY_URL=postgres://postgres@127.0.0.1:$PRIMARY_PORT/$DB_NAME
+REPLICA_URL=postgres://postgres@127.0.0.1:$REPLICA_PORT/$DB_NAME
+HEALTH_TIMEOUT=60
+PSQL=${PG_BIN:-/usr/lib/postgresql/15/bin}/psql
+
+# grpcurl and buf may come from pip; helm from scripts/install-helm.sh.
+PATH=$ROOT/.tools/bin:$PATH
+py_scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)
+[[ -z $py_scripts ]] || PATH=$PATH:$py_scripts
+PATH=$PATH:$HOME/.local/bin
+
+log() { printf 'stack: %s\n' "$*" >&2; }
+die() {
+    printf 'stack: error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Where a client reaches a listen address: a wildcard host means loopback.
+connect_addr() {
+    local addr=$1 host port
+    host=${addr%:*}
+    port=${addr##*:}
+    case $host in
+    0.0.0.0 | "" | "[::]") host=127.0.0.1 ;;
+    esac
+    printf '%s:%s\n' "$host" "$port"
+}
+WRITER_ADDR=$(connect_addr "$WRITER_LISTEN")
+READER_ADDR=$(connect_addr "$READER_LISTEN")
+
+# True when something accepts TCP connections at HOST:PORT.
+port_busy() {
+    local host=${1%:*} port=${1##*:}
+    host=${host#[}
+    host=${host%]}
+    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
+}
+
+psql_primary() { "$PSQL" -X -q -At -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres "$@"; }
+psql_replica() { "$PSQL" -X -q -At -h 127.0.0.1 -p "$REPLICA_PORT" -U postgres "$@"; }
+
+target_dir() {
+    cargo metadata --format-version 1 --no-deps 2>/dev/null |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])' ||
+        echo "$ROOT/target"
+}
+
+# PID of a running service from its pid file, checked against
+# /proc/PID/cmdline so a recycled PID is never mistaken for ours.
+service_pid() {
+    local name=$1 pidfile=$STACK_DIR/$1.pid pid
+    [[ -f $pidfile ]] || return 1
+    pid=$(<"$pidfile")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "audit-$name" || return 1
+    echo "$pid"
+}
+
+# Health of a gRPC service by name: the services report NOT_SERVING under
+# their own name while their database is unreachable, so this waits for the
+# database too, not just for the port.
+service_name() {
+    case $1 in
+    writer) echo signal_audit.v1.SignalWriterService ;;
+    reader) echo signal_audit.v1.SignalReaderService ;;
+    esac
+}
+
+health() {
+    grpcurl -plaintext -max-time 3 -d "{\"service\":\"$(service_name "$2")\"}" \
+        "$1" grpc.health.v1.Health/Check 2>&1
+}
+
+is_serving() { health "$1" "$2" | grep -q '"status": "SERVING"'; }
+
+stop_service() {
+    local name=$1 pid i
+    if pid=$(service_pid "$name"); then
+        log "stopping audit-$name (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        # Graceful shutdown drains in-flight calls; give it 20 s.
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "audit-$name did not exit after SIGTERM; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f -- "$STACK_DIR/$name.pid"
+}
+
+check_listen_free() {
+    local name=$1 listen=$2
+    if port_busy "$(connect_addr "$listen")"; then
+        die "$listen is already in use: is another audit-$name or stack running? (AUDIT_${name^^}_LISTEN picks another address)"
+    fi
+}
+
+# Prints the current run's part of a service log (the file is appended to).
+log_tail() {
+    local name=$1 file=$STACK_DIR/$1.log
+    awk '/^==== .* audit-'"$name"' serve ====$/ { n = NR } { line[NR] = $0 }
+         END { start = (n && NR - n < 40) ? n : NR - 39; if (start < 1) start = 1
+               for (i = start; i <= NR; i++) print line[i] }' "$file" >&2 || true
+}
+
+# start_service NAME LISTEN_ADDR ENV... : runs `audit-NAME serve` detached,
+# output appended to STACK_DIR/NAME.log.
+start_service() {
+    local name=$1 listen=$2 bin
+    shift 2
+    bin=$BIN_DIR/audit-$name
+    log "starting audit-$name serve on $listen"
+    {
+        printf '\n==== %s audit-%s serve ====\n' "$(date -Is)" "$name"
+    } >>"$STACK_DIR/$name.log"
+    # nohup + </dev/null + own log file: the service must outlive this
+    # script and must not hold the caller's terminal or pipes open.
+    # NO_COLOR: plain log files (tracing-subscriber honours it).
+    nohup env RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 "$@" "$bin" serve \
+        >>"$STACK_DIR/$name.log" 2>&1 </dev/null &
+    echo $! >"$STACK_DIR/$name.pid"
+}
+
+wait_healthy() {
+    local name=$1 addr=$2 deadline=$((SECONDS + HEALTH_TIMEOUT))
+    until is_serving "$addr" "$name"; do
+        if ! service_pid "$name" >/dev/null; then
+            log "audit-$name exited during startup; its log ($STACK_DIR/$name.log):"
+            log_tail "$name"
+            exit 1
+        fi
+        if ((SECONDS >= deadline)); then
+            log "audit-$name is not SERVING at $addr after ${HEALTH_TIMEOUT}s; health check said:"
+            health "$addr" "$name" | sed 's/^/  /' >&2 || true
+            log "its log ($STACK_DIR/$name.log):"
+            log_tail "$name"
+            exit 1
+        fi
+        sleep 0.5
+    done
+    log "audit-$name SERVING at $addr"
+}
+
+print_usage_help() {
+    cat <<EOF
+
+Signal Audit Trail stack is up.
+  primary (read-write)  $PRIMARY_URL
+  replica (read-only)   $REPLICA_URL
+  audit-writer          $WRITER_ADDR   log $STACK_DIR/writer.log
+  audit-reader          $READER_ADDR   log $STACK_DIR/reader.log
+  env for shells        source $STACK_DIR/env
+
+Try it (copy-paste):
+
+  # services and methods, via server reflection
+  grpcurl -plaintext $WRITER_ADDR list
+  grpcurl -plaintext $READER_ADDR list
+  grpcurl -plaintext $WRITER_ADDR describe signal_audit.v1.SignalWriterService
+  grpcurl -plaintext $WRITER_ADDR grpc.health.v1.Health/Check
+  grpcurl -plaintext -d '{"service":"signal_audit.v1.SignalReaderService"}' $READER_ADDR grpc.health.v1.Health/Check
+
+  # record a signal; the answer holds signal.signal_id and consistency_token.lsn
+  grpcurl -plaintext -d '{"signal":{"ticker":"NASDAQ:AAPL","side":"buy","action":"open","price":187.25,"original_signal_json":"{\"raw\":\"buy AAPL\"}"}}' \\
+    $WRITER_ADDR signal_audit.v1.SignalWriterService/RecordSignal
+
+  # record a pipeline step (event_id: a fresh UUID, so retries never duplicate)
+  grpcurl -plaintext -d '{"event":{"event_id":"'\$(cat /proc/sys/kernel/random/uuid)'","signal_id":"SIGNAL_ID","event_type":"SIGNAL_STATUS_QUEUED_PROCESSING","location":"SIGNAL_LOCATION_PROCESSING_QUEUE","worker_id":"worker-1","details":"queued"}}' \\
+    $WRITER_ADDR signal_audit.v1.SignalWriterService/RecordEvent
+
+  # read it back from the replica, waiting until it has replayed the write
+  grpcurl -plaintext -d '{"signal_id":"SIGNAL_ID","consistency_token":{"lsn":"LSN"}}' \\
+    $READER_ADDR signal_audit.v1.SignalReaderService/GetSignal
+
+  # list recent signals for a ticker
+  grpcurl -plaintext -d '{"filter":{"normalised_ticker":"AAPL"},"page_size":10,"include_total_count":true}' \\
+    $READER_ADDR signal_audit.v1.SignalReaderService/ListSignals
+
+  # all of the above, with the IDs filled in and the answers checked:
+  scripts/grpcurl-examples.sh $WRITER_ADDR $READER_ADDR
+
+Stop everything with: scripts/stack.sh down
+EOF
+}
+
+cmd_up() {
+    "$ROOT/scripts/install-deps.sh"
+    command -v grpcurl >/dev/null || die "grpcurl is not on PATH (scripts/install-deps.sh installs it)"
+
+    mkdir -p -- "$STACK_DIR"
+    log "PostgreSQL primary :$PRIMARY_PORT, replica :$REPLICA_PORT in $STACK_DIR"
+    "$ROOT/scripts/pg-cluster.sh" start "$STACK_DIR" "$PRIMARY_PORT" "$REPLICA_PORT" >/dev/null
+
+    if [[ -z $(psql_primary -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'") ]]; then
+        log "creating database $DB_NAME"
+        psql_primary -d postgres -c "CREATE DATABASE $DB_NAME"
+    fi
+    # The reader connects to the replica's copy; wait until it has arrived.
+    local deadline=$((SECONDS + 30))
+    until [[ -n $(psql_replica -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'" 2>/dev/null) ]]; do
+        ((SECONDS < deadline)) || die "database $DB_NAME did not reach the replica"
+        sleep 0.2
+    done
+
+    if [[ ${AUDIT_STACK_SKIP_BUILD:-0} != 1 ]]; then
+        log "cargo build --release -p audit-writer -p audit-reader"
+        cargo build --release -p audit-writer -p audit-reader
+    fi
+    BIN_DIR=$(target_dir)/release
+    local b
+    for b in audit-writer audit-reader; do
+        [[ -x $BIN_DIR/$b ]] || die "$BIN_DIR/$b is missing: the release build did not produce it"
+    done
+
+    # `up` on a running stack restarts the services, so they run the binaries
+    # just built.
+    stop_service writer
+    stop_service reader
+    check_listen_free writer "$WRITER_LISTEN"
+    check_listen_free reader "$READER_LISTEN"
+
+    log "audit-writer migrate"
+    AUDIT_DATABASE_URL=$PRIMARY_URL NO_COLOR=1 "$BIN_DIR/audit-writer" migrate >>"$STACK_DIR/migrate.log" 2>&1 || {
+        tail -n 40 -- "$STACK_DIR/migrate.log" >&2
+        die "audit-writer migrate failed (log: $STACK_DIR/migrate.log)"
+    }
+
+    start_service writer "$WRITER_LISTEN" \
+        AUDIT_WRITER_LISTEN="$WRITER_LISTEN" \
+        AUDIT_DATABASE_URL="$PRIMARY_URL"
+    # The reader queries only the replica; AUDIT_PRIMARY_URL is passed for
+    # tooling that wants both ends and is ignored by audit-reader today.
+    start_service reader "$READER_LISTEN" \
+        AUDIT_READER_LISTEN="$READER_LISTEN" \
+        AUDIT_REPLICA_URL="$REPLICA_URL" \
+        AUDIT_PRIMARY_URL="$PRIMARY_URL"
+
+    wait_healthy writer "$WRITER_ADDR"
+    wait_healthy reader "$READER_ADDR"
+
+    cat >"$STACK_DIR/env" <<EOF
+# source this file to talk to the stack in $STACK_DIR
+export AUDIT_DATABASE_URL=$PRIMARY_URL
+export AUDIT_PRIMARY_URL=$PRIMARY_URL
+export AUDIT_REPLICA_URL=$REPLICA_URL
+export AUDIT_WRITER_ADDR=$WRITER_ADDR
+export AUDIT_READER_ADDR=$READER_ADDR
+EOF
+    print_usage_help
+}
+
+cmd_down() {
+    if [[ ! -d $STACK_DIR ]]; then
+        log "nothing to stop: $STACK_DIR does not exist"
+        return 0
+    fi
+    stop_service writer
+    stop_service reader
+    "$ROOT/scripts/pg-cluster.sh" stop "$STACK_DIR"
+}
+
+cmd_status() {
+    local rc=0 name addr pid
+    for name in writer reader; do
+        [[ $name == writer ]] && addr=$WRITER_ADDR || addr=$READER_ADDR
+        if pid=$(service_pid "$name"); then
+            if is_serving "$addr" "$name"; then
+                echo "audit-$name: running (pid $pid), SERVING at $addr"
+            else
+                echo "audit-$name: running (pid $pid), NOT serving at $addr"
+                rc=3
+            fi
+        else
+            echo "audit-$name: not running"
+            rc=3
+        fi
+    done
+    "$ROOT/scripts/pg-cluster.sh" status "$STACK_DIR" || rc=3
+    return "$rc"
+}
+
+case ${1:-} in
+up) cmd_up ;;
+down) cmd_down ;;
+status) cmd_status ;;
+*)
+    echo "usage: scripts/stack.sh up|down|status" >&2
+    exit 2
+    ;;
+esac
