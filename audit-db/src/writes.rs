@@ -473,15 +473,14 @@ async fn apply_events(
 
     // Claim ids: first occurrence in the batch competes for the id.
     let mut claims = Vec::with_capacity(events.len());
-    let mut first_index: HashMap<Uuid, usize> = HashMap::new();
+    let mut seen: HashSet<Uuid> = HashSet::new();
     let mut to_claim = Vec::new();
-    for (i, event) in events.iter().enumerate() {
+    for event in events {
         if !states.contains_key(&event.signal_id) {
             claims.push(Claim::Unknown);
-        } else if first_index.contains_key(&event.event_id) {
+        } else if !seen.insert(event.event_id) {
             claims.push(Claim::Repeat);
         } else {
-            first_index.insert(event.event_id, i);
             to_claim.push(id_row(event));
             claims.push(Claim::Replay);
         }
