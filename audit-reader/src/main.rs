@@ -7,13 +7,14 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _telemetry = match audit_telemetry::init("audit-reader", cli.log_json) {
-        Ok(telemetry) => telemetry,
-        Err(error) => {
-            eprintln!("audit-reader: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let _telemetry =
+        match audit_telemetry::init("audit-reader", cli.log_json, cli.otlp_endpoint.as_deref()) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("audit-reader: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
     let Command::Serve(args) = cli
         .command
         .unwrap_or_else(|| Command::Serve(ServeOnly::parse_from(["audit-reader"]).args));

@@ -41,9 +41,14 @@ impl Drop for Telemetry {
 }
 
 /// Installs the global subscriber: `RUST_LOG` filtering (default `info`),
-/// JSON lines when `json` is set, and OTLP export when the standard
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` variable is set.
-pub fn init(service_name: &'static str, json: bool) -> Result<Telemetry, TelemetryError> {
+/// JSON lines when `json` is set, and OTLP/gRPC export to `otlp_endpoint`
+/// when one is given (the services take it from the standard
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` variable).
+pub fn init(
+    service_name: &'static str,
+    json: bool,
+    otlp_endpoint: Option<&str>,
+) -> Result<Telemetry, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = if json {
@@ -56,10 +61,12 @@ pub fn init(service_name: &'static str, json: bool) -> Result<Telemetry, Telemet
             .with_writer(std::io::stderr)
             .boxed()
     };
-    let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        Ok(endpoint) if !endpoint.trim().is_empty() => {
+    let provider = match otlp_endpoint.map(str::trim) {
+        Some(endpoint) if !endpoint.is_empty() => {
+            use opentelemetry_otlp::WithExportConfig;
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
+                .with_endpoint(endpoint)
                 .build()?;
             let resource = opentelemetry_sdk::Resource::builder()
                 .with_service_name(service_name)
