@@ -186,20 +186,14 @@ pub async fn add_tags(
     signal_id: Uuid,
     tags: Vec<String>,
 ) -> Result<Committed<SignalRow>, DbError> {
-    let mut conn = pool.get().await?;
-    let value = conn
-        .transaction::<_, DbError, _>(async |conn| {
-            let signal = lock_signal(conn, signal_id).await?;
-            let mut merged = signal.tags;
-            for tag in tags {
-                if !merged.contains(&tag) {
-                    merged.push(tag);
-                }
+    change_tags(pool, signal_id, |current| {
+        for tag in tags {
+            if !current.contains(&tag) {
+                current.push(tag);
             }
-            set_tags(conn, signal_id, merged).await
-        })
-        .await?;
-    committed(&mut conn, value).await
+        }
+    })
+    .await
 }
 
 pub async fn remove_tags(
@@ -207,31 +201,31 @@ pub async fn remove_tags(
     signal_id: Uuid,
     tags: Vec<String>,
 ) -> Result<Committed<SignalRow>, DbError> {
+    change_tags(pool, signal_id, |current| {
+        current.retain(|t| !tags.contains(t))
+    })
+    .await
+}
+
+/// Reads the tags under the row lock, edits them, writes them back.
+async fn change_tags(
+    pool: &PgPool,
+    signal_id: Uuid,
+    edit: impl FnOnce(&mut Vec<String>) + Send,
+) -> Result<Committed<SignalRow>, DbError> {
     let mut conn = pool.get().await?;
     let value = conn
         .transaction::<_, DbError, _>(async |conn| {
-            let signal = lock_signal(conn, signal_id).await?;
-            let kept = signal
-                .tags
-                .into_iter()
-                .filter(|t| !tags.contains(t))
-                .collect();
-            set_tags(conn, signal_id, kept).await
+            let mut tags = lock_signal(conn, signal_id).await?.tags;
+            edit(&mut tags);
+            Ok(diesel::update(signals::table.find(signal_id))
+                .set(signals::tags.eq(tags))
+                .returning(SignalRow::as_returning())
+                .get_result(conn)
+                .await?)
         })
         .await?;
     committed(&mut conn, value).await
-}
-
-async fn set_tags(
-    conn: &mut AsyncPgConnection,
-    signal_id: Uuid,
-    tags: Vec<String>,
-) -> Result<SignalRow, DbError> {
-    Ok(diesel::update(signals::table.find(signal_id))
-        .set(signals::tags.eq(tags))
-        .returning(SignalRow::as_returning())
-        .get_result(conn)
-        .await?)
 }
 
 async fn lock_signal(conn: &mut AsyncPgConnection, signal_id: Uuid) -> Result<SignalRow, DbError> {

@@ -7,14 +7,13 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _telemetry =
-        match audit_telemetry::init("audit-reader", cli.log_json, cli.otlp_endpoint.as_deref()) {
-            Ok(telemetry) => telemetry,
-            Err(error) => {
-                eprintln!("audit-reader: {error}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let _telemetry = match cli.telemetry.init("audit-reader") {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("audit-reader: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let Command::Serve(args) = cli
         .command
         .unwrap_or_else(|| Command::Serve(ServeOnly::parse_from(["audit-reader"]).args));

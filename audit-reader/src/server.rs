@@ -1,5 +1,5 @@
-//! Wiring: the reader service with health, reflection and per-call spans,
-//! served until the shutdown future resolves.
+//! Wiring: the reader service, served through the shared plumbing (health,
+//! reflection, per-call spans, shutdown).
 
 use crate::config::ServeArgs;
 use crate::consistency::Consistency;
@@ -9,18 +9,15 @@ use audit_proto::v1::signal_reader_service_server::SignalReaderServiceServer;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
-use tonic::transport::Server;
+use tonic::service::Routes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
     Database(#[from] audit_db::DbError),
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    #[error("transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Serve(#[from] audit_telemetry::ServeError),
 }
 
 /// Serves on `listener` until `shutdown` resolves, then reports NOT_SERVING,
@@ -31,27 +28,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let pool = build_pool(&args.pool())?;
-    let service_name = SignalReaderServiceServer::<ReaderService>::NAME;
-
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status(service_name, tonic_health::ServingStatus::NotServing)
-        .await;
-    let health_task = tokio::spawn(audit_telemetry::watch_health(
-        reporter.clone(),
-        vec![service_name.to_owned()],
-        Duration::from_millis(args.health_check_ms),
-        {
-            let pool = pool.clone();
-            move || {
-                let pool = pool.clone();
-                async move { replication::ping(&pool).await }
-            }
-        },
-    ));
-    let (reflection_v1, reflection_v1alpha) = audit_telemetry::reflection_services()?;
-    let writer = SignalReaderServiceServer::new(ReaderService::new(
-        pool,
+    let reader = SignalReaderServiceServer::new(ReaderService::new(
+        pool.clone(),
         Consistency {
             max_wait: Duration::from_millis(args.consistency_max_wait_ms),
             poll: Duration::from_millis(args.consistency_poll_ms.max(1)),
@@ -59,19 +37,16 @@ pub async fn run(
     ))
     .max_decoding_message_size(args.max_request_bytes);
 
-    tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "audit-reader serving");
-    let result = Server::builder()
-        .trace_fn(audit_telemetry::grpc_span)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(writer)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            shutdown.await;
-            health_task.abort();
-            audit_telemetry::report_stopping(&reporter, service_name).await;
-        })
-        .await;
-    tracing::info!("audit-reader stopped");
-    Ok(result?)
+    Ok(audit_telemetry::serve(
+        &[SignalReaderServiceServer::<ReaderService>::NAME],
+        Routes::new(reader),
+        listener,
+        Duration::from_millis(args.health_check_ms),
+        move || {
+            let pool = pool.clone();
+            async move { replication::ping(&pool).await }
+        },
+        shutdown,
+    )
+    .await?)
 }

@@ -19,6 +19,87 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// Options every service binary shares; flatten into its clap `Cli`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryArgs {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "AUDIT_LOG_JSON", default_value_t = false, global = true)]
+    pub log_json: bool,
+    /// OTLP/gRPC collector for spans (e.g. http://otel-collector:4317); off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetryArgs {
+    pub fn init(&self, service_name: &'static str) -> Result<Telemetry, TelemetryError> {
+        init(service_name, self.log_json, self.otlp_endpoint.as_deref())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves `routes` on `listener` next to health and reflection, one span per
+/// call, until `shutdown` resolves. `services` report SERVING only while
+/// `check` (a database ping) succeeds. On shutdown: NOT_SERVING, stop
+/// accepting, let in-flight calls finish, return.
+pub async fn serve<F, Fut, E>(
+    services: &[&'static str],
+    routes: tonic::service::Routes,
+    listener: tokio::net::TcpListener,
+    health_every: Duration,
+    check: F,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + 'static,
+{
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for service in services {
+        reporter
+            .set_service_status(*service, ServingStatus::NotServing)
+            .await;
+    }
+    let names: Vec<String> = services.iter().map(|s| (*s).to_owned()).collect();
+    let health_task = tokio::spawn(watch_health(reporter.clone(), names, health_every, check));
+    let (reflection_v1, reflection_v1alpha) = reflection_services()?;
+    let routes = routes
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let services = services.to_vec();
+    tracing::info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        ?services,
+        "serving"
+    );
+    tonic::transport::Server::builder()
+        .trace_fn(grpc_span)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                shutdown.await;
+                health_task.abort();
+                for service in std::iter::once("").chain(services) {
+                    reporter
+                        .set_service_status(service, ServingStatus::NotServing)
+                        .await;
+                }
+            },
+        )
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     #[error("cannot build the OTLP exporter: {0}")]
@@ -216,13 +297,4 @@ pub fn reflection_services() -> Result<
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     Ok((v1, v1alpha))
-}
-
-/// Marks `service` and the overall entry NOT_SERVING, for shutdown.
-pub async fn report_stopping(reporter: &HealthReporter, service: &str) {
-    for name in ["", service] {
-        reporter
-            .set_service_status(name, ServingStatus::NotServing)
-            .await;
-    }
 }

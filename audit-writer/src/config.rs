@@ -17,12 +17,8 @@ use std::time::Duration;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Log as JSON lines instead of human-readable text.
-    #[arg(long, env = "AUDIT_LOG_JSON", default_value_t = false, global = true)]
-    pub log_json: bool,
-    /// OTLP/gRPC collector for spans (e.g. http://otel-collector:4317); off when unset.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
-    pub otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    pub telemetry: audit_telemetry::TelemetryArgs,
 }
 
 /// `audit-writer` with no command: serve, configured from the environment.

@@ -7,14 +7,13 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _telemetry =
-        match audit_telemetry::init("audit-writer", cli.log_json, cli.otlp_endpoint.as_deref()) {
-            Ok(telemetry) => telemetry,
-            Err(error) => {
-                eprintln!("audit-writer: {error}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let _telemetry = match cli.telemetry.init("audit-writer") {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("audit-writer: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let command = match cli.command {
         Some(command) => command,
         // `audit-writer` alone serves, with options from the environment.

@@ -1,5 +1,5 @@
-//! Wiring: the writer service with health, reflection and per-call spans,
-//! served until the shutdown future resolves.
+//! Wiring: the writer service with its background tasks, served through
+//! the shared plumbing (health, reflection, per-call spans, shutdown).
 
 use crate::config::ServeArgs;
 use crate::group_commit::GroupCommit;
@@ -9,55 +9,32 @@ use audit_proto::v1::signal_writer_service_server::SignalWriterServiceServer;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
-use tonic::transport::Server;
+use tonic::service::Routes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
     Database(#[from] audit_db::DbError),
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    #[error("transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Serve(#[from] audit_telemetry::ServeError),
 }
 
 /// Serves on `listener` until `shutdown` resolves, then reports NOT_SERVING,
-/// stops accepting, lets in-flight calls finish and returns.
+/// stops accepting, lets in-flight calls (and their group commits) finish.
 pub async fn run(
     args: ServeArgs,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let pool = build_pool(&args.pool())?;
-    let service_name = SignalWriterServiceServer::<WriterService>::NAME;
-
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status(service_name, tonic_health::ServingStatus::NotServing)
-        .await;
-    let health_task = tokio::spawn(audit_telemetry::watch_health(
-        reporter.clone(),
-        vec![service_name.to_owned()],
-        Duration::from_millis(args.health_check_ms),
-        {
-            let pool = pool.clone();
-            move || {
-                let pool = pool.clone();
-                async move { replication::ping(&pool).await }
-            }
-        },
-    ));
     let maintenance_task = tokio::spawn(partition_maintenance(
         pool.clone(),
         Duration::from_secs(args.partition_maintenance_secs.max(1)),
     ));
-
-    let (reflection_v1, reflection_v1alpha) = audit_telemetry::reflection_services()?;
     let group_commit = GroupCommit::start(pool.clone(), args.group_commit());
     let writer = SignalWriterServiceServer::new(WriterService::new(
-        pool,
+        pool.clone(),
         args.limits(),
         args.max_batch_items,
         group_commit,
@@ -66,21 +43,19 @@ pub async fn run(
     ))
     .max_decoding_message_size(args.max_request_bytes);
 
-    tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "audit-writer serving");
-    let result = Server::builder()
-        .trace_fn(audit_telemetry::grpc_span)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(writer)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            shutdown.await;
-            health_task.abort();
-            maintenance_task.abort();
-            audit_telemetry::report_stopping(&reporter, service_name).await;
-        })
-        .await;
-    tracing::info!("audit-writer stopped");
+    let result = audit_telemetry::serve(
+        &[SignalWriterServiceServer::<WriterService>::NAME],
+        Routes::new(writer),
+        listener,
+        Duration::from_millis(args.health_check_ms),
+        move || {
+            let pool = pool.clone();
+            async move { replication::ping(&pool).await }
+        },
+        shutdown,
+    )
+    .await;
+    maintenance_task.abort();
     Ok(result?)
 }
 
