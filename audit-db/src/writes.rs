@@ -262,7 +262,8 @@ pub async fn apply(
     Ok(applied)
 }
 
-fn signal_row(signal: &NewSignal) -> SignalRow {
+/// The row a new signal is stored as (status RECEIVED, no events applied).
+pub fn signal_row(signal: &NewSignal) -> SignalRow {
     SignalRow {
         signal_id: signal.signal_id,
         ticker: signal.ticker.clone(),
@@ -390,7 +391,8 @@ fn differs(stored: &SignalRow, signal: &NewSignal) -> Option<String> {
     }
 }
 
-fn received_event(signal: &NewSignal) -> NewEvent {
+/// The first event every signal gets, with an id derived from the signal id.
+pub fn received_event(signal: &NewSignal) -> NewEvent {
     NewEvent {
         event_id: Uuid::new_v5(&RECEIVED_EVENT_NAMESPACE, signal.signal_id.as_bytes()),
         signal_id: signal.signal_id,
@@ -429,7 +431,8 @@ async fn insert_event_rows(
     Ok(stored)
 }
 
-fn id_row(event: &NewEvent) -> EventIdRow {
+/// The idempotency claim for an event id.
+pub fn id_row(event: &NewEvent) -> EventIdRow {
     EventIdRow {
         event_id: event.event_id,
         signal_id: event.signal_id,
