@@ -155,6 +155,7 @@ pub async fn run(args: IngestArgs) -> Result<(), Error> {
         statement_timeout: Duration::from_secs(60),
         application_name: "audit-bench".into(),
         read_only: false,
+        test_on_checkout: false,
     })?;
     reset(&pool).await?;
     let writer = Writer::start(&args).await?;

@@ -21,6 +21,10 @@ pub struct PoolConfig {
     pub application_name: String,
     /// Reader pools: PostgreSQL itself refuses writes on these connections.
     pub read_only: bool,
+    /// Ping every connection as it leaves the pool. Costs a round trip per
+    /// checkout; without it a connection broken since its last use fails
+    /// one call (with UNAVAILABLE) and is then discarded.
+    pub test_on_checkout: bool,
 }
 
 /// Builds the pool without waiting for the database: a service must start
@@ -47,6 +51,7 @@ pub fn build_pool(config: &PoolConfig) -> Result<PgPool, DbError> {
         .min_idle(Some(config.min_idle.min(config.max_size)))
         .max_size(config.max_size.max(1))
         .connection_timeout(config.connect_timeout)
+        .test_on_check_out(config.test_on_checkout)
         .idle_timeout(Some(Duration::from_secs(300)))
         .build_unchecked(manager))
 }

@@ -407,12 +407,9 @@ pub fn received_event(signal: &NewSignal) -> NewEvent {
     }
 }
 
-/// Inserts id claims and events that are known to be new.
-async fn insert_event_rows(
-    conn: &mut AsyncPgConnection,
-    events: &[NewEvent],
-) -> Result<Vec<EventRow>, DbError> {
-    let mut stored = Vec::with_capacity(events.len());
+/// Inserts id claims and events that are known to be new (first events of
+/// new signals), without reading anything back.
+async fn insert_event_rows(conn: &mut AsyncPgConnection, events: &[NewEvent]) -> Result<(), DbError> {
     for chunk in events.chunks(INSERT_CHUNK) {
         let ids: Vec<EventIdRow> = chunk.iter().map(id_row).collect();
         diesel::insert_into(signal_event_ids::table)
@@ -420,15 +417,12 @@ async fn insert_event_rows(
             .execute(conn)
             .await?;
         let rows: Vec<NewEventRow<'_>> = chunk.iter().map(NewEventRow::from).collect();
-        stored.extend(
-            diesel::insert_into(signal_events::table)
-                .values(&rows)
-                .returning(EventRow::as_returning())
-                .get_results::<EventRow>(conn)
-                .await?,
-        );
+        diesel::insert_into(signal_events::table)
+            .values(&rows)
+            .execute(conn)
+            .await?;
     }
-    Ok(stored)
+    Ok(())
 }
 
 /// The idempotency claim for an event id.

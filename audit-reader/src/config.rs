@@ -79,6 +79,7 @@ impl ServeArgs {
             connect_timeout: Duration::from_millis(self.pool_timeout_ms),
             statement_timeout: Duration::from_millis(self.statement_timeout_ms),
             application_name: "audit-reader".into(),
+            test_on_checkout: true,
             read_only: true,
         }
     }

@@ -126,6 +126,7 @@ impl ServeArgs {
             connect_timeout: Duration::from_millis(self.pool_timeout_ms),
             statement_timeout: Duration::from_millis(self.statement_timeout_ms),
             application_name: "audit-writer".into(),
+            test_on_checkout: false,
             read_only: false,
         }
     }
