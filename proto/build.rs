@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "signal_audit/v1/common.proto",
     "signal_audit/v1/writer.proto",
     "signal_audit/v1/reader.proto",
+    "signal_audit/v1/analytics.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -42,7 +42,11 @@ enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct IngestArgs {
     /// An empty, migrated database on the primary.
-    #[arg(long, env = "AUDIT_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:57532/bench")]
+    #[arg(
+        long,
+        env = "AUDIT_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:57532/bench"
+    )]
     pub database_url: String,
     /// The writer binary to start and measure.
     #[arg(long, default_value = "target/release/audit-writer")]

@@ -5,11 +5,14 @@ use std::time::Duration;
 
 /// Microsecond latencies up to a minute, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
 pub fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
-    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1);
+    let micros = u64::try_from(elapsed.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1);
     let _ = histogram.record(micros.min(histogram.high()));
 }
 

@@ -20,7 +20,16 @@ use tonic::transport::Channel;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-const TICKERS: &[&str] = &["NASDAQ:AAPL", "MSFT.US", "BTC-USD", "ETH/USD", "SPY", "QQQ", "TSLA", "NVDA"];
+const TICKERS: &[&str] = &[
+    "NASDAQ:AAPL",
+    "MSFT.US",
+    "BTC-USD",
+    "ETH/USD",
+    "SPY",
+    "QQQ",
+    "TSLA",
+    "NVDA",
+];
 
 fn proto_signal(rng: &mut impl Rng) -> pb::NewSignal {
     let ticker = TICKERS[rng.random_range(0..TICKERS.len())];
@@ -55,7 +64,9 @@ impl Drop for Writer {
 
 impl Writer {
     async fn start(args: &IngestArgs) -> Result<Self, Error> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(&args.writer_bin)
             .arg("serve")
@@ -81,7 +92,8 @@ impl Writer {
                     .await
                     .map(|r| r.into_inner().status)
                     .unwrap_or(-1);
-                if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+                if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
                     return Ok(writer);
                 }
             }
@@ -161,7 +173,13 @@ pub async fn run(args: IngestArgs) -> Result<(), Error> {
     let writer = Writer::start(&args).await?;
     println!(
         "audit-bench ingest: {} signals per phase, {} db clients, {} unary callers over {} connections, {} streams x window {} x chunk {}",
-        args.signals, args.db_clients, args.unary_concurrency, args.channels, args.streams, args.window, args.chunk_size
+        args.signals,
+        args.db_clients,
+        args.unary_concurrency,
+        args.channels,
+        args.streams,
+        args.window,
+        args.chunk_size
     );
 
     let naive = naive(&pool, &args).await?;
@@ -185,10 +203,24 @@ pub async fn run(args: IngestArgs) -> Result<(), Error> {
     let stream_ratio = stream.rate() / batched.rate();
     let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
     println!();
-    println!("unary group commit / naive     {unary_ratio:>6.2}x   (target >= 5x)     {}", verdict(unary_ratio >= 5.0));
-    println!("stream ingest / batched limit  {:>6.1}%   (target >= 50%)    {}", 100.0 * stream_ratio, verdict(stream_ratio >= 0.5));
-    println!("p99 at half of unary peak      {:>6.2} ms (target < 20 ms)   {}", half.ms(0.99), verdict(half.ms(0.99) < 20.0));
-    println!("writer peak RSS                {rss:>6.1} MiB (target < 150 MiB) {}", verdict(rss < 150.0));
+    println!(
+        "unary group commit / naive     {unary_ratio:>6.2}x   (target >= 5x)     {}",
+        verdict(unary_ratio >= 5.0)
+    );
+    println!(
+        "stream ingest / batched limit  {:>6.1}%   (target >= 50%)    {}",
+        100.0 * stream_ratio,
+        verdict(stream_ratio >= 0.5)
+    );
+    println!(
+        "p99 at half of unary peak      {:>6.2} ms (target < 20 ms)   {}",
+        half.ms(0.99),
+        verdict(half.ms(0.99) < 20.0)
+    );
+    println!(
+        "writer peak RSS                {rss:>6.1} MiB (target < 150 MiB) {}",
+        verdict(rss < 150.0)
+    );
     let json = serde_json::json!({
         "naive_per_s": naive.rate(),
         "batched_per_s": batched.rate(),
@@ -209,27 +241,42 @@ pub async fn run(args: IngestArgs) -> Result<(), Error> {
 /// Splits `total` into `parts` near-equal shares.
 fn shares(total: usize, parts: usize) -> Vec<usize> {
     let parts = parts.max(1);
-    (0..parts).map(|i| total / parts + usize::from(i < total % parts)).collect()
+    (0..parts)
+        .map(|i| total / parts + usize::from(i < total % parts))
+        .collect()
 }
 
 async fn naive(pool: &PgPool, args: &IngestArgs) -> Result<Outcome, Error> {
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for (client, count) in shares(args.signals, args.db_clients).into_iter().enumerate() {
+    for (client, count) in shares(args.signals, args.db_clients)
+        .into_iter()
+        .enumerate()
+    {
         let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(client as u64);
             let mut latency = histogram();
             let mut conn = pool.get().await?;
             for _ in 0..count {
-                let signal = validate::new_signal(&proto_signal(&mut rng), &Limits::default(), chrono::Utc::now())?;
+                let signal = validate::new_signal(
+                    &proto_signal(&mut rng),
+                    &Limits::default(),
+                    chrono::Utc::now(),
+                )?;
                 let row = writes::signal_row(&signal);
                 let event = writes::received_event(&signal);
                 let id = writes::id_row(&event);
                 let at = Instant::now();
                 conn.transaction::<_, diesel::result::Error, _>(async |c| {
-                    diesel::insert_into(signals::table).values(&row).execute(c).await?;
-                    diesel::insert_into(signal_event_ids::table).values(&id).execute(c).await?;
+                    diesel::insert_into(signals::table)
+                        .values(&row)
+                        .execute(c)
+                        .await?;
+                    diesel::insert_into(signal_event_ids::table)
+                        .values(&id)
+                        .execute(c)
+                        .await?;
                     diesel::insert_into(signal_events::table)
                         .values(NewEventRow::from(&event))
                         .execute(c)
@@ -243,13 +290,22 @@ async fn naive(pool: &PgPool, args: &IngestArgs) -> Result<Outcome, Error> {
         }));
     }
     let latency = merge(tasks).await?;
-    Ok(Outcome { name: "naive", items: args.signals, elapsed: started.elapsed(), latency, writer_cpu: None })
+    Ok(Outcome {
+        name: "naive",
+        items: args.signals,
+        elapsed: started.elapsed(),
+        latency,
+        writer_cpu: None,
+    })
 }
 
 async fn batched(pool: &PgPool, args: &IngestArgs) -> Result<Outcome, Error> {
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for (client, count) in shares(args.signals, args.db_clients).into_iter().enumerate() {
+    for (client, count) in shares(args.signals, args.db_clients)
+        .into_iter()
+        .enumerate()
+    {
         let pool = pool.clone();
         let chunk = args.chunk_size.max(1);
         tasks.push(tokio::spawn(async move {
@@ -260,7 +316,13 @@ async fn batched(pool: &PgPool, args: &IngestArgs) -> Result<Outcome, Error> {
                 let n = left.min(chunk);
                 left -= n;
                 let signals = (0..n)
-                    .map(|_| validate::new_signal(&proto_signal(&mut rng), &Limits::default(), chrono::Utc::now()))
+                    .map(|_| {
+                        validate::new_signal(
+                            &proto_signal(&mut rng),
+                            &Limits::default(),
+                            chrono::Utc::now(),
+                        )
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 let at = Instant::now();
                 writes::record_batch(&pool, signals, Vec::new()).await?;
@@ -270,10 +332,18 @@ async fn batched(pool: &PgPool, args: &IngestArgs) -> Result<Outcome, Error> {
         }));
     }
     let latency = merge(tasks).await?;
-    Ok(Outcome { name: "batched", items: args.signals, elapsed: started.elapsed(), latency, writer_cpu: None })
+    Ok(Outcome {
+        name: "batched",
+        items: args.signals,
+        elapsed: started.elapsed(),
+        latency,
+        writer_cpu: None,
+    })
 }
 
-async fn merge(tasks: Vec<tokio::task::JoinHandle<Result<Histogram<u64>, Error>>>) -> Result<Histogram<u64>, Error> {
+async fn merge(
+    tasks: Vec<tokio::task::JoinHandle<Result<Histogram<u64>, Error>>>,
+) -> Result<Histogram<u64>, Error> {
     let mut all = histogram();
     for task in tasks {
         all.add(task.await??)?;
@@ -308,20 +378,32 @@ async fn unary(writer: &Writer, args: &IngestArgs, rate: Option<f64>) -> Result<
         let completed = completed.clone();
         tasks.push(tokio::spawn(async move {
             let at = Instant::now();
-            let result = client.record_signal(pb::RecordSignalRequest { signal: Some(signal) }).await;
+            let result = client
+                .record_signal(pb::RecordSignalRequest {
+                    signal: Some(signal),
+                })
+                .await;
             record(&mut *latency.lock().await, at.elapsed());
             completed.fetch_add(1, Ordering::Relaxed);
             drop(permit);
-            result.map(|_| ()).map_err(|status| -> Error { format!("RecordSignal: {status}").into() })
+            result
+                .map(|_| ())
+                .map_err(|status| -> Error { format!("RecordSignal: {status}").into() })
         }));
     }
     for task in tasks {
         task.await??;
     }
     let elapsed = started.elapsed();
-    let latency = Arc::try_unwrap(latency).map_err(|_| "latency still shared")?.into_inner();
+    let latency = Arc::try_unwrap(latency)
+        .map_err(|_| "latency still shared")?
+        .into_inner();
     Ok(Outcome {
-        name: if rate.is_some() { "unary-half" } else { "unary" },
+        name: if rate.is_some() {
+            "unary-half"
+        } else {
+            "unary"
+        },
         items: AtomicUsize::load(&completed, Ordering::Relaxed),
         elapsed,
         latency,
@@ -384,11 +466,15 @@ async fn stream(writer: &Writer, args: &IngestArgs) -> Result<Outcome, Error> {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         queue.push_back(i);
                     }
-                    other => return Err(format!("chunk {i} refused: {other:?} {}", ack.message).into()),
+                    other => {
+                        return Err(format!("chunk {i} refused: {other:?} {}", ack.message).into());
+                    }
                 }
             }
             if refused > 0 {
-                eprintln!("stream {s}: {refused} chunks refused with RESOURCE_EXHAUSTED and resent");
+                eprintln!(
+                    "stream {s}: {refused} chunks refused with RESOURCE_EXHAUSTED and resent"
+                );
             }
             Ok(latency)
         }));

@@ -8,6 +8,7 @@
 //! replica lag. Callers hand in checked domain values from `audit-core` and
 //! get rows or a [`DbError`] back; mapping to gRPC happens in the services.
 
+pub mod analytics;
 mod convert;
 mod error;
 pub mod maintenance;
@@ -15,6 +16,7 @@ pub mod models;
 pub mod pool;
 pub mod reads;
 pub mod replication;
+pub mod rollups;
 pub mod schema;
 pub mod writes;
 

@@ -56,9 +56,10 @@ pub fn build_pool(config: &PoolConfig) -> Result<PgPool, DbError> {
         .build_unchecked(manager))
 }
 
+/// Time buckets (date_trunc) are UTC whatever the server's time zone.
 fn session_settings(config: &PoolConfig) -> String {
     let mut setup = format!(
-        "SET application_name = '{}'; SET statement_timeout = {};",
+        "SET application_name = '{}'; SET statement_timeout = {}; SET TIME ZONE 'UTC';",
         config.application_name.replace('\'', "''"),
         config.statement_timeout.as_millis()
     );

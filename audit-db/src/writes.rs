@@ -409,7 +409,10 @@ pub fn received_event(signal: &NewSignal) -> NewEvent {
 
 /// Inserts id claims and events that are known to be new (first events of
 /// new signals), without reading anything back.
-async fn insert_event_rows(conn: &mut AsyncPgConnection, events: &[NewEvent]) -> Result<(), DbError> {
+async fn insert_event_rows(
+    conn: &mut AsyncPgConnection,
+    events: &[NewEvent],
+) -> Result<(), DbError> {
     for chunk in events.chunks(INSERT_CHUNK) {
         let ids: Vec<EventIdRow> = chunk.iter().map(id_row).collect();
         diesel::insert_into(signal_event_ids::table)

@@ -9,6 +9,7 @@
 //! queries; [`grpc`] holds the thin handlers; [`server::run`] wires them with
 //! health, reflection, tracing and graceful shutdown.
 
+pub mod analytics;
 pub mod config;
 pub mod consistency;
 pub mod grpc;

@@ -1,10 +1,12 @@
 //! Wiring: the reader service, served through the shared plumbing (health,
 //! reflection, per-call spans, shutdown).
 
+use crate::analytics::AnalyticsService;
 use crate::config::ServeArgs;
 use crate::consistency::Consistency;
 use crate::grpc::ReaderService;
 use audit_db::{build_pool, replication};
+use audit_proto::v1::signal_analytics_service_server::SignalAnalyticsServiceServer;
 use audit_proto::v1::signal_reader_service_server::SignalReaderServiceServer;
 use std::future::Future;
 use std::time::Duration;
@@ -37,9 +39,15 @@ pub async fn run(
     ))
     .max_decoding_message_size(args.max_request_bytes);
 
+    let analytics = SignalAnalyticsServiceServer::new(AnalyticsService::new(pool.clone()))
+        .max_decoding_message_size(args.max_request_bytes);
+
     Ok(audit_telemetry::serve(
-        &[SignalReaderServiceServer::<ReaderService>::NAME],
-        Routes::new(reader),
+        &[
+            SignalReaderServiceServer::<ReaderService>::NAME,
+            SignalAnalyticsServiceServer::<AnalyticsService>::NAME,
+        ],
+        Routes::new(reader).add_service(analytics),
         listener,
         Duration::from_millis(args.health_check_ms),
         move || {

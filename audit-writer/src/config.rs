@@ -112,6 +112,9 @@ pub struct ServeArgs {
         default_value_t = 3_600
     )]
     pub partition_maintenance_secs: u64,
+    /// How often the metric rollups are brought up to date with new events.
+    #[arg(long, env = "AUDIT_ROLLUP_REFRESH_MS", default_value_t = 1_000)]
+    pub rollup_refresh_ms: u64,
     /// How often the database is pinged for the health status.
     #[arg(long, env = "AUDIT_HEALTH_CHECK_MS", default_value_t = 2_000)]
     pub health_check_ms: u64,

@@ -4,7 +4,7 @@
 use crate::config::ServeArgs;
 use crate::group_commit::GroupCommit;
 use crate::grpc::WriterService;
-use audit_db::{build_pool, maintenance, replication};
+use audit_db::{build_pool, maintenance, replication, rollups};
 use audit_proto::v1::signal_writer_service_server::SignalWriterServiceServer;
 use std::future::Future;
 use std::time::Duration;
@@ -32,6 +32,10 @@ pub async fn run(
         pool.clone(),
         Duration::from_secs(args.partition_maintenance_secs.max(1)),
     ));
+    let rollup_task = tokio::spawn(refresh_rollups(
+        pool.clone(),
+        Duration::from_millis(args.rollup_refresh_ms.max(10)),
+    ));
     let group_commit = GroupCommit::start(pool.clone(), args.group_commit());
     let writer = SignalWriterServiceServer::new(WriterService::new(
         pool.clone(),
@@ -56,6 +60,7 @@ pub async fn run(
     )
     .await;
     maintenance_task.abort();
+    rollup_task.abort();
     Ok(result?)
 }
 
@@ -69,6 +74,21 @@ async fn partition_maintenance(pool: audit_db::PgPool, every: Duration) {
         match maintenance::run_partition_maintenance(&pool).await {
             Ok(()) => tracing::debug!("partition maintenance done"),
             Err(error) => tracing::warn!(%error, "partition maintenance failed"),
+        }
+    }
+}
+
+/// Recomputes the metric buckets that new events touched (the replica
+/// cannot, being read-only), so dashboards lag raw events by about one period.
+async fn refresh_rollups(pool: audit_db::PgPool, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match rollups::refresh(&pool).await {
+            Ok(0) => {}
+            Ok(buckets) => tracing::debug!(buckets, "rollups refreshed"),
+            Err(error) => tracing::warn!(%error, "rollup refresh failed"),
         }
     }
 }

@@ -1,0 +1,72 @@
+//! Analytics queries for the reader, one module per feature. Raw SQL lives
+//! here because these are aggregates diesel's DSL cannot express
+//! (histogram merges and quantiles, window functions, generate_series,
+//! grouping sets).
+
+pub mod errors;
+pub mod metrics;
+
+use crate::{DbError, PgPool};
+use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{Bool, Text, Timestamptz};
+use diesel_async::RunQueryDsl;
+
+/// Rollup bucket sizes, as the `metrics_period` enum spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Period {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Minute => "minute",
+            Self::Hour => "hour",
+            Self::Day => "day",
+        }
+    }
+
+    pub fn seconds(self) -> i64 {
+        match self {
+            Self::Minute => 60,
+            Self::Hour => 3_600,
+            Self::Day => 86_400,
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct AsOf {
+    #[diesel(sql_type = Timestamptz)]
+    refreshed_at: DateTime<Utc>,
+}
+
+/// When the rollups were last brought up to date.
+pub async fn as_of(pool: &PgPool) -> Result<DateTime<Utc>, DbError> {
+    let mut conn = pool.get().await?;
+    let row: AsOf = diesel::sql_query("SELECT refreshed_at FROM rollup_state")
+        .get_result(&mut conn)
+        .await?;
+    Ok(row.refreshed_at)
+}
+
+#[derive(QueryableByName)]
+struct Exists {
+    #[diesel(sql_type = Bool)]
+    found: bool,
+}
+
+/// Whether any signal has this normalised ticker.
+pub async fn ticker_exists(pool: &PgPool, ticker: &str) -> Result<bool, DbError> {
+    let mut conn = pool.get().await?;
+    let row: Exists = diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM signals WHERE normalised_ticker = $1) AS found",
+    )
+    .bind::<Text, _>(ticker)
+    .get_result(&mut conn)
+    .await?;
+    Ok(row.found)
+}

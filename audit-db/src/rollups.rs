@@ -1,0 +1,183 @@
+//! Keeps `signal_metrics_summary` exact (see the migration that creates it
+//! for the design). Runs on the primary, from the writer.
+//!
+//! Raw SQL: the recomputation is one aggregate per dirty key with FILTER
+//! clauses, a nested histogram aggregation and upserts, which diesel's DSL
+//! cannot express.
+
+use crate::{DbError, PgPool};
+use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{Array, Text, Timestamptz};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+/// Columns summed from finer buckets into coarser ones.
+const COUNTS: &str = "total_events, total_signals, queued_processing, processing, approved_signals, \
+    rejected_signals, queued_forwarding, forwarding, forwarded_success, forwarded_timeout, \
+    forwarded_http_error, forwarded_generic_error, discarded, error_status, error_events, \
+    terminal_events, processing_time_sum_us";
+
+/// Recomputes the minute buckets of the given keys from raw events.
+const MINUTES_FROM_EVENTS: &str = "
+WITH keys AS (
+    SELECT DISTINCT bucket, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)
+), ev AS (
+    SELECT k.bucket, k.ticker, e.event_type, e.error_info, e.http_status,
+           e.event_type IN ('rejected', 'forwarded_success', 'forwarded_timeout', 'forwarded_http_error',
+                            'forwarded_generic_error', 'discarded', 'error') AS terminal,
+           GREATEST(0, (EXTRACT(EPOCH FROM e.ts - s.created_at) * 1000000)::bigint) AS latency_us
+    FROM keys k
+    JOIN signal_events e ON e.ts >= k.bucket AND e.ts < k.bucket + interval '1 minute'
+    JOIN signals s ON s.signal_id = e.signal_id AND s.normalised_ticker = k.ticker
+), hist AS (
+    SELECT bucket, ticker, jsonb_object_agg(b, n) AS h
+    FROM (SELECT bucket, ticker, latency_bucket(latency_us) AS b, count(*) AS n
+          FROM ev WHERE terminal GROUP BY 1, 2, 3) t
+    GROUP BY 1, 2
+), agg AS (
+    SELECT bucket, ticker, count(*) AS total_events,
+           count(*) FILTER (WHERE event_type = 'received') AS total_signals,
+           count(*) FILTER (WHERE event_type = 'queued_processing') AS queued_processing,
+           count(*) FILTER (WHERE event_type = 'processing') AS processing,
+           count(*) FILTER (WHERE event_type = 'approved') AS approved_signals,
+           count(*) FILTER (WHERE event_type = 'rejected') AS rejected_signals,
+           count(*) FILTER (WHERE event_type = 'queued_forwarding') AS queued_forwarding,
+           count(*) FILTER (WHERE event_type = 'forwarding') AS forwarding,
+           count(*) FILTER (WHERE event_type = 'forwarded_success') AS forwarded_success,
+           count(*) FILTER (WHERE event_type = 'forwarded_timeout') AS forwarded_timeout,
+           count(*) FILTER (WHERE event_type = 'forwarded_http_error') AS forwarded_http_error,
+           count(*) FILTER (WHERE event_type = 'forwarded_generic_error') AS forwarded_generic_error,
+           count(*) FILTER (WHERE event_type = 'discarded') AS discarded,
+           count(*) FILTER (WHERE event_type = 'error') AS error_status,
+           count(*) FILTER (WHERE error_info IS NOT NULL OR http_status >= 400) AS error_events,
+           count(*) FILTER (WHERE terminal) AS terminal_events,
+           COALESCE(sum(latency_us) FILTER (WHERE terminal), 0)::bigint AS processing_time_sum_us
+    FROM ev GROUP BY 1, 2
+)
+INSERT INTO signal_metrics_summary (period_type, period_start, period_end, normalised_ticker,
+    total_events, total_signals, queued_processing, processing, approved_signals, rejected_signals,
+    queued_forwarding, forwarding, forwarded_success, forwarded_timeout, forwarded_http_error,
+    forwarded_generic_error, discarded, error_status, error_events, terminal_events,
+    processing_time_sum_us, latency_histogram)
+SELECT 'minute', a.bucket, a.bucket + interval '1 minute', a.ticker,
+    total_events, total_signals, queued_processing, processing, approved_signals, rejected_signals,
+    queued_forwarding, forwarding, forwarded_success, forwarded_timeout, forwarded_http_error,
+    forwarded_generic_error, discarded, error_status, error_events, terminal_events,
+    processing_time_sum_us, COALESCE(h.h, '{}')
+FROM agg a LEFT JOIN hist h USING (bucket, ticker)
+ON CONFLICT (period_type, normalised_ticker, period_start) DO UPDATE SET
+    total_events = EXCLUDED.total_events, total_signals = EXCLUDED.total_signals,
+    queued_processing = EXCLUDED.queued_processing, processing = EXCLUDED.processing,
+    approved_signals = EXCLUDED.approved_signals, rejected_signals = EXCLUDED.rejected_signals,
+    queued_forwarding = EXCLUDED.queued_forwarding, forwarding = EXCLUDED.forwarding,
+    forwarded_success = EXCLUDED.forwarded_success, forwarded_timeout = EXCLUDED.forwarded_timeout,
+    forwarded_http_error = EXCLUDED.forwarded_http_error,
+    forwarded_generic_error = EXCLUDED.forwarded_generic_error, discarded = EXCLUDED.discarded,
+    error_status = EXCLUDED.error_status, error_events = EXCLUDED.error_events,
+    terminal_events = EXCLUDED.terminal_events, processing_time_sum_us = EXCLUDED.processing_time_sum_us,
+    latency_histogram = EXCLUDED.latency_histogram, created_at = now()";
+
+/// Rebuilds coarser buckets (`$to`, truncated with `$unit`) of the given
+/// tickers from the finer `$from` rows: sums and histogram merges, so the
+/// result is exactly what raw events would give.
+fn roll_up(from: &str, to: &str, unit: &str, span: &str, ticker_filter: &str) -> String {
+    let sums: String = COUNTS
+        .split(", ")
+        .map(|c| format!("sum({c})::bigint"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let updates: String = COUNTS
+        .split(", ")
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "WITH keys AS (SELECT DISTINCT date_trunc('{unit}', bucket) AS bucket, ticker \
+                       FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)) \
+         INSERT INTO signal_metrics_summary (period_type, period_start, period_end, normalised_ticker, \
+             {COUNTS}, latency_histogram) \
+         SELECT '{to}', k.bucket, k.bucket + interval '{span}', k.ticker, {sums}, \
+                histogram_merge(m.latency_histogram) \
+         FROM keys k JOIN signal_metrics_summary m \
+           ON m.period_type = '{from}' AND m.period_start >= k.bucket \
+          AND m.period_start < k.bucket + interval '{span}' AND {ticker_filter} \
+         GROUP BY k.bucket, k.ticker \
+         ON CONFLICT (period_type, normalised_ticker, period_start) DO UPDATE SET {updates}, \
+             latency_histogram = EXCLUDED.latency_histogram, created_at = now()"
+    )
+}
+
+#[derive(QueryableByName)]
+struct DirtyKey {
+    #[diesel(sql_type = Timestamptz)]
+    bucket_minute: DateTime<Utc>,
+    #[diesel(sql_type = Text)]
+    normalised_ticker: String,
+}
+
+/// Brings every dirty bucket up to date; returns how many minute buckets
+/// were recomputed. One transaction: readers never see half a refresh.
+pub async fn refresh(pool: &PgPool) -> Result<usize, DbError> {
+    let mut conn = pool.get().await?;
+    conn.transaction::<_, DbError, _>(async |conn| refresh_in(conn).await)
+        .await
+}
+
+/// Any constant shared by all refreshers: the advisory lock that keeps two
+/// of them (two writer replicas, or a test) from racing, which could let an
+/// older snapshot overwrite a newer one after its dirty keys were taken.
+const REFRESH_LOCK: i64 = 0x5167_6e61_6c52_6f6c;
+
+async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<usize, DbError> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+        .bind::<diesel::sql_types::BigInt, _>(REFRESH_LOCK)
+        .execute(conn)
+        .await?;
+    let mut keys: Vec<(DateTime<Utc>, String)> =
+        diesel::sql_query("DELETE FROM rollup_dirty RETURNING bucket_minute, normalised_ticker")
+            .load::<DirtyKey>(conn)
+            .await?
+            .into_iter()
+            .map(|k| (k.bucket_minute, k.normalised_ticker))
+            .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if !keys.is_empty() {
+        let (minutes, tickers): (Vec<DateTime<Utc>>, Vec<String>) = keys.iter().cloned().unzip();
+        let everyone: Vec<String> = vec!["*".to_owned(); minutes.len()];
+        let run = async |conn: &mut AsyncPgConnection, sql: String, tickers: &Vec<String>| {
+            diesel::sql_query(sql)
+                .bind::<Array<Timestamptz>, _>(&minutes)
+                .bind::<Array<Text>, _>(tickers)
+                .execute(conn)
+                .await
+        };
+        let by_ticker = "m.normalised_ticker = k.ticker";
+        let all_tickers = "m.normalised_ticker <> '*'";
+        run(conn, MINUTES_FROM_EVENTS.to_owned(), &tickers).await?;
+        run(
+            conn,
+            roll_up("minute", "minute", "minute", "1 minute", all_tickers),
+            &everyone,
+        )
+        .await?;
+        for ticker_set in [&tickers, &everyone] {
+            run(
+                conn,
+                roll_up("minute", "hour", "hour", "1 hour", by_ticker),
+                ticker_set,
+            )
+            .await?;
+            run(
+                conn,
+                roll_up("hour", "day", "day", "1 day", by_ticker),
+                ticker_set,
+            )
+            .await?;
+        }
+    }
+    diesel::sql_query("UPDATE rollup_state SET refreshed_at = now()")
+        .execute(conn)
+        .await?;
+    Ok(keys.len())
+}

@@ -1,0 +1,244 @@
+//! SignalAnalyticsService: request validation and thin handlers over
+//! `audit_db::analytics` (rollups on the replica).
+
+use crate::request::time_range;
+use audit_core::convert::{to_duration, to_timestamp};
+use audit_core::{DomainError, SignalStatus, normalise_ticker};
+use audit_db::analytics::{self, Period, errors, metrics};
+use audit_db::{PgPool, invalid};
+use audit_proto::v1 as pb;
+use audit_proto::v1::signal_analytics_service_server::SignalAnalyticsService;
+use chrono::{DateTime, TimeDelta, Utc};
+use tonic::{Request, Response, Status};
+
+/// More buckets than this in one answer is a mistake, not a dashboard.
+const MAX_BUCKETS: i64 = 10_000;
+const MAX_WINDOW: i32 = 1_000;
+
+pub struct AnalyticsService {
+    pool: PgPool,
+}
+
+impl AnalyticsService {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// '*' (all tickers) or a normalised ticker that exists.
+    async fn ticker(&self, ticker: &str) -> Result<String, Status> {
+        let ticker = ticker.trim();
+        if ticker.is_empty() {
+            return Ok("*".into());
+        }
+        let normalised = normalise_ticker(ticker);
+        if !analytics::ticker_exists(&self.pool, &normalised).await? {
+            return Err(invalid(DomainError::invalid(
+                "ticker",
+                format!("no signal has ticker {normalised:?}"),
+            )));
+        }
+        Ok(normalised)
+    }
+}
+
+fn period(value: i32) -> Result<Period, Status> {
+    match pb::BucketSize::try_from(value) {
+        Ok(pb::BucketSize::Minute) => Ok(Period::Minute),
+        Ok(pb::BucketSize::Hour) => Ok(Period::Hour),
+        Ok(pb::BucketSize::Day) => Ok(Period::Day),
+        _ => Err(invalid(DomainError::invalid(
+            "bucket_size",
+            "must be MINUTE, HOUR or DAY",
+        ))),
+    }
+}
+
+/// A closed range, bounded to `MAX_BUCKETS` buckets of `period`.
+fn bounded_range(
+    range: Option<&pb::TimeRange>,
+    period: Period,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), Status> {
+    let (Some(from), Some(to)) = time_range("time_range", range).map_err(invalid)? else {
+        return Err(invalid(DomainError::invalid(
+            "time_range",
+            "start and end are required",
+        )));
+    };
+    let buckets = (to - from).num_seconds() / period.seconds();
+    if buckets > MAX_BUCKETS {
+        return Err(invalid(DomainError::invalid(
+            "time_range",
+            format!(
+                "{buckets} {} buckets is more than {MAX_BUCKETS}: use a larger bucket_size",
+                period.as_str()
+            ),
+        )));
+    }
+    Ok((from, to))
+}
+
+fn ratio(part: i64, whole: i64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn micros(us: f64) -> prost_types::Duration {
+    to_duration(TimeDelta::microseconds(us.round() as i64))
+}
+
+fn bucket(row: metrics::MetricsRow) -> pb::MetricsBucket {
+    let counts = [
+        (SignalStatus::Received, row.total_signals),
+        (SignalStatus::QueuedProcessing, row.queued_processing),
+        (SignalStatus::Processing, row.processing),
+        (SignalStatus::Approved, row.approved_signals),
+        (SignalStatus::Rejected, row.rejected_signals),
+        (SignalStatus::QueuedForwarding, row.queued_forwarding),
+        (SignalStatus::Forwarding, row.forwarding),
+        (SignalStatus::ForwardedSuccess, row.forwarded_success),
+        (SignalStatus::ForwardedTimeout, row.forwarded_timeout),
+        (SignalStatus::ForwardedHttpError, row.forwarded_http_error),
+        (
+            SignalStatus::ForwardedGenericError,
+            row.forwarded_generic_error,
+        ),
+        (SignalStatus::Discarded, row.discarded),
+        (SignalStatus::Error, row.error_status),
+    ];
+    let seconds = (row.period_end - row.period_start).num_milliseconds() as f64 / 1000.0;
+    pb::MetricsBucket {
+        start: Some(to_timestamp(row.period_start)),
+        end: Some(to_timestamp(row.period_end)),
+        signals: row.total_signals,
+        events: row.total_events,
+        events_by_status: counts
+            .into_iter()
+            .map(|(status, count)| pb::StatusCount {
+                status: pb::SignalStatus::from(status).into(),
+                count,
+            })
+            .collect(),
+        error_events: row.error_events,
+        terminal_events: row.terminal_events,
+        throughput_per_second: if seconds > 0.0 {
+            row.total_signals as f64 / seconds
+        } else {
+            0.0
+        },
+        success_rate: ratio(row.forwarded_success, row.terminal_events),
+        error_rate: ratio(row.error_events, row.total_events),
+        avg_processing_time: (row.terminal_events > 0)
+            .then(|| micros(row.processing_time_sum_us as f64 / row.terminal_events as f64)),
+        p50_processing_time: row.p50_us.map(micros),
+        p95_processing_time: row.p95_us.map(micros),
+        p99_processing_time: row.p99_us.map(micros),
+    }
+}
+
+#[tonic::async_trait]
+impl SignalAnalyticsService for AnalyticsService {
+    #[tracing::instrument(skip_all)]
+    async fn get_metrics(
+        &self,
+        request: Request<pb::GetMetricsRequest>,
+    ) -> Result<Response<pb::GetMetricsResponse>, Status> {
+        let request = request.into_inner();
+        let period = period(request.bucket_size)?;
+        let (from, to) = bounded_range(request.time_range.as_ref(), period)?;
+        let ticker = self.ticker(&request.ticker).await?;
+        let as_of = analytics::as_of(&self.pool).await?;
+        let (buckets, total) = metrics::metrics(&self.pool, period, &ticker, from, to).await?;
+        Ok(Response::new(pb::GetMetricsResponse {
+            buckets: buckets.into_iter().map(bucket).collect(),
+            total: Some(bucket(total)),
+            as_of: Some(to_timestamp(as_of)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_time_series(
+        &self,
+        request: Request<pb::GetTimeSeriesRequest>,
+    ) -> Result<Response<pb::GetTimeSeriesResponse>, Status> {
+        let request = request.into_inner();
+        let period = period(request.bucket_size)?;
+        let (from, to) = bounded_range(request.time_range.as_ref(), period)?;
+        let metric = match pb::Metric::try_from(request.metric) {
+            Ok(pb::Metric::Signals) => metrics::SeriesMetric::Signals,
+            Ok(pb::Metric::Events) => metrics::SeriesMetric::Events,
+            Ok(pb::Metric::ErrorEvents) => metrics::SeriesMetric::ErrorEvents,
+            Ok(pb::Metric::ErrorRate) => metrics::SeriesMetric::ErrorRate,
+            Ok(pb::Metric::SuccessRate) => metrics::SeriesMetric::SuccessRate,
+            Ok(pb::Metric::AvgProcessingMs) => metrics::SeriesMetric::AvgProcessingMs,
+            Ok(pb::Metric::P95ProcessingMs) => metrics::SeriesMetric::P95ProcessingMs,
+            _ => {
+                return Err(invalid(DomainError::invalid(
+                    "metric",
+                    "must name a metric",
+                )));
+            }
+        };
+        let window = match request.moving_average_window {
+            0 => 5,
+            w @ 1..=MAX_WINDOW => w,
+            w => {
+                return Err(invalid(DomainError::invalid(
+                    "moving_average_window",
+                    format!("{w} is outside 1..={MAX_WINDOW}"),
+                )));
+            }
+        };
+        let ticker = self.ticker(&request.ticker).await?;
+        let as_of = analytics::as_of(&self.pool).await?;
+        let points =
+            metrics::time_series(&self.pool, period, &ticker, from, to, metric, window).await?;
+        Ok(Response::new(pb::GetTimeSeriesResponse {
+            points: points
+                .into_iter()
+                .map(|p| pb::TimeSeriesPoint {
+                    start: Some(to_timestamp(p.start)),
+                    value: p.value,
+                    moving_average: p.moving_average,
+                    has_data: p.has_data,
+                })
+                .collect(),
+            as_of: Some(to_timestamp(as_of)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_error_breakdown(
+        &self,
+        request: Request<pb::GetErrorBreakdownRequest>,
+    ) -> Result<Response<pb::GetErrorBreakdownResponse>, Status> {
+        let request = request.into_inner();
+        let (from, to) = bounded_range(request.time_range.as_ref(), Period::Minute)?;
+        let ticker = match self.ticker(&request.ticker).await?.as_str() {
+            "*" => String::new(),
+            other => other.to_owned(),
+        };
+        let rows = errors::breakdown(&self.pool, from, to, &ticker).await?;
+        let pick = |dimension: &str| -> Vec<pb::ErrorCount> {
+            rows.iter()
+                .filter(|r| r.dimension == dimension)
+                .map(|r| pb::ErrorCount {
+                    key: r.key.clone(),
+                    count: r.count,
+                })
+                .collect()
+        };
+        let by_type = pick("type");
+        Ok(Response::new(pb::GetErrorBreakdownResponse {
+            total: by_type.iter().map(|c| c.count).sum(),
+            by_type,
+            by_http_status: pick("http_status"),
+            by_ticker: pick("ticker"),
+            by_stage: pick("stage"),
+            // Read straight from the events: as fresh as the replica.
+            as_of: Some(to_timestamp(Utc::now())),
+        }))
+    }
+}

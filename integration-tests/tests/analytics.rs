@@ -1,0 +1,498 @@
+//! Issue 4: rollups stay exact against raw events (late ones included),
+//! merged percentiles stay within 2% of percentile_cont, and the analytics
+//! RPCs' numbers match independent computations on raw data.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on purpose"
+)]
+
+use audit_proto::v1 as pb;
+use audit_proto::v1::signal_analytics_service_client::SignalAnalyticsServiceClient;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Double, Text, Timestamptz};
+use diesel_async::RunQueryDsl;
+use integration_tests::{TestApp, channel, new_event, new_signal};
+use pb::{SignalLocation as L, SignalStatus as S};
+use rand::{Rng, SeedableRng};
+
+const TICKERS: [&str; 3] = ["NASDAQ:AAPL", "MSFT.US", "BTC-USD"];
+
+/// A realistic history: 240 signals over the last 90 minutes, every path
+/// through the pipeline, retries, HTTP failures, and a second batch of late
+/// events back-dated into buckets that were already summarised.
+async fn history(app: &TestApp) -> DateTime<Utc> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let start = Utc::now().duration_trunc(TimeDelta::minutes(1)).unwrap() - TimeDelta::minutes(90);
+    let mut batch = pb::RecordBatchRequest::default();
+    let mut late = pb::RecordBatchRequest::default();
+    for i in 0..240 {
+        let id = uuid::Uuid::new_v4().to_string();
+        let t0 = start + TimeDelta::seconds(rng.random_range(0..80 * 60));
+        let mut signal = new_signal(TICKERS[i % 3]);
+        signal.signal_id = id.clone();
+        signal.received_at = Some(audit_core::convert::to_timestamp(t0));
+        batch.signals.push(signal);
+        let mut at = t0;
+        let mut step = |status: S, location: L, ms: i64, rng: &mut rand::rngs::StdRng| {
+            at += TimeDelta::milliseconds(ms + rng.random_range(0..ms.max(1)));
+            new_event(&id, status, location, Some(at))
+        };
+        batch
+            .events
+            .push(step(S::QueuedProcessing, L::ProcessingQueue, 20, &mut rng));
+        batch
+            .events
+            .push(step(S::Processing, L::WorkerProcessing, 50, &mut rng));
+        match rng.random_range(0..10) {
+            0 => batch
+                .events
+                .push(step(S::Rejected, L::Discarded, 30, &mut rng)),
+            1 => {
+                let mut e = step(S::Error, L::Discarded, 500, &mut rng);
+                e.error_info_json = r#"{"type":"validation","detail":"bad payload"}"#.into();
+                batch.events.push(e);
+            }
+            n => {
+                batch
+                    .events
+                    .push(step(S::Approved, L::ApprovedQueue, 40, &mut rng));
+                batch
+                    .events
+                    .push(step(S::Forwarding, L::WorkerForwarding, 100, &mut rng));
+                let mut done = step(S::ForwardedSuccess, L::Completed, 200 * n, &mut rng);
+                if n == 2 {
+                    done.event_type = S::ForwardedHttpError.into();
+                    done.http_status = 502;
+                } else if n == 3 {
+                    done.event_type = S::ForwardedTimeout.into();
+                    done.error_info_json = r#"{"kind":"timeout"}"#.into();
+                } else {
+                    done.http_status = 200;
+                }
+                // Every fifth signal gets a late retry, recorded later but
+                // stamped inside its original life.
+                if i % 5 == 0 {
+                    let mut retry = new_event(
+                        &id,
+                        S::Forwarding,
+                        L::WorkerForwarding,
+                        Some(t0 + TimeDelta::milliseconds(5)),
+                    );
+                    retry.worker_id = "late-worker".into();
+                    late.events.push(retry);
+                }
+                batch.events.push(done);
+            }
+        }
+    }
+    let mut writer = app.writer.clone();
+    writer.record_batch(batch).await.unwrap();
+    let pool =
+        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool())
+            .unwrap();
+    audit_db::rollups::refresh(&pool).await.unwrap();
+    writer.record_batch(late).await.unwrap();
+    assert!(
+        audit_db::rollups::refresh(&pool).await.unwrap() > 0,
+        "late events dirtied buckets"
+    );
+    app.wait_replica().await;
+    start
+}
+
+async fn start_app() -> TestApp {
+    TestApp::start_with(|writer, _| {
+        writer.max_batch_items = 5_000;
+        // The tests refresh explicitly, so what they compare is deterministic.
+        writer.rollup_refresh_ms = 3_600_000;
+    })
+    .await
+}
+
+#[derive(QueryableByName, Debug)]
+#[expect(dead_code, reason = "read through Debug in the failure message")]
+struct Mismatch {
+    #[diesel(sql_type = Text)]
+    period_type: String,
+    #[diesel(sql_type = Text)]
+    normalised_ticker: String,
+    #[diesel(sql_type = Timestamptz)]
+    period_start: DateTime<Utc>,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_bucket_matches_raw_events_including_late_ones() {
+    let app = start_app().await;
+    history(&app).await;
+    let mut db = app.replica().await;
+    // Independent of the refresher: recount every bucket at every level from
+    // raw events and list the buckets that disagree in any count, plus
+    // buckets missing on either side.
+    let mismatches: Vec<Mismatch> = diesel::sql_query(
+        "WITH raw AS ( \
+            SELECT p.period::text AS period_type, t.ticker AS normalised_ticker, \
+                   date_trunc(p.period, e.ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS period_start, \
+                   count(*) AS total_events, \
+                   sum((e.event_type = 'received')::int) AS total_signals, \
+                   sum((e.event_type = 'processing')::int) AS processing, \
+                   sum((e.event_type = 'forwarding')::int) AS forwarding, \
+                   sum((e.event_type = 'forwarded_success')::int) AS forwarded_success, \
+                   sum((e.event_type = 'forwarded_http_error')::int) AS forwarded_http_error, \
+                   sum((e.event_type = 'forwarded_timeout')::int) AS forwarded_timeout, \
+                   sum((e.event_type = 'rejected')::int) AS rejected_signals, \
+                   sum((e.event_type = 'error')::int) AS error_status, \
+                   sum((e.error_info IS NOT NULL OR coalesce(e.http_status, 0) >= 400)::int) AS error_events, \
+                   sum(CASE WHEN e.event_type::text IN ('rejected','forwarded_success','forwarded_timeout', \
+                        'forwarded_http_error','forwarded_generic_error','discarded','error') \
+                       THEN greatest(0, (extract(epoch FROM e.ts - s.created_at) * 1000000)::bigint) END) AS latency_sum \
+            FROM signal_events e JOIN signals s USING (signal_id) \
+            CROSS JOIN (VALUES ('minute'), ('hour'), ('day')) AS p(period) \
+            CROSS JOIN LATERAL (VALUES (s.normalised_ticker), ('*')) AS t(ticker) \
+            GROUP BY 1, 2, 3) \
+         SELECT coalesce(r.period_type, m.period_type::text) AS period_type, \
+                coalesce(r.normalised_ticker, m.normalised_ticker) AS normalised_ticker, \
+                coalesce(r.period_start, m.period_start) AS period_start \
+         FROM raw r FULL JOIN signal_metrics_summary m \
+           ON m.period_type::text = r.period_type AND m.normalised_ticker = r.normalised_ticker \
+          AND m.period_start = r.period_start \
+         WHERE m.metric_id IS NULL OR r.period_type IS NULL \
+            OR (r.total_events, r.total_signals, r.processing, r.forwarding, r.forwarded_success, \
+                r.forwarded_http_error, r.forwarded_timeout, r.rejected_signals, r.error_status, \
+                r.error_events, coalesce(r.latency_sum, 0)) \
+           IS DISTINCT FROM (m.total_events, m.total_signals, m.processing, m.forwarding, \
+                m.forwarded_success, m.forwarded_http_error, m.forwarded_timeout, m.rejected_signals, \
+                m.error_status, m.error_events, m.processing_time_sum_us)",
+    )
+    .load(&mut db)
+    .await
+    .unwrap();
+    assert!(
+        mismatches.is_empty(),
+        "buckets that disagree with raw events: {mismatches:?}"
+    );
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let Count { n } = diesel::sql_query("SELECT count(*) AS n FROM signal_metrics_summary")
+        .get_result(&mut db)
+        .await
+        .unwrap();
+    assert!(
+        n > 100,
+        "minute, hour and day buckets per ticker and overall: {n}"
+    );
+}
+
+#[derive(QueryableByName)]
+struct Quantiles {
+    #[diesel(sql_type = Double)]
+    exact: f64,
+    #[diesel(sql_type = Double)]
+    sketch: f64,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merged_percentiles_are_within_two_percent_of_percentile_cont() {
+    let app = start_app().await;
+    history(&app).await;
+    let mut db = app.replica().await;
+    for ticker in ["*", "AAPL", "BTCUSD"] {
+        for q in [0.5, 0.9, 0.95, 0.99] {
+            // Merge every minute bucket (the sketch path) and compare with
+            // the exact continuous percentile of the raw latencies.
+            let row: Quantiles = diesel::sql_query(
+                "SELECT (SELECT percentile_cont($1) WITHIN GROUP (ORDER BY \
+                            greatest(0, extract(epoch FROM e.ts - s.created_at) * 1000000)) \
+                         FROM signal_events e JOIN signals s USING (signal_id) \
+                         WHERE e.event_type::text IN ('rejected','forwarded_success','forwarded_timeout', \
+                              'forwarded_http_error','forwarded_generic_error','discarded','error') \
+                           AND ($2 = '*' OR s.normalised_ticker = $2))::float8 AS exact, \
+                        (SELECT histogram_quantile(histogram_merge(latency_histogram), $1) \
+                         FROM signal_metrics_summary WHERE period_type = 'minute' AND normalised_ticker = $2) AS sketch",
+            )
+            .bind::<Double, _>(q)
+            .bind::<Text, _>(ticker)
+            .get_result(&mut db)
+            .await
+            .unwrap();
+            let error = (row.sketch - row.exact).abs() / row.exact;
+            assert!(
+                error <= 0.02,
+                "{ticker} p{q}: sketch {} vs exact {} ({:.2}%)",
+                row.sketch,
+                row.exact,
+                100.0 * error
+            );
+        }
+    }
+}
+
+fn range(start: DateTime<Utc>, minutes: i64) -> Option<pb::TimeRange> {
+    Some(pb::TimeRange {
+        start: Some(audit_core::convert::to_timestamp(start)),
+        end: Some(audit_core::convert::to_timestamp(
+            start + TimeDelta::minutes(minutes),
+        )),
+    })
+}
+
+#[derive(QueryableByName)]
+struct RawTotals {
+    #[diesel(sql_type = BigInt)]
+    signals: i64,
+    #[diesel(sql_type = BigInt)]
+    events: i64,
+    #[diesel(sql_type = BigInt)]
+    errors: i64,
+    #[diesel(sql_type = BigInt)]
+    success: i64,
+    #[diesel(sql_type = BigInt)]
+    terminal: i64,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_time_series_and_errors_match_raw_data() {
+    let app = start_app().await;
+    let start = history(&app).await;
+    let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
+    let mut db = app.replica().await;
+
+    let raw: RawTotals = diesel::sql_query(
+        "SELECT count(*) FILTER (WHERE e.event_type = 'received') AS signals, count(*) AS events, \
+                count(*) FILTER (WHERE e.error_info IS NOT NULL OR e.http_status >= 400) AS errors, \
+                count(*) FILTER (WHERE e.event_type = 'forwarded_success') AS success, \
+                count(*) FILTER (WHERE e.event_type::text IN ('rejected','forwarded_success','forwarded_timeout', \
+                     'forwarded_http_error','forwarded_generic_error','discarded','error')) AS terminal \
+         FROM signal_events e JOIN signals s USING (signal_id) \
+         WHERE s.normalised_ticker = 'AAPL' AND e.ts >= $1 AND e.ts < $2",
+    )
+    .bind::<Timestamptz, _>(start)
+    .bind::<Timestamptz, _>(start + TimeDelta::minutes(120))
+    .get_result(&mut db)
+    .await
+    .unwrap();
+
+    let metrics = analytics
+        .get_metrics(pb::GetMetricsRequest {
+            time_range: range(start, 120),
+            bucket_size: pb::BucketSize::Minute.into(),
+            ticker: "nasdaq:aapl".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let total = metrics.total.unwrap();
+    assert_eq!(total.signals, raw.signals);
+    assert_eq!(total.events, raw.events);
+    assert_eq!(total.error_events, raw.errors);
+    assert_eq!(total.terminal_events, raw.terminal);
+    assert!((total.success_rate - raw.success as f64 / raw.terminal as f64).abs() < 1e-9);
+    assert_eq!(
+        metrics.buckets.iter().map(|b| b.signals).sum::<i64>(),
+        raw.signals
+    );
+    let received = total
+        .events_by_status
+        .iter()
+        .find(|c| c.status == S::Received as i32)
+        .unwrap();
+    assert_eq!(received.count, raw.signals);
+    assert!(metrics.as_of.is_some());
+    let hourly = analytics
+        .get_metrics(pb::GetMetricsRequest {
+            time_range: range(start, 120),
+            bucket_size: pb::BucketSize::Hour.into(),
+            ticker: "AAPL".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .total
+        .unwrap();
+    assert_eq!(
+        (hourly.signals, hourly.events, hourly.error_events),
+        (raw.signals, raw.events, raw.errors)
+    );
+
+    let series = analytics
+        .get_time_series(pb::GetTimeSeriesRequest {
+            time_range: range(start, 120),
+            bucket_size: pb::BucketSize::Minute.into(),
+            ticker: String::new(),
+            metric: pb::Metric::Signals.into(),
+            moving_average_window: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        series.points.len(),
+        120,
+        "one point per minute, gaps included"
+    );
+    assert!(
+        series.points.iter().any(|p| !p.has_data && p.value == 0.0),
+        "gaps are filled"
+    );
+    assert_eq!(series.points.iter().map(|p| p.value).sum::<f64>(), 240.0);
+    for i in 2..series.points.len() {
+        let expected =
+            (series.points[i - 2].value + series.points[i - 1].value + series.points[i].value)
+                / 3.0;
+        assert!((series.points[i].moving_average - expected).abs() < 1e-9);
+    }
+
+    let errors = analytics
+        .get_error_breakdown(pb::GetErrorBreakdownRequest {
+            time_range: range(start, 120),
+            ticker: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let N { n } = diesel::sql_query(
+        "SELECT count(*) AS n FROM signal_events WHERE (error_info IS NOT NULL OR http_status >= 400) AND ts >= $1",
+    )
+    .bind::<Timestamptz, _>(start)
+    .get_result(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(errors.total, n);
+    for dimension in [
+        &errors.by_type,
+        &errors.by_http_status,
+        &errors.by_ticker,
+        &errors.by_stage,
+    ] {
+        assert_eq!(dimension.iter().map(|c| c.count).sum::<i64>(), n);
+    }
+    assert!(errors.by_type.iter().any(|c| c.key == "validation"));
+    assert!(errors.by_type.iter().any(|c| c.key == "timeout"));
+    assert!(errors.by_http_status.iter().any(|c| c.key == "502"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_arguments_are_invalid_naming_the_field() {
+    let app = start_app().await;
+    app.record_signal("AAPL").await;
+    app.wait_replica().await;
+    let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
+    let now = Utc::now();
+    let inverted = Some(pb::TimeRange {
+        start: Some(audit_core::convert::to_timestamp(now)),
+        end: Some(audit_core::convert::to_timestamp(now - TimeDelta::hours(1))),
+    });
+    let cases = vec![
+        (
+            "time_range",
+            pb::GetMetricsRequest {
+                time_range: inverted,
+                bucket_size: 1,
+                ticker: String::new(),
+            },
+        ),
+        (
+            "time_range",
+            pb::GetMetricsRequest {
+                time_range: None,
+                bucket_size: 1,
+                ticker: String::new(),
+            },
+        ),
+        (
+            "bucket_size",
+            pb::GetMetricsRequest {
+                time_range: range(now, 60),
+                bucket_size: 0,
+                ticker: String::new(),
+            },
+        ),
+        (
+            "ticker",
+            pb::GetMetricsRequest {
+                time_range: range(now, 60),
+                bucket_size: 1,
+                ticker: "NOPE".into(),
+            },
+        ),
+        // 60 days of minute buckets.
+        (
+            "time_range",
+            pb::GetMetricsRequest {
+                time_range: range(now, 60 * 24 * 60),
+                bucket_size: 1,
+                ticker: String::new(),
+            },
+        ),
+    ];
+    for (field, request) in cases {
+        let status = analytics.get_metrics(request).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{field}: {status:?}"
+        );
+        assert!(
+            status.message().contains(field),
+            "{field} in {}",
+            status.message()
+        );
+    }
+    let status = analytics
+        .get_time_series(pb::GetTimeSeriesRequest {
+            time_range: range(now, 60),
+            bucket_size: 1,
+            metric: pb::Metric::Signals.into(),
+            moving_average_window: 5000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(status.message().contains("moving_average_window"));
+    let status = analytics
+        .get_time_series(pb::GetTimeSeriesRequest {
+            time_range: range(now, 60),
+            bucket_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(status.message().contains("metric"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_writer_refreshes_rollups_by_itself() {
+    let app = TestApp::start_with(|writer, _| writer.rollup_refresh_ms = 50).await;
+    let (signal, _) = app.record_signal("SPY").await;
+    let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
+    let created = audit_core::convert::timestamp("t", signal.created_at.as_ref().unwrap()).unwrap();
+    for _ in 0..200 {
+        let total = analytics
+            .get_metrics(pb::GetMetricsRequest {
+                time_range: range(created - TimeDelta::minutes(1), 2),
+                bucket_size: pb::BucketSize::Minute.into(),
+                ticker: "SPY".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .total
+            .unwrap();
+        if total.signals == 1 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the rollup never showed the new signal");
+}

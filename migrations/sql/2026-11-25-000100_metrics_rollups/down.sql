@@ -1,0 +1,11 @@
+DROP INDEX signal_events_errors_idx;
+DROP FUNCTION histogram_quantile(JSONB, DOUBLE PRECISION);
+DROP AGGREGATE histogram_merge(JSONB);
+DROP FUNCTION histogram_add(JSONB, JSONB);
+DROP FUNCTION latency_bucket(BIGINT);
+DROP TRIGGER signal_events_mark_rollups ON signal_events;
+DROP FUNCTION mark_rollups_dirty();
+DROP TABLE rollup_state;
+DROP TABLE rollup_dirty;
+DROP TABLE signal_metrics_summary;
+DROP TYPE metrics_period;
