@@ -118,7 +118,7 @@ fn micros(delta: TimeDelta) -> PgInterval {
     PgInterval::from_microseconds(delta.num_microseconds().unwrap_or(i64::MAX))
 }
 
-fn filtered(filter: &SignalFilter) -> signals::BoxedQuery<'static, Pg> {
+pub(crate) fn filtered(filter: &SignalFilter) -> signals::BoxedQuery<'static, Pg> {
     let mut q = signals::table.into_boxed();
     if let Some(ticker) = &filter.ticker {
         q = q.filter(signals::ticker.eq(ticker.clone()));

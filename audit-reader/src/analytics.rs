@@ -1,11 +1,11 @@
 //! SignalAnalyticsService: request validation and thin handlers over
 //! `audit_db::analytics` (rollups on the replica).
 
-use crate::request::time_range;
+use crate::request::{signal_filter, time_range};
 use audit_core::convert::{to_duration, to_timestamp};
 use audit_core::{DomainError, SignalStatus, normalise_ticker};
-use audit_db::analytics::{self, Period, errors, metrics};
-use audit_db::{PgPool, invalid};
+use audit_db::analytics::{self, Period, errors, metrics, quality, search};
+use audit_db::{PgPool, event_to_proto, invalid, reads};
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_analytics_service_server::SignalAnalyticsService;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -239,6 +239,107 @@ impl SignalAnalyticsService for AnalyticsService {
             by_stage: pick("stage"),
             // Read straight from the events: as fresh as the replica.
             as_of: Some(to_timestamp(Utc::now())),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn search_events(
+        &self,
+        request: Request<pb::SearchEventsRequest>,
+    ) -> Result<Response<pb::SearchEventsResponse>, Status> {
+        let request = request.into_inner();
+        let query = request.query.trim();
+        if query.is_empty() {
+            return Err(invalid(DomainError::invalid("query", "must not be empty")));
+        }
+        let filter = signal_filter(&request.filter.unwrap_or_default()).map_err(invalid)?;
+        let (from, to) = time_range("time_range", request.time_range.as_ref()).map_err(invalid)?;
+        let limit = reads::page_size("limit", request.limit).map_err(invalid)?;
+        let hits = search::search(&self.pool, query, &filter, from, to, limit).await?;
+        Ok(Response::new(pb::SearchEventsResponse {
+            hits: hits
+                .into_iter()
+                .map(|hit| pb::SearchHit {
+                    event: Some(event_to_proto(hit.event)),
+                    rank: hit.rank,
+                    snippet: hit.snippet,
+                })
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn check_data_quality(
+        &self,
+        request: Request<pb::CheckDataQualityRequest>,
+    ) -> Result<Response<pb::CheckDataQualityResponse>, Status> {
+        let request = request.into_inner();
+        let stuck_after = match request.stuck_after.as_ref() {
+            Some(d) => audit_core::convert::duration("stuck_after", d).map_err(invalid)?,
+            // The old in-memory tracker's rule.
+            None => TimeDelta::seconds(30),
+        };
+        let now = Utc::now();
+        let (from, to) =
+            match time_range("summary_range", request.summary_range.as_ref()).map_err(invalid)? {
+                (Some(from), Some(to)) => (from, to),
+                (from, to) => (from.unwrap_or(now - TimeDelta::days(1)), to.unwrap_or(now)),
+            };
+        if (to - from) > TimeDelta::days(31) {
+            return Err(invalid(DomainError::invalid(
+                "summary_range",
+                "at most 31 days are compared in one call",
+            )));
+        }
+        let max_ids = match request.max_ids {
+            0 => 100,
+            n @ 1..=10_000 => i64::from(n),
+            n => {
+                return Err(invalid(DomainError::invalid(
+                    "max_ids",
+                    format!("{n} is outside 1..=10000"),
+                )));
+            }
+        };
+        let findings = quality::check(
+            &self.pool,
+            stuck_after.num_microseconds().unwrap_or(i64::MAX),
+            from,
+            to,
+            max_ids,
+        )
+        .await?;
+        Ok(Response::new(pb::CheckDataQualityResponse {
+            findings: findings
+                .into_iter()
+                .map(|f| {
+                    let (kind, description) = match f.check {
+                        quality::Check::OrphanEvents => (
+                            pb::FindingKind::OrphanEvents,
+                            "event id claims without their event, or events without their claim",
+                        ),
+                        quality::Check::StuckSignals => (
+                            pb::FindingKind::StuckSignals,
+                            "signals in a non-terminal status for longer than stuck_after",
+                        ),
+                        quality::Check::CounterMismatch => (
+                            pb::FindingKind::CounterMismatch,
+                            "signals whose error_count or retry_count disagree with their events",
+                        ),
+                        quality::Check::SummaryMismatch => (
+                            pb::FindingKind::SummaryMismatch,
+                            "minute summary buckets that raw events do not add up to",
+                        ),
+                    };
+                    pb::Finding {
+                        kind: kind.into(),
+                        count: f.count,
+                        ids: f.ids,
+                        description: description.into(),
+                    }
+                })
+                .collect(),
+            checked_at: Some(to_timestamp(now)),
         }))
     }
 }

@@ -496,3 +496,198 @@ async fn the_writer_refreshes_rollups_by_itself() {
     }
     panic!("the rollup never showed the new signal");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_events_ranks_highlights_and_respects_filters() {
+    let app = start_app().await;
+    let mut batch = pb::RecordBatchRequest::default();
+    let texts = [
+        (
+            "AAPL",
+            "broker rejected order: insufficient margin",
+            r#"{"type":"broker","message":"margin call"}"#,
+        ),
+        ("AAPL", "forwarded to broker, accepted", ""),
+        (
+            "MSFT",
+            "broker timeout after 5s, margin check skipped",
+            r#"{"type":"timeout"}"#,
+        ),
+        (
+            "BTC-USD",
+            "validation failed: price outside band",
+            r#"{"type":"validation"}"#,
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (ticker, details, error) in texts {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut signal = new_signal(ticker);
+        signal.signal_id = id.clone();
+        batch.signals.push(signal);
+        let mut event = new_event(&id, S::Processing, L::WorkerProcessing, None);
+        event.details = details.into();
+        event.error_info_json = error.into();
+        batch.events.push(event);
+        ids.push(id);
+    }
+    let token = app
+        .writer
+        .clone()
+        .record_batch(batch)
+        .await
+        .unwrap()
+        .into_inner()
+        .consistency_token;
+    let mut reader = app.reader.clone();
+    reader
+        .get_signal(pb::GetSignalRequest {
+            signal_id: ids[0].clone(),
+            consistency_token: token,
+        })
+        .await
+        .unwrap();
+    let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
+    let search = |query: &str, filter: Option<pb::SignalFilter>| pb::SearchEventsRequest {
+        query: query.into(),
+        filter,
+        ..Default::default()
+    };
+    let hits = analytics
+        .search_events(search("margin", None))
+        .await
+        .unwrap()
+        .into_inner()
+        .hits;
+    let found: Vec<&str> = hits
+        .iter()
+        .map(|h| h.event.as_ref().unwrap().signal_id.as_str())
+        .collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.contains(&ids[0].as_str()) && found.contains(&ids[2].as_str()));
+    assert!(
+        hits.iter().all(|h| h.snippet.contains("[margin]")),
+        "{:?}",
+        hits.iter().map(|h| &h.snippet).collect::<Vec<_>>()
+    );
+    assert!(hits[0].rank >= hits[1].rank);
+
+    // Web search syntax: a phrase and an exclusion.
+    let hits = analytics
+        .search_events(search("broker -timeout", None))
+        .await
+        .unwrap()
+        .into_inner()
+        .hits;
+    let found: Vec<&str> = hits
+        .iter()
+        .map(|h| h.event.as_ref().unwrap().signal_id.as_str())
+        .collect();
+    assert!(
+        found.contains(&ids[0].as_str())
+            && found.contains(&ids[1].as_str())
+            && !found.contains(&ids[2].as_str())
+    );
+    // Combined with a ListSignals filter.
+    let only_msft = pb::SignalFilter {
+        normalised_ticker: "MSFT".into(),
+        ..Default::default()
+    };
+    let hits = analytics
+        .search_events(search("margin", Some(only_msft)))
+        .await
+        .unwrap()
+        .into_inner()
+        .hits;
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].event.as_ref().unwrap().signal_id, ids[2]);
+    // Error info is searched too.
+    let hits = analytics
+        .search_events(search("validation", None))
+        .await
+        .unwrap()
+        .into_inner()
+        .hits;
+    assert_eq!(hits.len(), 1);
+
+    let status = analytics
+        .search_events(search("  ", None))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("query"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_quality_finds_each_kind_of_problem_with_ids() {
+    let app = start_app().await;
+    let start = history(&app).await;
+    let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
+    let request = pb::CheckDataQualityRequest {
+        stuck_after: Some(prost_types::Duration {
+            seconds: 30,
+            nanos: 0,
+        }),
+        summary_range: range(start, 120),
+        max_ids: 0,
+    };
+    let clean = analytics
+        .check_data_quality(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let count = |r: &pb::CheckDataQualityResponse, kind: pb::FindingKind| {
+        r.findings
+            .iter()
+            .find(|f| f.kind == kind as i32)
+            .map(|f| (f.count, f.ids.clone()))
+            .unwrap()
+    };
+    assert_eq!(count(&clean, pb::FindingKind::OrphanEvents).0, 0);
+    assert_eq!(count(&clean, pb::FindingKind::CounterMismatch).0, 0);
+    assert_eq!(count(&clean, pb::FindingKind::SummaryMismatch).0, 0);
+    // History signals that never reached a terminal status are stuck (their
+    // last event is minutes old); every one of them must be listed.
+    let mut db = app.replica().await;
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let N { n } = diesel::sql_query(
+        "SELECT count(*) AS n FROM signals WHERE current_status::text NOT IN ('rejected','forwarded_success', \
+         'forwarded_timeout','forwarded_http_error','forwarded_generic_error','discarded','error')",
+    )
+    .get_result(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(count(&clean, pb::FindingKind::StuckSignals).0, n);
+
+    // Break one of each thing behind the services' backs.
+    let mut primary = app.primary().await;
+    use diesel_async::SimpleAsyncConnection;
+    primary
+        .batch_execute(
+            "UPDATE signals SET error_count = error_count + 7 WHERE signal_id = (SELECT signal_id FROM signals ORDER BY signal_id LIMIT 1); \
+             DELETE FROM signal_event_ids WHERE event_id = (SELECT event_id FROM signal_events ORDER BY event_id LIMIT 1); \
+             UPDATE signal_metrics_summary SET total_events = total_events + 1 \
+               WHERE metric_id = (SELECT min(metric_id) FROM signal_metrics_summary WHERE period_type = 'minute');",
+        )
+        .await
+        .unwrap();
+    app.wait_replica().await;
+    let broken = analytics
+        .check_data_quality(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let (orphans, orphan_ids) = count(&broken, pb::FindingKind::OrphanEvents);
+    assert_eq!(orphans, 1);
+    assert_eq!(orphan_ids.len(), 1);
+    let (counters, counter_ids) = count(&broken, pb::FindingKind::CounterMismatch);
+    assert_eq!(counters, 1);
+    assert!(uuid::Uuid::parse_str(&counter_ids[0]).is_ok());
+    let (summaries, summary_ids) = count(&broken, pb::FindingKind::SummaryMismatch);
+    assert_eq!(summaries, 1, "{summary_ids:?}");
+    assert!(summary_ids[0].starts_with("minute "));
+}

@@ -5,6 +5,8 @@
 
 pub mod errors;
 pub mod metrics;
+pub mod quality;
+pub mod search;
 
 use crate::{DbError, PgPool};
 use chrono::{DateTime, Utc};

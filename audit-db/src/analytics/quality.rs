@@ -1,0 +1,134 @@
+//! CheckDataQuality: each check is one query listing the ids at fault and
+//! how many there are in all. Raw SQL: anti-joins, correlated recounts and
+//! window counts.
+
+use crate::{DbError, PgPool};
+use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Interval, Text, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    OrphanEvents,
+    StuckSignals,
+    CounterMismatch,
+    SummaryMismatch,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub check: Check,
+    pub count: i64,
+    pub ids: Vec<String>,
+}
+
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = BigInt)]
+    total: i64,
+}
+
+const TERMINAL: &str = "('rejected', 'forwarded_success', 'forwarded_timeout', 'forwarded_http_error', \
+                        'forwarded_generic_error', 'discarded', 'error')";
+
+/// Id claims without their event, and events without their claim.
+const ORPHANS: &str = "SELECT id, count(*) OVER () AS total FROM ( \
+        SELECT i.event_id::text AS id FROM signal_event_ids i \
+        WHERE NOT EXISTS (SELECT 1 FROM signal_events e \
+                          WHERE e.event_id = i.event_id AND e.signal_id = i.signal_id AND e.ts = i.ts) \
+        UNION ALL \
+        SELECT e.event_id::text FROM signal_events e \
+        WHERE NOT EXISTS (SELECT 1 FROM signal_event_ids i WHERE i.event_id = e.event_id)) o \
+    ORDER BY id LIMIT $1";
+
+fn stuck() -> String {
+    format!(
+        "SELECT signal_id::text AS id, count(*) OVER () AS total FROM signals \
+         WHERE current_status::text NOT IN {TERMINAL} AND updated_at < now() - $2 \
+         ORDER BY updated_at LIMIT $1"
+    )
+}
+
+/// Counters recomputed from the signal's own events.
+const COUNTERS: &str = "SELECT s.signal_id::text AS id, count(*) OVER () AS total FROM signals s \
+    WHERE s.error_count <> (SELECT count(*) FROM signal_events e WHERE e.signal_id = s.signal_id \
+                            AND (e.error_info IS NOT NULL OR e.http_status >= 400)) \
+       OR s.retry_count <> (SELECT COALESCE(sum(c - 1), 0) FROM ( \
+                            SELECT count(*) AS c FROM signal_events e WHERE e.signal_id = s.signal_id \
+                              AND e.event_type IN ('processing', 'forwarding') GROUP BY e.event_type) t) \
+    ORDER BY 1 LIMIT $1";
+
+/// Minute buckets in the range whose counts raw events do not reproduce
+/// (coarser buckets are sums of these).
+fn summary() -> String {
+    format!(
+        "WITH raw AS ( \
+            SELECT t.ticker, date_trunc('minute', e.ts) AS bucket, count(*) AS events, \
+                   count(*) FILTER (WHERE e.event_type = 'received') AS signals, \
+                   count(*) FILTER (WHERE e.error_info IS NOT NULL OR e.http_status >= 400) AS errors, \
+                   count(*) FILTER (WHERE e.event_type::text IN {TERMINAL}) AS terminal \
+            FROM signal_events e JOIN signals s ON s.signal_id = e.signal_id \
+            CROSS JOIN LATERAL (VALUES (s.normalised_ticker), ('*')) AS t(ticker) \
+            WHERE e.ts >= $2 AND e.ts < $3 GROUP BY 1, 2), \
+         m AS (SELECT normalised_ticker AS ticker, period_start AS bucket, total_events AS events, \
+                      total_signals AS signals, error_events AS errors, terminal_events AS terminal \
+               FROM signal_metrics_summary WHERE period_type = 'minute' \
+                 AND period_start >= date_trunc('minute', $2::timestamptz) AND period_start < $3) \
+         SELECT format('minute %s %s', coalesce(r.ticker, m.ticker), \
+                       to_char(coalesce(r.bucket, m.bucket) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) AS id, \
+                count(*) OVER () AS total \
+         FROM raw r FULL JOIN m ON m.ticker = r.ticker AND m.bucket = r.bucket \
+         WHERE (r.events, r.signals, r.errors, r.terminal) IS DISTINCT FROM (m.events, m.signals, m.errors, m.terminal) \
+         ORDER BY 1 LIMIT $1"
+    )
+}
+
+fn finding(check: Check, rows: Vec<Row>) -> Finding {
+    Finding {
+        check,
+        count: <[Row]>::first(&rows).map_or(0, |r| r.total),
+        ids: rows.into_iter().map(|r| r.id).collect(),
+    }
+}
+
+/// Runs every check; `stuck_after_us` is the stuck threshold in microseconds.
+pub async fn check(
+    pool: &PgPool,
+    stuck_after_us: i64,
+    summary_from: DateTime<Utc>,
+    summary_to: DateTime<Utc>,
+    max_ids: i64,
+) -> Result<Vec<Finding>, DbError> {
+    let mut conn = pool.get().await?;
+    let conn: &mut AsyncPgConnection = &mut conn;
+    let orphans = diesel::sql_query(ORPHANS)
+        .bind::<BigInt, _>(max_ids)
+        .load::<Row>(conn)
+        .await?;
+    let stuck = diesel::sql_query(stuck())
+        .bind::<BigInt, _>(max_ids)
+        .bind::<Interval, _>(diesel::pg::data_types::PgInterval::from_microseconds(
+            stuck_after_us,
+        ))
+        .load::<Row>(conn)
+        .await?;
+    let counters = diesel::sql_query(COUNTERS)
+        .bind::<BigInt, _>(max_ids)
+        .load::<Row>(conn)
+        .await?;
+    let summary = diesel::sql_query(summary())
+        .bind::<BigInt, _>(max_ids)
+        .bind::<Timestamptz, _>(summary_from)
+        .bind::<Timestamptz, _>(summary_to)
+        .load::<Row>(conn)
+        .await?;
+    Ok(vec![
+        finding(Check::OrphanEvents, orphans),
+        finding(Check::StuckSignals, stuck),
+        finding(Check::CounterMismatch, counters),
+        finding(Check::SummaryMismatch, summary),
+    ])
+}
