@@ -632,7 +632,7 @@ async fn data_quality_finds_each_kind_of_problem_with_ids() {
         max_ids: 0,
     };
     let clean = analytics
-        .check_data_quality(request.clone())
+        .check_data_quality(request)
         .await
         .unwrap()
         .into_inner();
