@@ -4,7 +4,7 @@
 use crate::request::{signal_filter, time_range};
 use audit_core::convert::{to_duration, to_timestamp};
 use audit_core::{DomainError, SignalStatus, normalise_ticker};
-use audit_db::analytics::{self, Period, errors, metrics, quality, search};
+use audit_db::analytics::{self, Period, errors, metrics, quality, search, stages, trends};
 use audit_db::{PgPool, event_to_proto, invalid, reads};
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_analytics_service_server::SignalAnalyticsService;
@@ -75,6 +75,30 @@ fn bounded_range(
         )));
     }
     Ok((from, to))
+}
+
+fn series_metric(field: &str, value: i32) -> Result<metrics::SeriesMetric, Status> {
+    match pb::Metric::try_from(value) {
+        Ok(pb::Metric::Signals) => Ok(metrics::SeriesMetric::Signals),
+        Ok(pb::Metric::Events) => Ok(metrics::SeriesMetric::Events),
+        Ok(pb::Metric::ErrorEvents) => Ok(metrics::SeriesMetric::ErrorEvents),
+        Ok(pb::Metric::ErrorRate) => Ok(metrics::SeriesMetric::ErrorRate),
+        Ok(pb::Metric::SuccessRate) => Ok(metrics::SeriesMetric::SuccessRate),
+        Ok(pb::Metric::AvgProcessingMs) => Ok(metrics::SeriesMetric::AvgProcessingMs),
+        Ok(pb::Metric::P95ProcessingMs) => Ok(metrics::SeriesMetric::P95ProcessingMs),
+        _ => Err(invalid(DomainError::invalid(field, "must name a metric"))),
+    }
+}
+
+fn millis(ms: f64) -> Option<prost_types::Duration> {
+    Some(micros(ms * 1000.0))
+}
+
+fn status_named(name: &str) -> i32 {
+    SignalStatus::ALL
+        .into_iter()
+        .find(|s| s.as_str() == name)
+        .map_or(0, |s| pb::SignalStatus::from(s) as i32)
 }
 
 fn ratio(part: i64, whole: i64) -> f64 {
@@ -340,6 +364,148 @@ impl SignalAnalyticsService for AnalyticsService {
                 })
                 .collect(),
             checked_at: Some(to_timestamp(now)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_stage_latencies(
+        &self,
+        request: Request<pb::GetStageLatenciesRequest>,
+    ) -> Result<Response<pb::GetStageLatenciesResponse>, Status> {
+        let request = request.into_inner();
+        // Raw events: keep the window to what a minute-level answer allows.
+        let (from, to) = bounded_range(request.time_range.as_ref(), Period::Minute)?;
+        let grouping = match pb::StageGrouping::try_from(request.group_by) {
+            Ok(pb::StageGrouping::Unspecified | pb::StageGrouping::None) => stages::Grouping::None,
+            Ok(pb::StageGrouping::Ticker) => stages::Grouping::Ticker,
+            Ok(pb::StageGrouping::Worker) => stages::Grouping::Worker,
+            Err(_) => {
+                return Err(invalid(DomainError::invalid(
+                    "group_by",
+                    format!("unknown value {}", request.group_by),
+                )));
+            }
+        };
+        let ticker = match self.ticker(&request.ticker).await?.as_str() {
+            "*" => String::new(),
+            other => other.to_owned(),
+        };
+        let rows = stages::stage_latencies(&self.pool, from, to, &ticker, grouping).await?;
+        Ok(Response::new(pb::GetStageLatenciesResponse {
+            stages: rows
+                .into_iter()
+                .map(|row| pb::StageLatency {
+                    from_status: status_named(&row.from_stage),
+                    to_status: status_named(&row.to_stage),
+                    group: row.group_key,
+                    count: row.count,
+                    avg: millis(row.avg_ms),
+                    p50: millis(row.p50_ms),
+                    p95: millis(row.p95_ms),
+                    p99: millis(row.p99_ms),
+                    max: millis(row.max_ms),
+                })
+                .collect(),
+            as_of: Some(to_timestamp(Utc::now())),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_trends(
+        &self,
+        request: Request<pb::GetTrendsRequest>,
+    ) -> Result<Response<pb::GetTrendsResponse>, Status> {
+        let request = request.into_inner();
+        let period = period(request.bucket_size)?;
+        let (from, to) = bounded_range(request.time_range.as_ref(), period)?;
+        let ticker = self.ticker(&request.ticker).await?;
+        let wanted = if request.metrics.is_empty() {
+            vec![
+                pb::Metric::Signals as i32,
+                pb::Metric::ErrorRate as i32,
+                pb::Metric::AvgProcessingMs as i32,
+            ]
+        } else {
+            request.metrics.clone()
+        };
+        let as_of = analytics::as_of(&self.pool).await?;
+        let mut out = Vec::with_capacity(wanted.len());
+        for (i, metric) in wanted.into_iter().enumerate() {
+            let series = series_metric(&format!("metrics[{i}]"), metric)?;
+            let fit = trends::trend(&self.pool, period, &ticker, from, to, series).await?;
+            let slope = fit.slope.unwrap_or(0.0);
+            let r2 = fit.r2.unwrap_or(0.0);
+            let direction = if fit.points < 3 || r2 < 0.25 || slope == 0.0 {
+                pb::TrendDirection::Flat
+            } else if slope > 0.0 {
+                pb::TrendDirection::Up
+            } else {
+                pb::TrendDirection::Down
+            };
+            out.push(pb::Trend {
+                metric,
+                slope_per_hour: slope,
+                r2,
+                direction: direction.into(),
+                points: fit.points,
+            });
+        }
+        Ok(Response::new(pb::GetTrendsResponse {
+            trends: out,
+            as_of: Some(to_timestamp(as_of)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_correlations(
+        &self,
+        request: Request<pb::GetCorrelationsRequest>,
+    ) -> Result<Response<pb::GetCorrelationsResponse>, Status> {
+        let request = request.into_inner();
+        let period = period(request.bucket_size)?;
+        let (from, to) = bounded_range(request.time_range.as_ref(), period)?;
+        let errors = match pb::Metric::try_from(request.metric) {
+            Ok(pb::Metric::Unspecified | pb::Metric::Signals) => false,
+            Ok(pb::Metric::ErrorEvents) => true,
+            _ => {
+                return Err(invalid(DomainError::invalid(
+                    "metric",
+                    "correlations use METRIC_SIGNALS or METRIC_ERROR_EVENTS",
+                )));
+            }
+        };
+        let tickers = if request.tickers.is_empty() {
+            trends::busiest_tickers(&self.pool, period, from, to, 10).await?
+        } else {
+            if !(2..=50).contains(&request.tickers.len()) {
+                return Err(invalid(DomainError::invalid(
+                    "tickers",
+                    "name 2 to 50 tickers",
+                )));
+            }
+            let mut normalised = Vec::with_capacity(request.tickers.len());
+            for ticker in &request.tickers {
+                let t = self.ticker(ticker).await?;
+                if !normalised.contains(&t) {
+                    normalised.push(t);
+                }
+            }
+            normalised
+        };
+        let as_of = analytics::as_of(&self.pool).await?;
+        let pairs = trends::correlations(&self.pool, period, &tickers, from, to, errors).await?;
+        Ok(Response::new(pb::GetCorrelationsResponse {
+            tickers,
+            pairs: pairs
+                .into_iter()
+                .map(|p| pb::Correlation {
+                    ticker_a: p.ticker_a,
+                    ticker_b: p.ticker_b,
+                    coefficient: p.coefficient,
+                    buckets: p.buckets,
+                })
+                .collect(),
+            as_of: Some(to_timestamp(as_of)),
         }))
     }
 }

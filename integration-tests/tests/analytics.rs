@@ -691,3 +691,201 @@ async fn data_quality_finds_each_kind_of_problem_with_ids() {
     assert_eq!(summaries, 1, "{summary_ids:?}");
     assert!(summary_ids[0].starts_with("minute "));
 }
+
+/// percentile_cont as PostgreSQL defines it, on sorted values.
+fn percentile_cont(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - pos.floor())
+}
+
+fn ms(d: &Option<prost_types::Duration>) -> f64 {
+    let d = d.unwrap();
+    d.seconds as f64 * 1000.0 + f64::from(d.nanos) / 1e6
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stage_latencies_match_a_recomputation_from_the_timelines() {
+    let app = start_app().await;
+    let start = history(&app).await;
+    // Independent computation: every timeline read through ListEvents, in
+    // order, transitions measured here.
+    let mut reader = app.reader.clone();
+    let mut events = Vec::new();
+    let mut request = pb::ListEventsRequest {
+        page_size: 1000,
+        ..Default::default()
+    };
+    loop {
+        let page = reader
+            .list_events(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    let micros = |e: &pb::SignalEvent| {
+        let t = e.timestamp.unwrap();
+        t.seconds * 1_000_000 + i64::from(t.nanos) / 1000
+    };
+    events.sort_by_key(|e| (e.signal_id.clone(), micros(e), e.sequence));
+    let mut expected: std::collections::HashMap<(i32, i32), Vec<f64>> = Default::default();
+    for pair in events.windows(2) {
+        if pair[0].signal_id == pair[1].signal_id {
+            expected
+                .entry((pair[0].event_type, pair[1].event_type))
+                .or_default()
+                .push((micros(&pair[1]) - micros(&pair[0])) as f64 / 1000.0);
+        }
+    }
+    let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
+    let stages = analytics
+        .get_stage_latencies(pb::GetStageLatenciesRequest {
+            time_range: range(start - TimeDelta::minutes(1), 180),
+            ticker: String::new(),
+            group_by: pb::StageGrouping::None.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stages;
+    assert_eq!(stages.len(), expected.len());
+    for stage in &stages {
+        let mut values = expected[&(stage.from_status, stage.to_status)].clone();
+        values.sort_by(f64::total_cmp);
+        assert_eq!(stage.count as usize, values.len());
+        for (q, got) in [(0.5, &stage.p50), (0.95, &stage.p95), (0.99, &stage.p99)] {
+            assert!(
+                (ms(got) - percentile_cont(&values, q)).abs() < 0.01,
+                "p{q} {} vs {}",
+                ms(got),
+                percentile_cont(&values, q)
+            );
+        }
+        assert!((ms(&stage.max) - values[values.len() - 1]).abs() < 0.01);
+    }
+    let by_worker = analytics
+        .get_stage_latencies(pb::GetStageLatenciesRequest {
+            time_range: range(start - TimeDelta::minutes(1), 180),
+            ticker: "AAPL".into(),
+            group_by: pb::StageGrouping::Worker.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stages;
+    assert!(by_worker.iter().any(|s| s.group == "late-worker"));
+    assert!(
+        by_worker
+            .iter()
+            .all(|s| s.group == "late-worker" || s.group == "worker-1" || s.group.is_empty())
+    );
+}
+
+/// `counts[i]` signals for `ticker` in minute i after `start`.
+async fn series(app: &TestApp, ticker: &str, start: DateTime<Utc>, counts: &[usize]) {
+    let mut batch = pb::RecordBatchRequest::default();
+    for (minute, &n) in counts.iter().enumerate() {
+        for k in 0..n {
+            let mut signal = new_signal(ticker);
+            signal.received_at = Some(audit_core::convert::to_timestamp(
+                start + TimeDelta::minutes(minute as i64) + TimeDelta::seconds(k as i64 % 50),
+            ));
+            batch.signals.push(signal);
+        }
+    }
+    app.writer.clone().record_batch(batch).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trends_and_correlations_follow_the_series() {
+    let app = start_app().await;
+    let start = Utc::now().duration_trunc(TimeDelta::minutes(1)).unwrap() - TimeDelta::minutes(30);
+    let rising: Vec<usize> = (0..10).map(|i| i + 1).collect();
+    let falling: Vec<usize> = (0..10).map(|i| 10 - i).collect();
+    series(&app, "UPUP", start, &rising).await;
+    series(&app, "SAME", start, &rising).await;
+    series(&app, "DOWN", start, &falling).await;
+    series(&app, "FLAT", start, &[3; 10]).await;
+    let pool =
+        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool())
+            .unwrap();
+    audit_db::rollups::refresh(&pool).await.unwrap();
+    app.wait_replica().await;
+    let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
+
+    let trend = |ticker: &str| pb::GetTrendsRequest {
+        time_range: range(start, 10),
+        bucket_size: pb::BucketSize::Minute.into(),
+        ticker: ticker.into(),
+        metrics: vec![pb::Metric::Signals.into()],
+    };
+    let up = analytics
+        .get_trends(trend("UPUP"))
+        .await
+        .unwrap()
+        .into_inner()
+        .trends
+        .remove(0);
+    assert_eq!(up.direction, pb::TrendDirection::Up as i32);
+    assert!(
+        (up.slope_per_hour - 60.0).abs() < 1e-6,
+        "one more signal a minute is 60 an hour: {}",
+        up.slope_per_hour
+    );
+    assert!((up.r2 - 1.0).abs() < 1e-9);
+    assert_eq!(up.points, 10);
+    let down = analytics
+        .get_trends(trend("DOWN"))
+        .await
+        .unwrap()
+        .into_inner()
+        .trends
+        .remove(0);
+    assert_eq!(down.direction, pb::TrendDirection::Down as i32);
+    let flat = analytics
+        .get_trends(trend("FLAT"))
+        .await
+        .unwrap()
+        .into_inner()
+        .trends
+        .remove(0);
+    assert_eq!(flat.direction, pb::TrendDirection::Flat as i32);
+
+    let matrix = analytics
+        .get_correlations(pb::GetCorrelationsRequest {
+            time_range: range(start, 10),
+            bucket_size: pb::BucketSize::Minute.into(),
+            tickers: vec!["UPUP".into(), "SAME".into(), "DOWN".into()],
+            metric: pb::Metric::Signals.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let coefficient = |a: &str, b: &str| {
+        matrix
+            .pairs
+            .iter()
+            .find(|p| p.ticker_a == a && p.ticker_b == b)
+            .map(|p| (p.coefficient, p.buckets))
+            .unwrap()
+    };
+    assert_eq!(matrix.pairs.len(), 3);
+    let (same, buckets) = coefficient("UPUP", "SAME");
+    assert!((same - 1.0).abs() < 1e-9 && buckets == 10);
+    assert!((coefficient("UPUP", "DOWN").0 + 1.0).abs() < 1e-9);
+    let status = analytics
+        .get_correlations(pb::GetCorrelationsRequest {
+            time_range: range(start, 10),
+            bucket_size: pb::BucketSize::Minute.into(),
+            tickers: vec!["UPUP".into()],
+            metric: 0,
+        })
+        .await
+        .unwrap_err();
+    assert!(status.message().contains("tickers"));
+}

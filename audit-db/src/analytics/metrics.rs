@@ -123,7 +123,7 @@ pub enum SeriesMetric {
 }
 
 impl SeriesMetric {
-    fn expression(self) -> &'static str {
+    pub(crate) fn expression(self) -> &'static str {
         match self {
             Self::Signals => "total_signals::float8",
             Self::Events => "total_events::float8",

@@ -7,6 +7,8 @@ pub mod errors;
 pub mod metrics;
 pub mod quality;
 pub mod search;
+pub mod stages;
+pub mod trends;
 
 use crate::{DbError, PgPool};
 use chrono::{DateTime, Utc};
