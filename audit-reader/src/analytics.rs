@@ -4,7 +4,9 @@
 use crate::request::{signal_filter, time_range};
 use audit_core::convert::{to_duration, to_timestamp};
 use audit_core::{DomainError, SignalStatus, normalise_ticker};
-use audit_db::analytics::{self, Period, errors, metrics, quality, search, stages, trends};
+use audit_db::analytics::{
+    self, Period, errors, metrics, quality, regressions, search, stages, trends,
+};
 use audit_db::{PgPool, event_to_proto, invalid, reads};
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_analytics_service_server::SignalAnalyticsService;
@@ -505,6 +507,115 @@ impl SignalAnalyticsService for AnalyticsService {
                     buckets: p.buckets,
                 })
                 .collect(),
+            as_of: Some(to_timestamp(as_of)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn detect_regressions(
+        &self,
+        request: Request<pb::DetectRegressionsRequest>,
+    ) -> Result<Response<pb::DetectRegressionsResponse>, Status> {
+        let request = request.into_inner();
+        let window = |field: &str, range: Option<&pb::TimeRange>| match time_range(field, range)
+            .map_err(invalid)?
+        {
+            (Some(from), Some(to)) => Ok((from, to)),
+            _ => Err(invalid(DomainError::invalid(
+                field,
+                "start and end are required",
+            ))),
+        };
+        let baseline = window("baseline", request.baseline.as_ref())?;
+        let recent = window("recent", request.recent.as_ref())?;
+        if baseline.1 > recent.0 {
+            return Err(invalid(DomainError::invalid(
+                "baseline",
+                "must end before recent starts",
+            )));
+        }
+        // Minute rollups up to a week, hour rollups beyond (bucket edges then
+        // round the windows to whole hours).
+        let period = if recent.1 - baseline.0 <= TimeDelta::days(7) {
+            Period::Minute
+        } else {
+            Period::Hour
+        };
+        bounded_range(
+            Some(&pb::TimeRange {
+                start: Some(to_timestamp(baseline.0)),
+                end: Some(to_timestamp(recent.1)),
+            }),
+            period,
+        )?;
+        let min_samples = if request.min_samples > 0 {
+            request.min_samples
+        } else {
+            20
+        };
+        let ratio_limit = if request.latency_ratio > 0.0 {
+            request.latency_ratio
+        } else {
+            1.5
+        };
+        let rise_limit = if request.error_rate_increase > 0.0 {
+            request.error_rate_increase
+        } else {
+            0.02
+        };
+        let as_of = analytics::as_of(&self.pool).await?;
+        let mut found = Vec::new();
+        for w in regressions::windows(&self.pool, period, baseline, recent).await? {
+            if let (Some(base), Some(now)) = (w.base_avg_ms, w.recent_avg_ms)
+                && w.base_terminal >= min_samples
+                && w.recent_terminal >= min_samples
+                && base > 0.0
+                && now / base >= ratio_limit
+            {
+                found.push(pb::Regression {
+                    kind: pb::RegressionKind::Latency.into(),
+                    ticker: w.ticker.clone(),
+                    baseline_value: base,
+                    recent_value: now,
+                    change: now / base,
+                    baseline_samples: w.base_terminal,
+                    recent_samples: w.recent_terminal,
+                    z: 0.0,
+                    unit: "ms".into(),
+                    baseline_p95_ms: w.base_p95_ms.unwrap_or(0.0),
+                    recent_p95_ms: w.recent_p95_ms.unwrap_or(0.0),
+                });
+            }
+            if w.base_events >= min_samples && w.recent_events >= min_samples {
+                let p1 = w.base_errors as f64 / w.base_events as f64;
+                let p2 = w.recent_errors as f64 / w.recent_events as f64;
+                let pooled = (w.base_errors + w.recent_errors) as f64
+                    / (w.base_events + w.recent_events) as f64;
+                let se = (pooled
+                    * (1.0 - pooled)
+                    * (1.0 / w.base_events as f64 + 1.0 / w.recent_events as f64))
+                    .sqrt();
+                let z = if se > 0.0 { (p2 - p1) / se } else { 0.0 };
+                if p2 - p1 >= rise_limit && z >= 3.0 {
+                    found.push(pb::Regression {
+                        kind: pb::RegressionKind::ErrorRate.into(),
+                        ticker: w.ticker.clone(),
+                        baseline_value: p1,
+                        recent_value: p2,
+                        change: p2 - p1,
+                        baseline_samples: w.base_events,
+                        recent_samples: w.recent_events,
+                        z,
+                        unit: "fraction".into(),
+                        baseline_p95_ms: w.base_p95_ms.unwrap_or(0.0),
+                        recent_p95_ms: w.recent_p95_ms.unwrap_or(0.0),
+                    });
+                }
+            }
+        }
+        found.sort_by(|a, b| b.change.total_cmp(&a.change));
+        Ok(Response::new(pb::DetectRegressionsResponse {
+            regressions: found,
             as_of: Some(to_timestamp(as_of)),
         }))
     }

@@ -889,3 +889,104 @@ async fn trends_and_correlations_follow_the_series() {
         .unwrap_err();
     assert!(status.message().contains("tickers"));
 }
+
+/// `n` signals of `ticker` in the 10 minutes after `from`, each forwarded
+/// after `latency_ms`, `failed` of them with an HTTP 500.
+fn window_batch(
+    ticker: &str,
+    from: DateTime<Utc>,
+    n: usize,
+    latency_ms: i64,
+    failed: usize,
+) -> pb::RecordBatchRequest {
+    let mut batch = pb::RecordBatchRequest::default();
+    for i in 0..n {
+        let id = uuid::Uuid::new_v4().to_string();
+        let t0 = from + TimeDelta::seconds((i * 600 / n) as i64);
+        let mut signal = new_signal(ticker);
+        signal.signal_id = id.clone();
+        signal.received_at = Some(audit_core::convert::to_timestamp(t0));
+        batch.signals.push(signal);
+        let mut done = new_event(
+            &id,
+            S::ForwardedSuccess,
+            L::Completed,
+            Some(t0 + TimeDelta::milliseconds(latency_ms)),
+        );
+        if i < failed {
+            done.event_type = S::ForwardedHttpError.into();
+            done.http_status = 500;
+        }
+        batch.events.push(done);
+    }
+    batch
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regressions_are_found_with_their_figures_and_noise_is_not() {
+    let app = start_app().await;
+    let base = Utc::now().duration_trunc(TimeDelta::minutes(1)).unwrap() - TimeDelta::minutes(40);
+    let recent = base + TimeDelta::minutes(20);
+    let mut writer = app.writer.clone();
+    for batch in [
+        window_batch("SLOW", base, 40, 100, 0),
+        window_batch("SLOW", recent, 40, 400, 0),
+        window_batch("ERRS", base, 100, 100, 1),
+        window_batch("ERRS", recent, 100, 100, 30),
+        window_batch("CALM", base, 50, 200, 2),
+        window_batch("CALM", recent, 50, 210, 3),
+    ] {
+        writer.record_batch(batch).await.unwrap();
+    }
+    let pool =
+        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool())
+            .unwrap();
+    audit_db::rollups::refresh(&pool).await.unwrap();
+    app.wait_replica().await;
+    let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
+    let found = analytics
+        .detect_regressions(pb::DetectRegressionsRequest {
+            baseline: range(base, 10),
+            recent: range(recent, 10),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .regressions;
+    let slow = found
+        .iter()
+        .find(|r| r.ticker == "SLOW" && r.kind == pb::RegressionKind::Latency as i32)
+        .expect("SLOW got slower");
+    assert!(
+        (slow.baseline_value - 100.0).abs() < 1e-6 && (slow.recent_value - 400.0).abs() < 1e-6,
+        "{slow:?}"
+    );
+    assert!((slow.change - 4.0).abs() < 1e-9);
+    assert_eq!((slow.baseline_samples, slow.recent_samples), (40, 40));
+    let errs = found
+        .iter()
+        .find(|r| r.ticker == "ERRS" && r.kind == pb::RegressionKind::ErrorRate as i32)
+        .expect("ERRS got more error-prone");
+    // 200 events per window (received + completion): 1/200 then 30/200.
+    assert!(
+        (errs.baseline_value - 0.005).abs() < 1e-9 && (errs.recent_value - 0.15).abs() < 1e-9,
+        "{errs:?}"
+    );
+    assert!(errs.z >= 3.0);
+    assert!(
+        found.iter().all(|r| r.ticker != "CALM"),
+        "noise is not a regression: {found:?}"
+    );
+
+    let status = analytics
+        .detect_regressions(pb::DetectRegressionsRequest {
+            baseline: range(recent, 10),
+            recent: range(base, 10),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("baseline"));
+}

@@ -6,6 +6,7 @@
 pub mod errors;
 pub mod metrics;
 pub mod quality;
+pub mod regressions;
 pub mod search;
 pub mod stages;
 pub mod trends;
