@@ -2,7 +2,9 @@
 //! query on the replica, convert rows to protobuf.
 
 use crate::consistency::Consistency;
+use crate::export;
 use crate::request;
+use audit_core::DomainError;
 use audit_core::convert::{to_duration, to_timestamp};
 use audit_db::reads::{self, encode_token};
 use audit_db::{PgPool, event_to_proto, invalid, replication, signal_to_proto};
@@ -24,6 +26,55 @@ impl ReaderService {
 
 #[tonic::async_trait]
 impl SignalReaderService for ReaderService {
+    type ExportSignalsStream = export::ExportStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn export_signals(
+        &self,
+        request: Request<pb::ExportSignalsRequest>,
+    ) -> Result<Response<Self::ExportSignalsStream>, Status> {
+        let export_request = request.get_ref();
+        let format = match pb::ExportFormat::try_from(export_request.format) {
+            Ok(pb::ExportFormat::Unspecified | pb::ExportFormat::Csv) => export::Format::Csv,
+            Ok(pb::ExportFormat::JsonLines) => export::Format::JsonLines,
+            Err(_) => {
+                return Err(invalid(DomainError::invalid(
+                    "format",
+                    format!("unknown value {}", export_request.format),
+                )));
+            }
+        };
+        if export_request.limit < 0 {
+            return Err(invalid(DomainError::invalid(
+                "limit",
+                "must not be negative",
+            )));
+        }
+        let limit = (export_request.limit > 0).then_some(export_request.limit);
+        let mut query = request::signal_query(&pb::ListSignalsRequest {
+            filter: export_request.filter.clone(),
+            sort_by: export_request.sort_by,
+            direction: export_request.direction,
+            page_size: 1000,
+            ..Default::default()
+        })
+        .map_err(invalid)?;
+        query.include_total = false;
+        self.consistency
+            .wait(
+                &self.pool,
+                export_request.consistency_token.as_ref(),
+                request.metadata(),
+            )
+            .await?;
+        Ok(Response::new(export::export(
+            self.pool.clone(),
+            query,
+            format,
+            limit,
+        )))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn get_signal(
         &self,

@@ -12,6 +12,7 @@
 pub mod analytics;
 pub mod config;
 pub mod consistency;
+pub mod export;
 pub mod grpc;
 pub mod request;
 pub mod server;
