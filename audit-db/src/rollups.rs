@@ -181,3 +181,26 @@ async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<usize, DbError> {
         .await?;
     Ok(keys.len())
 }
+
+/// Materialized views the writer keeps fresh; each has a unique index so it
+/// can be refreshed CONCURRENTLY (readers are never blocked).
+pub const MATERIALIZED_VIEWS: &[&str] = &["mv_daily_ticker_activity"];
+
+/// Refreshes every materialized view and records when.
+pub async fn refresh_materialized_views(pool: &PgPool) -> Result<(), DbError> {
+    let mut conn = pool.get().await?;
+    for view in MATERIALIZED_VIEWS {
+        // Names come from the constant above, never from a request.
+        diesel::sql_query(format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {view}"))
+            .execute(&mut conn)
+            .await?;
+        diesel::sql_query(
+            "INSERT INTO matview_refreshes (view_name, refreshed_at) VALUES ($1, now()) \
+             ON CONFLICT (view_name) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at",
+        )
+        .bind::<Text, _>(*view)
+        .execute(&mut conn)
+        .await?;
+    }
+    Ok(())
+}

@@ -5,7 +5,7 @@ use crate::request::{signal_filter, time_range};
 use audit_core::convert::{to_duration, to_timestamp};
 use audit_core::{DomainError, SignalStatus, normalise_ticker};
 use audit_db::analytics::{
-    self, Period, errors, metrics, quality, regressions, search, stages, trends,
+    self, Period, activity, errors, metrics, quality, regressions, search, stages, trends,
 };
 use audit_db::{PgPool, event_to_proto, invalid, reads};
 use audit_proto::v1 as pb;
@@ -616,6 +616,39 @@ impl SignalAnalyticsService for AnalyticsService {
         found.sort_by(|a, b| b.change.total_cmp(&a.change));
         Ok(Response::new(pb::DetectRegressionsResponse {
             regressions: found,
+            as_of: Some(to_timestamp(as_of)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_ticker_activity(
+        &self,
+        request: Request<pb::GetTickerActivityRequest>,
+    ) -> Result<Response<pb::GetTickerActivityResponse>, Status> {
+        let request = request.into_inner();
+        let (from, to) = bounded_range(request.time_range.as_ref(), Period::Day)?;
+        let ticker = match self.ticker(&request.ticker).await?.as_str() {
+            "*" => String::new(),
+            other => other.to_owned(),
+        };
+        let (rows, as_of) = activity::daily(&self.pool, from, to, &ticker).await?;
+        Ok(Response::new(pb::GetTickerActivityResponse {
+            days: rows
+                .into_iter()
+                .map(|row| pb::TickerActivity {
+                    day: Some(to_timestamp(row.day)),
+                    ticker: row.normalised_ticker,
+                    signals: row.signals,
+                    succeeded: row.succeeded,
+                    rejected: row.rejected,
+                    failed: row.failed,
+                    in_flight: row.in_flight,
+                    errors: row.errors,
+                    retries: row.retries,
+                    avg_processing_time: row.avg_processing_ms.and_then(millis),
+                    p95_processing_time: row.p95_processing_ms.and_then(millis),
+                })
+                .collect(),
             as_of: Some(to_timestamp(as_of)),
         }))
     }

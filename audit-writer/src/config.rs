@@ -115,6 +115,9 @@ pub struct ServeArgs {
     /// How often the metric rollups are brought up to date with new events.
     #[arg(long, env = "AUDIT_ROLLUP_REFRESH_MS", default_value_t = 1_000)]
     pub rollup_refresh_ms: u64,
+    /// How often the materialized views are refreshed (CONCURRENTLY).
+    #[arg(long, env = "AUDIT_MATVIEW_REFRESH_SECS", default_value_t = 60)]
+    pub matview_refresh_secs: u64,
     /// How often the database is pinged for the health status.
     #[arg(long, env = "AUDIT_HEALTH_CHECK_MS", default_value_t = 2_000)]
     pub health_check_ms: u64,

@@ -36,6 +36,10 @@ pub async fn run(
         pool.clone(),
         Duration::from_millis(args.rollup_refresh_ms.max(10)),
     ));
+    let matview_task = tokio::spawn(refresh_materialized_views(
+        pool.clone(),
+        Duration::from_secs(args.matview_refresh_secs.max(1)),
+    ));
     let group_commit = GroupCommit::start(pool.clone(), args.group_commit());
     let writer = SignalWriterServiceServer::new(WriterService::new(
         pool.clone(),
@@ -61,6 +65,7 @@ pub async fn run(
     .await;
     maintenance_task.abort();
     rollup_task.abort();
+    matview_task.abort();
     Ok(result?)
 }
 
@@ -89,6 +94,18 @@ async fn refresh_rollups(pool: audit_db::PgPool, every: Duration) {
             Ok(0) => {}
             Ok(buckets) => tracing::debug!(buckets, "rollups refreshed"),
             Err(error) => tracing::warn!(%error, "rollup refresh failed"),
+        }
+    }
+}
+
+/// Materialized views are refreshed here because the replica cannot.
+async fn refresh_materialized_views(pool: audit_db::PgPool, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(error) = rollups::refresh_materialized_views(&pool).await {
+            tracing::warn!(%error, "materialized view refresh failed");
         }
     }
 }

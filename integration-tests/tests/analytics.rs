@@ -990,3 +990,73 @@ async fn regressions_are_found_with_their_figures_and_noise_is_not() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("baseline"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ticker_activity_comes_from_the_refreshed_materialized_view() {
+    let app = start_app().await;
+    let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
+    let today = Utc::now().duration_trunc(TimeDelta::days(1)).unwrap();
+    let request = || pb::GetTickerActivityRequest {
+        time_range: Some(pb::TimeRange {
+            start: Some(audit_core::convert::to_timestamp(
+                today - TimeDelta::days(2),
+            )),
+            end: Some(audit_core::convert::to_timestamp(
+                today + TimeDelta::days(1),
+            )),
+        }),
+        ticker: String::new(),
+    };
+    let before = analytics
+        .get_ticker_activity(request())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(before.days.is_empty());
+
+    let base = Utc::now() - TimeDelta::minutes(5);
+    app.writer
+        .clone()
+        .record_batch(window_batch("VIEW", base, 10, 250, 3))
+        .await
+        .unwrap();
+    // Not refreshed yet: the view still shows the old contents.
+    app.wait_replica().await;
+    assert!(
+        analytics
+            .get_ticker_activity(request())
+            .await
+            .unwrap()
+            .into_inner()
+            .days
+            .is_empty()
+    );
+
+    let pool =
+        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool())
+            .unwrap();
+    audit_db::rollups::refresh_materialized_views(&pool)
+        .await
+        .unwrap();
+    app.wait_replica().await;
+    let after = analytics
+        .get_ticker_activity(request())
+        .await
+        .unwrap()
+        .into_inner();
+    let days: Vec<&pb::TickerActivity> = after.days.iter().filter(|d| d.ticker == "VIEW").collect();
+    assert_eq!(days.len(), 1, "{:?}", after.days);
+    let day = days[0];
+    assert_eq!(
+        (day.signals, day.succeeded, day.failed, day.errors),
+        (10, 7, 3, 3)
+    );
+    assert!((ms(&day.avg_processing_time) - 250.0).abs() < 1e-6);
+    let as_of = |r: &pb::GetTickerActivityResponse| {
+        r.as_of.unwrap().seconds * 1_000_000_000 + i64::from(r.as_of.unwrap().nanos)
+    };
+    assert!(
+        as_of(&after) > as_of(&before),
+        "as_of moves with the refresh"
+    );
+}

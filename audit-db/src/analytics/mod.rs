@@ -3,6 +3,7 @@
 //! (histogram merges and quantiles, window functions, generate_series,
 //! grouping sets).
 
+pub mod activity;
 pub mod errors;
 pub mod metrics;
 pub mod quality;

@@ -1,0 +1,2 @@
+DROP TABLE matview_refreshes;
+DROP MATERIALIZED VIEW mv_daily_ticker_activity;
