@@ -32,6 +32,21 @@ is_root() { [[ $(id -u) -eq 0 ]]; }
 apt_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
 }
+# The shared-cache tests talk to Redis on 127.0.0.1:6379; these machines run
+# one, but a machine where it stopped gets it started (never installed here:
+# the cache is optional and off by default).
+ensure_redis() {
+    if (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+        return 0
+    fi
+    if command -v redis-server >/dev/null 2>&1; then
+        log "starting redis-server on 127.0.0.1:6379"
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+    else
+        log "no Redis on 127.0.0.1:6379 and no redis-server: the Redis cache test will fail"
+    fi
+}
+
 
 # pip puts console scripts in the interpreter's scripts folder (or
 # ~/.local/bin for --user); make sure we look there too.
@@ -56,6 +71,7 @@ for cmd in "${!PIP_PACKAGES[@]}"; do
 done
 
 if [[ ${#missing_apt[@]} -eq 0 && ${#missing_pip[@]} -eq 0 ]]; then
+    ensure_redis
     exit 0
 fi
 
@@ -110,3 +126,4 @@ for pkg in "${APT_PACKAGES[@]}"; do
     }
 done
 log "dependencies installed"
+ensure_redis

@@ -1,6 +1,7 @@
 //! SignalAnalyticsService: request validation and thin handlers over
 //! `audit_db::analytics` (rollups on the replica).
 
+use crate::cache::AnswerCache;
 use crate::request::{signal_filter, time_range};
 use audit_core::convert::{to_duration, to_timestamp};
 use audit_core::{DomainError, SignalStatus, normalise_ticker};
@@ -19,11 +20,12 @@ const MAX_WINDOW: i32 = 1_000;
 
 pub struct AnalyticsService {
     pool: PgPool,
+    cache: AnswerCache,
 }
 
 impl AnalyticsService {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, cache: AnswerCache) -> Self {
+        Self { pool, cache }
     }
 
     /// '*' (all tickers) or a normalised ticker that exists.
@@ -176,12 +178,18 @@ impl SignalAnalyticsService for AnalyticsService {
         let (from, to) = bounded_range(request.time_range.as_ref(), period)?;
         let ticker = self.ticker(&request.ticker).await?;
         let as_of = analytics::as_of(&self.pool).await?;
+        let key = AnswerCache::key("GetMetrics", as_of.timestamp_micros(), &request);
+        if let Some(answer) = self.cache.get(&key).await {
+            return Ok(Response::new(answer));
+        }
         let (buckets, total) = metrics::metrics(&self.pool, period, &ticker, from, to).await?;
-        Ok(Response::new(pb::GetMetricsResponse {
+        let answer = pb::GetMetricsResponse {
             buckets: buckets.into_iter().map(bucket).collect(),
             total: Some(bucket(total)),
             as_of: Some(to_timestamp(as_of)),
-        }))
+        };
+        self.cache.put(key, &answer).await;
+        Ok(Response::new(answer))
     }
 
     #[tracing::instrument(skip_all)]
@@ -219,9 +227,13 @@ impl SignalAnalyticsService for AnalyticsService {
         };
         let ticker = self.ticker(&request.ticker).await?;
         let as_of = analytics::as_of(&self.pool).await?;
+        let key = AnswerCache::key("GetTimeSeries", as_of.timestamp_micros(), &request);
+        if let Some(answer) = self.cache.get(&key).await {
+            return Ok(Response::new(answer));
+        }
         let points =
             metrics::time_series(&self.pool, period, &ticker, from, to, metric, window).await?;
-        Ok(Response::new(pb::GetTimeSeriesResponse {
+        let answer = pb::GetTimeSeriesResponse {
             points: points
                 .into_iter()
                 .map(|p| pb::TimeSeriesPoint {
@@ -232,7 +244,9 @@ impl SignalAnalyticsService for AnalyticsService {
                 })
                 .collect(),
             as_of: Some(to_timestamp(as_of)),
-        }))
+        };
+        self.cache.put(key, &answer).await;
+        Ok(Response::new(answer))
     }
 
     #[tracing::instrument(skip_all)]

@@ -65,6 +65,16 @@ pub struct ServeArgs {
     /// How often the replica's replay position is polled while waiting.
     #[arg(long, env = "AUDIT_CONSISTENCY_POLL_MS", default_value_t = 5)]
     pub consistency_poll_ms: u64,
+    /// How long an analytics answer stays cached (it is also dropped as soon
+    /// as newer rollups reach the replica).
+    #[arg(long, env = "AUDIT_CACHE_TTL_MS", default_value_t = 5_000)]
+    pub cache_ttl_ms: u64,
+    /// Most answers kept in the in-process cache.
+    #[arg(long, env = "AUDIT_CACHE_MAX_ENTRIES", default_value_t = 10_000)]
+    pub cache_max_entries: u64,
+    /// Shared Redis cache (e.g. redis://127.0.0.1:6379/0); off when unset.
+    #[arg(long, env = "AUDIT_REDIS_URL")]
+    pub redis_url: Option<String>,
     /// How often the replica is pinged for the health status.
     #[arg(long, env = "AUDIT_HEALTH_CHECK_MS", default_value_t = 2_000)]
     pub health_check_ms: u64,

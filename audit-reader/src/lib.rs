@@ -10,6 +10,7 @@
 //! health, reflection, tracing and graceful shutdown.
 
 pub mod analytics;
+pub mod cache;
 pub mod config;
 pub mod consistency;
 pub mod export;

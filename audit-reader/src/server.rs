@@ -2,6 +2,7 @@
 //! reflection, per-call spans, shutdown).
 
 use crate::analytics::AnalyticsService;
+use crate::cache::AnswerCache;
 use crate::config::ServeArgs;
 use crate::consistency::Consistency;
 use crate::grpc::ReaderService;
@@ -39,7 +40,13 @@ pub async fn run(
     ))
     .max_decoding_message_size(args.max_request_bytes);
 
-    let analytics = SignalAnalyticsServiceServer::new(AnalyticsService::new(pool.clone()))
+    let cache = AnswerCache::new(
+        Duration::from_millis(args.cache_ttl_ms),
+        args.cache_max_entries,
+        args.redis_url.as_deref(),
+    )
+    .await;
+    let analytics = SignalAnalyticsServiceServer::new(AnalyticsService::new(pool.clone(), cache))
         .max_decoding_message_size(args.max_request_bytes);
 
     Ok(audit_telemetry::serve(

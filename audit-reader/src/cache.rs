@@ -1,0 +1,93 @@
+//! Cache of hot analytics answers.
+//!
+//! An answer is stored under the RPC, the request's bytes and the version of
+//! the data it was computed from: the rollups' refresh time as the replica
+//! has replayed it. New rollups reach the replica with a new version, so a
+//! cached answer can never outlive the data it was built on, whatever its
+//! TTL; the TTL only bounds memory and staleness of the version lookup.
+//!
+//! The in-process layer (moka) is always on; a shared Redis layer is used
+//! when `AUDIT_REDIS_URL` is set, so several readers share their work.
+//! Redis being unreachable never fails a call: the answer is computed.
+
+use moka::future::Cache;
+use prost::Message;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct AnswerCache {
+    local: Cache<String, Vec<u8>>,
+    redis: Option<redis::aio::ConnectionManager>,
+    ttl: Duration,
+}
+
+impl AnswerCache {
+    pub async fn new(ttl: Duration, max_entries: u64, redis_url: Option<&str>) -> Self {
+        let redis = match redis_url {
+            Some(url) => match redis::Client::open(url) {
+                Ok(client) => match client.get_connection_manager().await {
+                    Ok(manager) => Some(manager),
+                    Err(error) => {
+                        tracing::warn!(%error, "redis cache unavailable; using the in-process cache only");
+                        None
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "invalid AUDIT_REDIS_URL; using the in-process cache only");
+                    None
+                }
+            },
+            None => None,
+        };
+        Self {
+            local: Cache::builder()
+                .time_to_live(ttl)
+                .max_capacity(max_entries)
+                .build(),
+            redis,
+            ttl,
+        }
+    }
+
+    /// The key of an answer: RPC, data version and a hash of the request.
+    pub fn key(rpc: &str, version: i64, request: &impl Message) -> String {
+        let bytes = request.encode_to_vec();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in bytes {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("signal-audit:{rpc}:{version}:{hash:016x}")
+    }
+
+    pub async fn get<T: Message + Default>(&self, key: &str) -> Option<T> {
+        if let Some(bytes) = self.local.get(key).await {
+            return T::decode(bytes.as_slice()).ok();
+        }
+        let mut redis = self.redis.clone()?;
+        let bytes: Option<Vec<u8>> = redis::AsyncCommands::get(&mut redis, key)
+            .await
+            .map_err(|error| tracing::debug!(%error, "redis get failed"))
+            .ok()
+            .flatten();
+        let bytes = bytes?;
+        let answer = T::decode(bytes.as_slice()).ok()?;
+        self.local.insert(key.to_owned(), bytes).await;
+        Some(answer)
+    }
+
+    pub async fn put<T: Message>(&self, key: String, answer: &T) {
+        let bytes = answer.encode_to_vec();
+        if let Some(mut redis) = self.redis.clone() {
+            let millis = u64::try_from(self.ttl.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let stored: Result<(), _> =
+                redis::AsyncCommands::pset_ex(&mut redis, &key, bytes.as_slice(), millis).await;
+            if let Err(error) = stored {
+                tracing::debug!(%error, "redis set failed");
+            }
+        }
+        self.local.insert(key, bytes).await;
+    }
+}
