@@ -2,32 +2,51 @@
 # Reproduces the ingest figures in BENCHMARKS.md:
 #
 #   scripts/bench-ingest.sh [audit-bench ingest options...]
+#   scripts/bench-ingest.sh --signals 5000             # a quick run
+#   scripts/bench-ingest.sh --phases unary,unary-half  # some phases only
 #
-# Builds release binaries, starts a throw-away primary (+ replica, so WAL
-# shipping costs what it costs in production) with scripts/pg-cluster.sh in
-# a temporary folder on ports of its own, creates and migrates a `bench`
-# database, runs `audit-bench ingest` (which starts and measures the writer
-# itself), and removes everything on exit.
+# Builds the release binaries, starts a throw-away primary + streaming
+# replica (WAL shipping costs what it costs in production) with
+# scripts/pg-cluster.sh in a temporary folder on ports of its own, creates
+# and migrates an empty `bench` database, runs `audit-bench ingest` (which
+# starts and measures the writer itself), and stops and removes everything
+# on exit, also on error or Ctrl-C. Options after the script name go to
+# `audit-bench ingest` (see `target/release/audit-bench ingest --help`);
+# AUDIT_* variables in the environment reach the writer (for example
+# AUDIT_GROUP_COMMIT_MAX_BATCHES=2).
+#
+# Environment:
+#   BENCH_PRIMARY_PORT / BENCH_REPLICA_PORT   cluster ports (57532 / 57533)
+#   PG_BIN                                    PostgreSQL 15 binaries
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 PRIMARY_PORT=${BENCH_PRIMARY_PORT:-57532}
 REPLICA_PORT=${BENCH_REPLICA_PORT:-57533}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 cargo build --release -p audit-writer -p audit-bench
 
 STATE=$(mktemp -d /tmp/audit-bench-XXXXXX)
+# pg-cluster.sh hands the folder to the postgres user when run as root.
 chmod 755 "$STATE"
 cleanup() {
     scripts/pg-cluster.sh stop "$STATE" >/dev/null 2>&1 || true
     rm -rf -- "$STATE"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 scripts/pg-cluster.sh start "$STATE" "$PRIMARY_PORT" "$REPLICA_PORT" >/dev/null
 URL=postgres://postgres@127.0.0.1:$PRIMARY_PORT/bench
-psql -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d postgres -c 'CREATE DATABASE bench'
+"$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d postgres -c 'CREATE DATABASE bench'
 AUDIT_DATABASE_URL=$URL RUST_LOG=warn target/release/audit-writer migrate
+
+# What the figures depend on, printed with them.
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
+echo "postgres: $("$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d bench -c 'SHOW server_version')," \
+    "primary + streaming replica, fsync and synchronous_commit on"
+echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
 
 target/release/audit-bench ingest --database-url "$URL" --writer-bin target/release/audit-writer "$@"

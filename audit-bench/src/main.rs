@@ -1,28 +1,38 @@
 //! `audit-bench ingest`: how fast the writer takes signals, next to what
 //! PostgreSQL itself absorbs on the same machine, measured in one run.
 //!
-//! The bench starts the real `audit-writer` binary as a child (so it can
-//! read its CPU time and peak RSS from /proc), then runs phases against one
-//! empty, migrated database, truncating between phases so each starts from
-//! the same size:
+//! The bench starts the real `audit-writer serve` as a child process (so it
+//! can read the writer's CPU time and peak RSS from /proc), waits for its
+//! health to report SERVING, then runs phases against one empty, migrated
+//! database, truncating between phases so each starts from the same size:
 //!
 //! - `naive`: one transaction per signal straight on PostgreSQL (signal,
-//!   event-id claim and received event), N clients: the baseline;
-//! - `batched`: `audit_db::writes::record_batch` with chunks of signals,
+//!   event-id claim, received event, COMMIT) from N clients: the baseline;
+//! - `batched`: `audit_db::writes::record_batch` with chunks of signals from
 //!   N clients, no gRPC: the database-side limit of this schema;
-//! - `unary`: RecordSignal calls over gRPC from many concurrent callers,
-//!   exercising group commit;
-//! - `unary-half`: the same, paced at half the rate `unary` reached, for
-//!   latency at half of peak;
-//! - `stream`: the Ingest RPC with chunks and a window of chunks in flight.
+//! - `unary`: RecordSignal, one signal per call, from many concurrent
+//!   callers: what group commit makes of single writes;
+//! - `unary-half`: the same, paced open-loop at half the `unary` rate, for
+//!   the latency at half of peak;
+//! - `stream`: the Ingest RPC with chunks and a window of chunks in flight;
+//! - `events`: RecordEvent for existing signals, a forwarding-pipeline mix.
 //!
-//! Every phase prints throughput, latency percentiles (HDR histogram), and
-//! the writer's CPU; the end prints the ratios issue 5 asks for.
+//! Each phase reports throughput, latency percentiles (HDR histogram) and
+//! the writer's CPU; the end prints the ratios issue 5 sets targets for and
+//! one JSON line. A phase the writer does not implement (UNIMPLEMENTED) is
+//! reported as not available. Everything is bounded by `--signals` (and
+//! optionally `--duration-secs`), talks to 127.0.0.1 only, and the writer
+//! child is killed when the bench ends, fails or is interrupted.
 
+mod args;
+mod ingest;
 mod measure;
 mod phases;
+mod report;
+mod workload;
+mod writer;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -35,57 +45,76 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Ingest throughput and latency: naive and batched baselines, unary
-    /// group commit, streaming ingest.
-    Ingest(IngestArgs),
+    /// group commit, paced half-peak, streaming ingest, events.
+    Ingest(args::IngestArgs),
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct IngestArgs {
-    /// An empty, migrated database on the primary.
-    #[arg(
-        long,
-        env = "AUDIT_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:57532/bench"
-    )]
-    pub database_url: String,
-    /// The writer binary to start and measure.
-    #[arg(long, default_value = "target/release/audit-writer")]
-    pub writer_bin: String,
-    /// Signals written in each phase.
-    #[arg(long, default_value_t = 40_000)]
-    pub signals: usize,
-    /// Concurrent database clients in the baselines.
-    #[arg(long, default_value_t = 8)]
-    pub db_clients: usize,
-    /// Concurrent RecordSignal calls in flight in the unary phase.
-    #[arg(long, default_value_t = 128)]
-    pub unary_concurrency: usize,
-    /// gRPC connections the unary callers share.
-    #[arg(long, default_value_t = 4)]
-    pub channels: usize,
-    /// Signals per batch (baseline) or Ingest chunk.
-    #[arg(long, default_value_t = 200)]
-    pub chunk_size: usize,
-    /// Concurrent Ingest streams.
-    #[arg(long, default_value_t = 4)]
-    pub streams: usize,
-    /// Unacknowledged chunks per stream.
-    #[arg(long, default_value_t = 4)]
-    pub window: usize,
-    /// Writer pool size (AUDIT_POOL_MAX for the child writer).
-    #[arg(long, default_value_t = 16)]
-    pub writer_pool: u32,
+/// Why a run (or one phase of it) could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("invalid options: {0}")]
+    Options(String),
+    #[error("{0}")]
+    Database(#[from] audit_db::DbError),
+    #[error("generated an invalid item: {0}")]
+    Generated(#[from] audit_core::DomainError),
+    #[error("writer: {0}")]
+    Writer(String),
+    #[error("grpc connection: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("{call}: {:?}: {}", .status.code(), .status.message())]
+    Call {
+        call: &'static str,
+        status: tonic::Status,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("bench task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl BenchError {
+    pub fn call(call: &'static str, status: tonic::Status) -> Self {
+        Self::Call { call, status }
+    }
+
+    pub fn query(error: diesel::result::Error) -> Self {
+        Self::Database(audit_db::DbError::from(error))
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let Command::Ingest(args) = cli.command;
-    match phases::run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("audit-bench: {error}");
-            ExitCode::FAILURE
+    let Command::Ingest(args) = Cli::parse().command;
+    // Leaving the select drops the run, and with it the writer child.
+    tokio::select! {
+        result = ingest::run(args) => match result {
+            Ok(report) if report.any_failed() => ExitCode::FAILURE,
+            Ok(_) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("audit-bench: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        signal = interrupted() => {
+            eprintln!("audit-bench: {signal}, writer stopped");
+            ExitCode::from(130)
         }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() -> &'static str {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        () = terminate => "terminated",
     }
 }
