@@ -1,0 +1,147 @@
+//! RecordSignal over gRPC, one signal per call: the path group commit is for.
+//!
+//! [`closed_loop`] keeps `--unary-concurrency` calls in flight (each caller
+//! sends its next signal when the last one is answered): peak throughput.
+//! [`paced`] starts calls on a fixed schedule whatever the answers do
+//! (open loop), and measures each call from the moment it was due, so a
+//! stall delays the calls behind it and shows in their latency instead of
+//! silently slowing the schedule (no coordinated omission).
+
+use super::{Context, Measured, Meter, Tally, Unit, join, until_accepted};
+use crate::BenchError;
+use crate::args::PhaseName;
+use crate::measure::{histogram, quantile_ms, record};
+use audit_proto::v1 as pb;
+use hdrhistogram::Histogram;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+
+pub async fn closed_loop(cx: &Context<'_>) -> Result<Measured, BenchError> {
+    let clients = cx.clients().await?;
+    let workload = cx.workload(PhaseName::Unary);
+    let budget = cx.budget(cx.args.signals);
+    let meter = Meter::start(cx.writer);
+    let mut workers = JoinSet::new();
+    for caller in 0..cx.args.unary_concurrency {
+        let client = clients[caller % clients.len()].clone();
+        let budget = budget.clone();
+        workers.spawn(async move {
+            let mut tally = Tally::default();
+            while let Some(items) = budget.claim(1) {
+                for i in items {
+                    let signal = workload.signal(i);
+                    let started = Instant::now();
+                    tally.refused += until_accepted("RecordSignal", || {
+                        let mut client = client.clone();
+                        let request = pb::RecordSignalRequest {
+                            signal: Some(signal.clone()),
+                        };
+                        async move { client.record_signal(request).await }
+                    })
+                    .await?;
+                    tally.done(1, started);
+                }
+            }
+            Ok(tally)
+        });
+    }
+    let tally = join(workers).await?;
+    Ok(Measured::new(
+        format!(
+            "{} callers over {} connections",
+            cx.args.unary_concurrency, cx.args.channels
+        ),
+        Unit::Signals,
+        "call",
+        tally,
+        meter.stop(),
+    ))
+}
+
+/// Pacer resolution: calls due within one tick start together.
+const TICK: Duration = Duration::from_millis(1);
+
+pub async fn paced(cx: &Context<'_>, rate: f64) -> Result<Measured, BenchError> {
+    let clients = cx.clients().await?;
+    let workload = cx.workload(PhaseName::UnaryHalf);
+    let rate = rate.max(1.0);
+    // Calls still unanswered beyond this wait for answers: the schedule slips
+    // (and the slip is counted) but the bench never grows without bound.
+    let max_outstanding = cx.args.unary_concurrency.saturating_mul(8).max(64);
+    let budget = cx.budget(cx.args.signals);
+    let meter = Meter::start(cx.writer);
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut calls: JoinSet<Result<Answer, BenchError>> = JoinSet::new();
+    let mut tally = Tally::default();
+    // How late calls started: when this grows, the load generator itself
+    // (not the writer) fell behind the schedule.
+    let mut lag = histogram();
+    let mut sent = 0usize;
+    'schedule: loop {
+        ticker.tick().await;
+        let due_by_now = (started.elapsed().as_secs_f64() * rate) as usize + 1;
+        while sent < due_by_now && calls.len() < max_outstanding {
+            let Some(items) = budget.claim(1) else {
+                break 'schedule;
+            };
+            for i in items {
+                let due = started + Duration::from_secs_f64(i as f64 / rate);
+                let client = clients[i % clients.len()].clone();
+                let signal = workload.signal(i);
+                calls.spawn(async move {
+                    let lag = due.elapsed();
+                    let refused = until_accepted("RecordSignal", || {
+                        let mut client = client.clone();
+                        let request = pb::RecordSignalRequest {
+                            signal: Some(signal.clone()),
+                        };
+                        async move { client.record_signal(request).await }
+                    })
+                    .await?;
+                    Ok(Answer {
+                        latency: due.elapsed(),
+                        lag,
+                        refused,
+                    })
+                });
+                sent += 1;
+            }
+        }
+        while let Some(answer) = calls.try_join_next() {
+            answer??.count(&mut tally, &mut lag);
+        }
+    }
+    while let Some(answer) = calls.join_next().await {
+        answer??.count(&mut tally, &mut lag);
+    }
+    Ok(Measured::new(
+        format!(
+            "paced at {rate:.0}/s, open loop over {} connections, start lag p99 {:.1} ms",
+            cx.args.channels,
+            quantile_ms(&lag, 0.99)
+        ),
+        Unit::Signals,
+        "call, from when due",
+        tally,
+        meter.stop(),
+    ))
+}
+
+/// One paced call: latency from when it was due, and how late it started.
+struct Answer {
+    latency: Duration,
+    lag: Duration,
+    refused: usize,
+}
+
+impl Answer {
+    fn count(self, tally: &mut Tally, lag: &mut Histogram<u64>) {
+        record(&mut tally.latency, self.latency);
+        record(lag, self.lag);
+        tally.items += 1;
+        tally.refused += self.refused;
+    }
+}
