@@ -209,6 +209,8 @@ wal_keep_size = '256MB'
 hot_standby = on
 hot_standby_feedback = on
 max_standby_streaming_delay = 30s
+# StreamEvents orders its live tail by commit time (pg_xact_commit_timestamp).
+track_commit_timestamp = on
 $(preload_settings)
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF

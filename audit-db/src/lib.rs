@@ -18,6 +18,7 @@ pub mod reads;
 pub mod replication;
 pub mod rollups;
 pub mod schema;
+pub mod tail;
 pub mod writes;
 
 pub use convert::{event_to_proto, interval_to_delta, signal_to_proto};

@@ -28,7 +28,7 @@ pub struct SignalRow {
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = signal_events, check_for_backend(diesel::pg::Pg))]
 pub struct EventRow {
     pub sequence: i64,

@@ -75,6 +75,9 @@ pub struct ServeArgs {
     /// Shared Redis cache (e.g. redis://127.0.0.1:6379/0); off when unset.
     #[arg(long, env = "AUDIT_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// How often StreamEvents polls the replica for new commits when idle.
+    #[arg(long, env = "AUDIT_TAIL_POLL_MS", default_value_t = 100)]
+    pub tail_poll_ms: u64,
     /// How often the replica is pinged for the health status.
     #[arg(long, env = "AUDIT_HEALTH_CHECK_MS", default_value_t = 2_000)]
     pub health_check_ms: u64,

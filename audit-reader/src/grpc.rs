@@ -16,17 +16,33 @@ use tonic::{Request, Response, Status};
 pub struct ReaderService {
     pool: PgPool,
     consistency: Consistency,
+    tail_poll: std::time::Duration,
 }
 
 impl ReaderService {
-    pub fn new(pool: PgPool, consistency: Consistency) -> Self {
-        Self { pool, consistency }
+    pub fn new(pool: PgPool, consistency: Consistency, tail_poll: std::time::Duration) -> Self {
+        Self {
+            pool,
+            consistency,
+            tail_poll,
+        }
     }
 }
 
 #[tonic::async_trait]
 impl SignalReaderService for ReaderService {
     type ExportSignalsStream = export::ExportStream;
+    type StreamEventsStream = crate::tail::TailStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn stream_events(
+        &self,
+        request: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        Ok(Response::new(
+            crate::tail::start(self.pool.clone(), request.get_ref(), self.tail_poll).await?,
+        ))
+    }
 
     #[tracing::instrument(skip_all)]
     async fn export_signals(

@@ -17,3 +17,4 @@ pub mod export;
 pub mod grpc;
 pub mod request;
 pub mod server;
+pub mod tail;

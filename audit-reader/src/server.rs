@@ -37,6 +37,7 @@ pub async fn run(
             max_wait: Duration::from_millis(args.consistency_max_wait_ms),
             poll: Duration::from_millis(args.consistency_poll_ms.max(1)),
         },
+        Duration::from_millis(args.tail_poll_ms.max(1)),
     ))
     .max_decoding_message_size(args.max_request_bytes);
 

@@ -1,0 +1,77 @@
+//! StreamEvents: polls the replica's tail (see `audit_db::tail`) and
+//! forwards events through a bounded channel; a slow client slows the
+//! polling, and a client that leaves stops it.
+
+use audit_core::{DomainError, convert, normalise_ticker};
+use audit_db::reads::{decode_token, encode_token};
+use audit_db::tail::{self, TailPosition};
+use audit_db::{PgPool, event_to_proto, invalid};
+use audit_proto::v1 as pb;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+pub type TailStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, Status>> + Send>>;
+
+const BATCH: i64 = 500;
+
+pub async fn start(
+    pool: PgPool,
+    request: &pb::StreamEventsRequest,
+    poll: Duration,
+) -> Result<TailStream, Status> {
+    let ticker = normalise_ticker(request.ticker.trim());
+    let event_types = request
+        .event_types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            convert::status(&format!("event_types[{i}]"), *t).map(|s| s.as_str().to_owned())
+        })
+        .collect::<Result<Vec<_>, DomainError>>()
+        .map_err(invalid)?;
+    let mut position: TailPosition = if request.resume_token.is_empty() {
+        tail::start_position(&pool).await?
+    } else {
+        decode_token("resume_token", &request.resume_token).map_err(invalid)?
+    };
+    let (events, stream) = mpsc::channel(256);
+    tokio::spawn(async move {
+        loop {
+            let batch = match tail::next_events(&pool, position, &ticker, &event_types, BATCH).await
+            {
+                Ok(batch) => batch,
+                Err(error) => {
+                    let _ = events.send(Err(Status::from(error))).await;
+                    return;
+                }
+            };
+            let full = batch.len() as i64 == BATCH;
+            for row in batch {
+                position = TailPosition {
+                    committed_at: row.committed_at,
+                    sequence: row.event.sequence,
+                };
+                let message = pb::StreamEventsResponse {
+                    event: Some(event_to_proto(row.event)),
+                    normalised_ticker: row.normalised_ticker,
+                    committed_at: Some(convert::to_timestamp(row.committed_at)),
+                    resume_token: encode_token(&position),
+                };
+                if events.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+            if !full {
+                if events.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(poll).await;
+            }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(stream)))
+}

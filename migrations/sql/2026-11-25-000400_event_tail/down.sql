@@ -1,0 +1,1 @@
+DROP INDEX signal_events_recorded_idx;
