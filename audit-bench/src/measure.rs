@@ -57,6 +57,23 @@ fn clock_ticks_per_second() -> f64 {
     })
 }
 
+/// Busy and total jiffies of all cores since boot (/proc/stat); busy is
+/// everything but idle and iowait.
+pub fn machine_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let times: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let total: u64 = times.iter().take(8).sum();
+    let idle = times.get(3)? + times.get(4)?;
+    Some((total - idle, total))
+}
+
 /// Peak resident set size so far (VmHWM), in MB (10^6 bytes).
 pub fn peak_rss_mb(pid: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -79,6 +96,7 @@ mod tests {
         assert!(cpu_seconds("self").is_some_and(|s| s >= 0.0));
         assert!(peak_rss_mb("self").is_some_and(|m| m > 0.0));
         assert_eq!(cpu_seconds("0"), None);
+        assert!(machine_jiffies().is_some_and(|(busy, total)| busy <= total));
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl Report {
     pub fn print_header(&self) {
         println!("audit-bench ingest {}", self.config);
         println!(
-            "{:<11} {:>7} {:>7} {:>10} {:<8} {:>8} {:>8} {:>8} {:>8}  {:<20} {:>15} {:>9} {:>7}  setup",
+            "{:<11} {:>7} {:>7} {:>10} {:<8} {:>8} {:>8} {:>8} {:>8}  {:<20} {:>15} {:>9} {:>8} {:>7}  setup",
             "phase",
             "items",
             "secs",
@@ -63,6 +63,7 @@ impl Report {
             "latency per",
             "writer cpu",
             "bench cpu",
+            "machine",
             "refused",
         );
     }
@@ -74,7 +75,7 @@ impl Report {
                 let seconds = m.usage.elapsed.as_secs_f64();
                 let share = |cpu: Option<f64>| cpu.map(|c| 100.0 * c / seconds.max(1e-9));
                 println!(
-                    "{:<11} {:>7} {:>7.2} {:>10} {:<8} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {:<20} {:>15} {:>9} {:>7}  {}",
+                    "{:<11} {:>7} {:>7.2} {:>10} {:<8} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {:<20} {:>15} {:>9} {:>8} {:>7}  {}",
                     phase.as_str(),
                     m.tally.items,
                     seconds,
@@ -90,6 +91,9 @@ impl Report {
                         _ => "-".into(),
                     },
                     share(m.usage.bench_cpu).map_or("-".into(), |p| format!("{p:.0}%")),
+                    m.usage
+                        .machine_busy
+                        .map_or("-".into(), |b| format!("{:.0}%", 100.0 * b)),
                     m.tally.refused,
                     m.setup,
                 );
@@ -220,6 +224,7 @@ fn phase_json(outcome: &Outcome) -> Value {
                 "max_ms": round3(max_ms(latency)),
                 "writer_cpu_s": m.usage.writer_cpu.map(round3),
                 "bench_cpu_s": m.usage.bench_cpu.map(round3),
+                "machine_busy": m.usage.machine_busy.map(round3),
                 "refused": m.tally.refused,
             })
         }

@@ -7,10 +7,9 @@
 //! then `--unary-concurrency` callers each take a signal and send its
 //! events one call at a time until `--signals` events are answered.
 
-use super::{Context, Measured, Meter, Tally, Unit, batched, join, until_accepted};
+use super::{Context, Measured, Meter, Tally, Unit, batched, join, record_event};
 use crate::BenchError;
 use crate::args::PhaseName;
-use audit_proto::v1 as pb;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -47,14 +46,7 @@ pub async fn run(cx: &Context<'_>) -> Result<Measured, BenchError> {
                         break 'signals;
                     }
                     let started = Instant::now();
-                    tally.refused += until_accepted("RecordEvent", || {
-                        let mut client = client.clone();
-                        let request = pb::RecordEventRequest {
-                            event: Some(event.clone()),
-                        };
-                        async move { client.record_event(request).await }
-                    })
-                    .await?;
+                    tally.refused += record_event(&client, event).await?;
                     tally.done(1, started);
                 }
             }

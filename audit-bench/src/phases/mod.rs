@@ -14,10 +14,11 @@ pub mod unary;
 
 use crate::BenchError;
 use crate::args::{IngestArgs, PhaseName};
-use crate::measure::{cpu_seconds, histogram, record};
+use crate::measure::{cpu_seconds, histogram, machine_jiffies, record};
 use crate::workload::Workload;
 use crate::writer::WriterProcess;
 use audit_db::PgPool;
+use audit_proto::v1 as pb;
 use audit_proto::v1::signal_writer_service_client::SignalWriterServiceClient;
 use hdrhistogram::Histogram;
 use std::future::Future;
@@ -52,7 +53,7 @@ impl Context<'_> {
     }
 
     /// `--channels` writer clients, connected before any clock starts.
-    pub async fn clients(&self) -> Result<Vec<SignalWriterServiceClient<Channel>>, BenchError> {
+    pub async fn clients(&self) -> Result<Vec<WriterClient>, BenchError> {
         let mut clients = Vec::with_capacity(self.args.channels);
         for _ in 0..self.args.channels {
             clients.push(SignalWriterServiceClient::new(self.writer.channel().await?));
@@ -90,6 +91,7 @@ pub struct Meter {
     writer_pid: String,
     writer_cpu: Option<f64>,
     bench_cpu: Option<f64>,
+    machine: Option<(u64, u64)>,
 }
 
 pub struct Usage {
@@ -98,6 +100,9 @@ pub struct Usage {
     pub writer_cpu: Option<f64>,
     /// CPU seconds this load generator used.
     pub bench_cpu: Option<f64>,
+    /// Share of all cores' time that was busy (anything: writer, bench,
+    /// PostgreSQL, replica, other processes), 0 to 1.
+    pub machine_busy: Option<f64>,
 }
 
 impl Meter {
@@ -105,6 +110,7 @@ impl Meter {
         Self {
             writer_cpu: cpu_seconds(writer.pid()),
             bench_cpu: cpu_seconds("self"),
+            machine: machine_jiffies(),
             writer_pid: writer.pid().to_owned(),
             started: Instant::now(),
         }
@@ -113,10 +119,17 @@ impl Meter {
     pub fn stop(self) -> Usage {
         let elapsed = self.started.elapsed();
         let used = |before: Option<f64>, pid: &str| Some(cpu_seconds(pid)? - before?);
+        let machine_busy = match (self.machine, machine_jiffies()) {
+            (Some((busy0, total0)), Some((busy1, total1))) if total1 > total0 => {
+                Some(busy1.saturating_sub(busy0) as f64 / (total1 - total0) as f64)
+            }
+            _ => None,
+        };
         Usage {
             elapsed,
             writer_cpu: used(self.writer_cpu, &self.writer_pid),
             bench_cpu: used(self.bench_cpu, "self"),
+            machine_busy,
         }
     }
 }
@@ -247,17 +260,25 @@ impl Backoff {
     }
 }
 
+pub type WriterClient = SignalWriterServiceClient<Channel>;
+
 /// One unary call, sent again while the writer answers RESOURCE_EXHAUSTED
 /// (writes are idempotent on their ids). Returns how often it was refused.
-pub async fn until_accepted<T, F, Fut>(call: &'static str, mut send: F) -> Result<usize, BenchError>
+pub async fn until_accepted<R, T, F, Fut>(
+    call: &'static str,
+    client: &WriterClient,
+    request: R,
+    send: F,
+) -> Result<usize, BenchError>
 where
-    F: FnMut() -> Fut,
+    R: Clone,
+    F: Fn(WriterClient, R) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
     let mut backoff = Backoff::default();
     let mut refused = 0;
     loop {
-        match send().await {
+        match send(client.clone(), request.clone()).await {
             Ok(_) => return Ok(refused),
             Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                 refused += 1;
@@ -268,6 +289,29 @@ where
             Err(status) => return Err(BenchError::call(call, status)),
         }
     }
+}
+
+/// RecordSignal for one signal; how often it was refused before it was taken.
+pub async fn record_signal(
+    client: &WriterClient,
+    signal: pb::NewSignal,
+) -> Result<usize, BenchError> {
+    let request = pb::RecordSignalRequest {
+        signal: Some(signal),
+    };
+    until_accepted("RecordSignal", client, request, |mut c, r| async move {
+        c.record_signal(r).await
+    })
+    .await
+}
+
+/// RecordEvent for one event; how often it was refused before it was taken.
+pub async fn record_event(client: &WriterClient, event: pb::NewEvent) -> Result<usize, BenchError> {
+    let request = pb::RecordEventRequest { event: Some(event) };
+    until_accepted("RecordEvent", client, request, |mut c, r| async move {
+        c.record_event(r).await
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -7,11 +7,10 @@
 //! stall delays the calls behind it and shows in their latency instead of
 //! silently slowing the schedule (no coordinated omission).
 
-use super::{Context, Measured, Meter, Tally, Unit, join, until_accepted};
+use super::{Context, Measured, Meter, Tally, Unit, join, record_signal};
 use crate::BenchError;
 use crate::args::PhaseName;
 use crate::measure::{histogram, quantile_ms, record};
-use audit_proto::v1 as pb;
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -30,16 +29,8 @@ pub async fn closed_loop(cx: &Context<'_>) -> Result<Measured, BenchError> {
             let mut tally = Tally::default();
             while let Some(items) = budget.claim(1) {
                 for i in items {
-                    let signal = workload.signal(i);
                     let started = Instant::now();
-                    tally.refused += until_accepted("RecordSignal", || {
-                        let mut client = client.clone();
-                        let request = pb::RecordSignalRequest {
-                            signal: Some(signal.clone()),
-                        };
-                        async move { client.record_signal(request).await }
-                    })
-                    .await?;
+                    tally.refused += record_signal(&client, workload.signal(i)).await?;
                     tally.done(1, started);
                 }
             }
@@ -93,14 +84,7 @@ pub async fn paced(cx: &Context<'_>, rate: f64) -> Result<Measured, BenchError> 
                 let signal = workload.signal(i);
                 calls.spawn(async move {
                     let lag = due.elapsed();
-                    let refused = until_accepted("RecordSignal", || {
-                        let mut client = client.clone();
-                        let request = pb::RecordSignalRequest {
-                            signal: Some(signal.clone()),
-                        };
-                        async move { client.record_signal(request).await }
-                    })
-                    .await?;
+                    let refused = record_signal(&client, signal).await?;
                     Ok(Answer {
                         latency: due.elapsed(),
                         lag,

@@ -1,0 +1,52 @@
+//! Data for analytics, and the analytics benchmark.
+//!
+//! - `history`: a deterministic, realistic pipeline history written through
+//!   the writer's gRPC API (many tickers, every status, retries, errors,
+//!   HTTP failures, late events), for demos and end-to-end checks.
+//! - `bulk`: millions of events generated inside PostgreSQL (deterministic:
+//!   `setseed`), far faster than any API, then the rollups brought up to date.
+//! - `run`: each dashboard question answered by the reader over gRPC (from
+//!   the replica's rollups) and the same question answered from raw events
+//!   in the same run, with p50/p99 latencies and the speed-up.
+
+mod bulk;
+mod history;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Parser)]
+#[command(name = "audit-analytics-bench", version, about = "Signal Audit Trail data generators and analytics benchmark")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a realistic history through the writer (gRPC).
+    History(history::Args),
+    /// Generate events in bulk inside PostgreSQL and refresh the rollups.
+    Bulk(bulk::Args),
+    /// Measure the dashboard RPCs against raw-event queries.
+    Run(run::Args),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::History(args) => history::run(args).await,
+        Command::Bulk(args) => bulk::run(args).await,
+        Command::Run(args) => run::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("audit-analytics-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Reproduces the analytics figures in BENCHMARKS.md:
+#
+#   scripts/bench-analytics.sh [EVENTS]        # default 10000000
+#
+# Builds release binaries, starts a throw-away primary + streaming replica
+# (scripts/pg-cluster.sh) in a temporary folder on ports of its own, creates
+# and migrates a `bench` database, generates EVENTS events in bulk inside
+# PostgreSQL (audit-analytics-bench bulk: deterministic, not through gRPC),
+# refreshes the rollups, waits for the replica, starts audit-reader on the
+# replica and runs `audit-analytics-bench run`, then removes everything.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+EVENTS=${1:-10000000}
+PRIMARY_PORT=${BENCH_PRIMARY_PORT:-57632}
+REPLICA_PORT=${BENCH_REPLICA_PORT:-57633}
+READER=127.0.0.1:${BENCH_READER_PORT:-57652}
+
+cargo build --release -p audit-writer -p audit-reader -p audit-analytics-bench
+
+STATE=$(mktemp -d /tmp/audit-abench-XXXXXX)
+chmod 755 "$STATE"
+READER_PID=
+cleanup() {
+    [[ -z $READER_PID ]] || kill "$READER_PID" 2>/dev/null || true
+    scripts/pg-cluster.sh stop "$STATE" >/dev/null 2>&1 || true
+    rm -rf -- "$STATE"
+}
+trap cleanup EXIT
+
+scripts/pg-cluster.sh start "$STATE" "$PRIMARY_PORT" "$REPLICA_PORT" >/dev/null
+PRIMARY=postgres://postgres@127.0.0.1:$PRIMARY_PORT/bench
+REPLICA=postgres://postgres@127.0.0.1:$REPLICA_PORT/bench
+psql -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d postgres -c 'CREATE DATABASE bench'
+AUDIT_DATABASE_URL=$PRIMARY RUST_LOG=warn target/release/audit-writer migrate
+target/release/audit-analytics-bench bulk --database-url "$PRIMARY" --events "$EVENTS"
+
+# Wait until the replica has everything the primary flushed.
+LSN=$(psql -qAt -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d bench -c 'SELECT pg_current_wal_flush_lsn()')
+until [[ $(psql -qAt -h 127.0.0.1 -p "$REPLICA_PORT" -U postgres -d bench \
+    -c "SELECT pg_last_wal_replay_lsn() >= '$LSN'::pg_lsn") == t ]]; do sleep 1; done
+
+AUDIT_REPLICA_URL=$REPLICA AUDIT_READER_LISTEN=$READER AUDIT_POOL_MIN=4 AUDIT_POOL_MAX=8 RUST_LOG=warn \
+    target/release/audit-reader serve &
+READER_PID=$!
+for _ in $(seq 100); do
+    grpcurl -plaintext "$READER" grpc.health.v1.Health/Check >/dev/null 2>&1 && break
+    sleep 0.2
+done
+target/release/audit-analytics-bench run --reader "http://$READER" --replica-url "$REPLICA"
