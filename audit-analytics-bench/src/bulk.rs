@@ -110,15 +110,23 @@ pub async fn run(args: Args) -> Result<(), Error> {
         // Multi-statement chunk with its own transaction; the bind-free
         // batch form cannot take parameters, so the bounds are inlined
         // (they are integers computed here, not input).
-        let sql = GENERATE.replace("$1", &done.to_string()).replace("$2", &n.to_string());
+        let sql = GENERATE
+            .replace("$1", &done.to_string())
+            .replace("$2", &n.to_string());
         conn.batch_execute(&format!("BEGIN; {sql} COMMIT;")).await?;
         done += n;
-        eprintln!("bulk: {done}/{signals} signals ({:.0} s)", started.elapsed().as_secs_f64());
+        eprintln!(
+            "bulk: {done}/{signals} signals ({:.0} s)",
+            started.elapsed().as_secs_f64()
+        );
     }
     let Count { n: events } = diesel::sql_query("SELECT count(*) AS n FROM signal_events")
         .get_result(&mut conn)
         .await?;
-    eprintln!("bulk: {events} events in {:.0} s; refreshing rollups", started.elapsed().as_secs_f64());
+    eprintln!(
+        "bulk: {events} events in {:.0} s; refreshing rollups",
+        started.elapsed().as_secs_f64()
+    );
     drop(conn);
     let refreshed = Instant::now();
     let buckets = rollups::refresh(&pool).await?;

@@ -26,15 +26,39 @@ pub struct Args {
 }
 
 pub const TICKERS: &[&str] = &[
-    "NASDAQ:AAPL", "MSFT.US", "NVDA", "TSLA", "AMZN.US", "GOOGL", "META", "SPY", "QQQ", "IWM",
-    "BTC-USD", "ETH/USD", "SOL-USD", "EUR-USD", "GBP/USD", "USD_JPY", "VOD.L", "SAP.DE", "BRK.B", "JPM",
+    "NASDAQ:AAPL",
+    "MSFT.US",
+    "NVDA",
+    "TSLA",
+    "AMZN.US",
+    "GOOGL",
+    "META",
+    "SPY",
+    "QQQ",
+    "IWM",
+    "BTC-USD",
+    "ETH/USD",
+    "SOL-USD",
+    "EUR-USD",
+    "GBP/USD",
+    "USD_JPY",
+    "VOD.L",
+    "SAP.DE",
+    "BRK.B",
+    "JPM",
 ];
 
 fn uuid(rng: &mut StdRng) -> String {
     uuid::Uuid::from_u128(rng.random::<u128>() & !(0xf000 << 64) | (0x4000 << 64)).to_string()
 }
 
-fn event(rng: &mut StdRng, signal: &str, status: S, location: L, at: DateTime<Utc>) -> pb::NewEvent {
+fn event(
+    rng: &mut StdRng,
+    signal: &str,
+    status: S,
+    location: L,
+    at: DateTime<Utc>,
+) -> pb::NewEvent {
     pb::NewEvent {
         event_id: uuid(rng),
         signal_id: signal.into(),
@@ -48,7 +72,11 @@ fn event(rng: &mut StdRng, signal: &str, status: S, location: L, at: DateTime<Ut
 
 /// One signal's life: the signal, its events in order, and events that
 /// arrive late (sent with the next batch, stamped in the past).
-fn life(rng: &mut StdRng, now: DateTime<Utc>, hours: i64) -> (pb::NewSignal, Vec<pb::NewEvent>, Vec<pb::NewEvent>) {
+fn life(
+    rng: &mut StdRng,
+    now: DateTime<Utc>,
+    hours: i64,
+) -> (pb::NewSignal, Vec<pb::NewEvent>, Vec<pb::NewEvent>) {
     let id = uuid(rng);
     let ticker = TICKERS[rng.random_range(0..TICKERS.len())];
     let t0 = now - TimeDelta::seconds(rng.random_range(60..hours * 3600));
@@ -59,8 +87,15 @@ fn life(rng: &mut StdRng, now: DateTime<Utc>, hours: i64) -> (pb::NewSignal, Vec
         side: if rng.random_bool(0.5) { "buy" } else { "sell" }.into(),
         action: ["open", "close", "scale_in"][rng.random_range(0..3)].into(),
         price,
-        original_signal_json: format!(r#"{{"ticker":"{ticker}","price":{price},"strategy":"s{}"}}"#, rng.random_range(0..12)),
-        tags: if rng.random_bool(0.1) { vec!["vip".into()] } else { vec![] },
+        original_signal_json: format!(
+            r#"{{"ticker":"{ticker}","price":{price},"strategy":"s{}"}}"#,
+            rng.random_range(0..12)
+        ),
+        tags: if rng.random_bool(0.1) {
+            vec!["vip".into()]
+        } else {
+            vec![]
+        },
         received_at: Some(audit_core::convert::to_timestamp(t0)),
     };
     let mut at = t0;
@@ -122,7 +157,8 @@ fn life(rng: &mut StdRng, now: DateTime<Utc>, hours: i64) -> (pb::NewSignal, Vec
             } else if roll == 10 {
                 done.event_type = S::ForwardedGenericError.into();
                 done.http_status = 0;
-                done.error_info_json = r#"{"type":"connection","message":"connection reset by broker"}"#.into();
+                done.error_info_json =
+                    r#"{"type":"connection","message":"connection reset by broker"}"#.into();
             }
             events.push(done);
         }
@@ -160,11 +196,17 @@ pub async fn run(args: Args) -> Result<(), Error> {
     }
     if !late_from_previous.is_empty() {
         let done = writer
-            .record_batch(pb::RecordBatchRequest { signals: vec![], events: late_from_previous })
+            .record_batch(pb::RecordBatchRequest {
+                signals: vec![],
+                events: late_from_previous,
+            })
             .await?
             .into_inner();
         events += usize::try_from(done.events_created).unwrap_or(0);
     }
-    println!("history: {signals} signals and {events} events written through {} (seed {})", args.writer, args.seed);
+    println!(
+        "history: {signals} signals and {events} events written through {} (seed {})",
+        args.writer, args.seed
+    );
     Ok(())
 }

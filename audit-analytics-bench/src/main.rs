@@ -19,7 +19,11 @@ use std::process::ExitCode;
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, Parser)]
-#[command(name = "audit-analytics-bench", version, about = "Signal Audit Trail data generators and analytics benchmark")]
+#[command(
+    name = "audit-analytics-bench",
+    version,
+    about = "Signal Audit Trail data generators and analytics benchmark"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -41,7 +41,11 @@ where
     for i in 0..iterations {
         let at = Instant::now();
         call(i).await?;
-        h.record(u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX).max(1))?;
+        h.record(
+            u64::try_from(at.elapsed().as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        )?;
     }
     Ok(h)
 }
@@ -53,7 +57,9 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 fn range(end: DateTime<Utc>, shift: u64) -> Option<pb::TimeRange> {
     let end = end - TimeDelta::seconds(i64::try_from(shift).unwrap_or(0));
     Some(pb::TimeRange {
-        start: Some(audit_core::convert::to_timestamp(end - TimeDelta::hours(24))),
+        start: Some(audit_core::convert::to_timestamp(
+            end - TimeDelta::hours(24),
+        )),
         end: Some(audit_core::convert::to_timestamp(end)),
     })
 }
@@ -87,8 +93,14 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let client = SignalAnalyticsServiceClient::connect(args.reader.clone()).await?;
     let end = Utc::now();
     let n = args.iterations;
-    println!("analytics bench: {n} calls per RPC, {} runs per raw query, last 24 h", args.raw_iterations);
-    println!("{:<34} {:>10} {:>10} {:>12} {:>12} {:>9}", "question", "rpc p50", "rpc p99", "raw p50", "raw p99", "speed-up");
+    println!(
+        "analytics bench: {n} calls per RPC, {} runs per raw query, last 24 h",
+        args.raw_iterations
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>12} {:>12} {:>9}",
+        "question", "rpc p50", "rpc p99", "raw p50", "raw p99", "speed-up"
+    );
 
     let metrics = time(n, |i| {
         let mut c = client.clone();
@@ -103,7 +115,10 @@ pub async fn run(args: Args) -> Result<(), Error> {
         }
     })
     .await?;
-    let metrics_raw = time(args.raw_iterations, |_| raw_owned(&args.replica_url, RAW_METRICS, end)).await?;
+    let metrics_raw = time(args.raw_iterations, |_| {
+        raw_owned(&args.replica_url, RAW_METRICS, end)
+    })
+    .await?;
     row("GetMetrics (24 h, hourly)", &metrics, &metrics_raw);
 
     let series = time(n, |i| {
@@ -121,19 +136,28 @@ pub async fn run(args: Args) -> Result<(), Error> {
         }
     })
     .await?;
-    let series_raw = time(args.raw_iterations, |_| raw_owned(&args.replica_url, RAW_SERIES, end)).await?;
+    let series_raw = time(args.raw_iterations, |_| {
+        raw_owned(&args.replica_url, RAW_SERIES, end)
+    })
+    .await?;
     row("GetTimeSeries (24 h, per minute)", &series, &series_raw);
 
     let errors = time(n, |i| {
         let mut c = client.clone();
         async move {
-            c.get_error_breakdown(pb::GetErrorBreakdownRequest { time_range: range(end, i), ticker: String::new() })
-                .await?;
+            c.get_error_breakdown(pb::GetErrorBreakdownRequest {
+                time_range: range(end, i),
+                ticker: String::new(),
+            })
+            .await?;
             Ok(())
         }
     })
     .await?;
-    let errors_raw = time(args.raw_iterations, |_| raw_owned(&args.replica_url, RAW_ERRORS, end)).await?;
+    let errors_raw = time(args.raw_iterations, |_| {
+        raw_owned(&args.replica_url, RAW_ERRORS, end)
+    })
+    .await?;
     row("GetErrorBreakdown (24 h)", &errors, &errors_raw);
 
     let cached = time(n, |_| {
@@ -149,7 +173,12 @@ pub async fn run(args: Args) -> Result<(), Error> {
         }
     })
     .await?;
-    println!("{:<34} {:>8.2}ms {:>8.2}ms", "GetMetrics, cached answer", ms(&cached, 0.5), ms(&cached, 0.99));
+    println!(
+        "{:<34} {:>8.2}ms {:>8.2}ms",
+        "GetMetrics, cached answer",
+        ms(&cached, 0.5),
+        ms(&cached, 0.99)
+    );
     Ok(())
 }
 
@@ -161,7 +190,11 @@ async fn raw_owned(url: &str, sql: &'static str, end: DateTime<Utc>) -> Result<(
 
 fn row(name: &str, rpc: &Histogram<u64>, raw: &Histogram<u64>) {
     let speedup = ms(raw, 0.5) / ms(rpc, 0.5).max(0.001);
-    let verdict = if ms(rpc, 0.99) < 50.0 && speedup >= 20.0 { "PASS" } else { "MISS" };
+    let verdict = if ms(rpc, 0.99) < 50.0 && speedup >= 20.0 {
+        "PASS"
+    } else {
+        "MISS"
+    };
     println!(
         "{name:<34} {:>8.2}ms {:>8.2}ms {:>10.1}ms {:>10.1}ms {:>8.0}x  {verdict} (p99 < 50 ms and >= 20x)",
         ms(rpc, 0.5),
