@@ -1,5 +1,12 @@
-//! Keeps `signal_metrics_summary` exact (see the migration that creates it
-//! for the design). Runs on the primary, from the writer.
+//! Keeps `signal_metrics_summary` and `signal_error_summary` exact (see the
+//! migrations that create them for the design). Runs on the primary, from
+//! the writer.
+//!
+//! One pass, one transaction: take the dirty (minute, ticker) keys the
+//! `signal_events` trigger queued, recompute those minutes from raw events,
+//! the overall ('*') minutes from the per-ticker minutes, then the hours and
+//! days containing them from the finer rows. Nothing a writer does waits on
+//! this; a key dirtied while a pass runs stays queued for the next pass.
 //!
 //! Raw SQL: the recomputation is one aggregate per dirty key with FILTER
 //! clauses, a nested histogram aggregation and upserts, which diesel's DSL
@@ -107,6 +114,57 @@ fn roll_up(from: &str, to: &str, unit: &str, span: &str, ticker_filter: &str) ->
     )
 }
 
+/// Failed events of a dirty key, by stage, error type and HTTP status.
+const ERROR_MINUTES_FROM_EVENTS: &str = "
+WITH keys AS (
+    SELECT DISTINCT bucket, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)
+)
+INSERT INTO signal_error_summary (period_type, period_start, normalised_ticker, stage, error_type,
+    http_status, events)
+SELECT 'minute', k.bucket, k.ticker, e.event_type,
+       left(COALESCE(e.error_info ->> 'type', e.error_info ->> 'kind',
+                     CASE WHEN e.error_info IS NULL THEN 'http' ELSE 'unknown' END), 64) AS error_type,
+       COALESCE(e.http_status, 0) AS http_status, count(*)
+FROM keys k
+JOIN signal_events e ON e.ts >= k.bucket AND e.ts < k.bucket + interval '1 minute'
+                    AND (e.error_info IS NOT NULL OR e.http_status >= 400)
+JOIN signals s ON s.signal_id = e.signal_id AND s.normalised_ticker = k.ticker
+GROUP BY k.bucket, k.ticker, e.event_type, error_type, http_status";
+
+/// The distinct (`unit` bucket, ticker) pairs of the bound key arrays.
+fn keys_by(unit: &str) -> String {
+    format!(
+        "SELECT DISTINCT date_trunc('{unit}', bucket) AS bucket, ticker \
+         FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)"
+    )
+}
+
+/// Drops the `period` error rows of the keys' `unit` buckets, so that a
+/// combination that no longer occurs does not linger (an upsert would keep it).
+fn errors_clear(period: &str, unit: &str) -> String {
+    format!(
+        "DELETE FROM signal_error_summary m USING ({}) k \
+         WHERE m.period_type = '{period}' AND m.period_start = k.bucket \
+           AND m.normalised_ticker = k.ticker",
+        keys_by(unit)
+    )
+}
+
+/// Rebuilds the `to` error rows of the keys' `unit` buckets from the `from` rows.
+fn errors_roll_up(from: &str, to: &str, unit: &str, span: &str) -> String {
+    format!(
+        "WITH keys AS ({}) \
+         INSERT INTO signal_error_summary (period_type, period_start, normalised_ticker, stage, \
+             error_type, http_status, events) \
+         SELECT '{to}', k.bucket, k.ticker, m.stage, m.error_type, m.http_status, sum(m.events)::bigint \
+         FROM keys k JOIN signal_error_summary m \
+           ON m.period_type = '{from}' AND m.period_start >= k.bucket \
+          AND m.period_start < k.bucket + interval '{span}' AND m.normalised_ticker = k.ticker \
+         GROUP BY k.bucket, k.ticker, m.stage, m.error_type, m.http_status",
+        keys_by(unit)
+    )
+}
+
 #[derive(QueryableByName)]
 struct DirtyKey {
     #[diesel(sql_type = Timestamptz)]
@@ -174,6 +232,13 @@ async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<usize, DbError> {
                 ticker_set,
             )
             .await?;
+        }
+        // Failed events by dimension: per ticker only (see the migration).
+        run(conn, errors_clear("minute", "minute"), &tickers).await?;
+        run(conn, ERROR_MINUTES_FROM_EVENTS.to_owned(), &tickers).await?;
+        for (from, to, span) in [("minute", "hour", "1 hour"), ("hour", "day", "1 day")] {
+            run(conn, errors_clear(to, to), &tickers).await?;
+            run(conn, errors_roll_up(from, to, to, span), &tickers).await?;
         }
     }
     diesel::sql_query("UPDATE rollup_state SET refreshed_at = now()")

@@ -255,11 +255,18 @@ impl SignalAnalyticsService for AnalyticsService {
         request: Request<pb::GetErrorBreakdownRequest>,
     ) -> Result<Response<pb::GetErrorBreakdownResponse>, Status> {
         let request = request.into_inner();
-        let (from, to) = bounded_range(request.time_range.as_ref(), Period::Minute)?;
+        // Answered from day, hour and minute error rollups, so the range
+        // is bounded like an hourly series.
+        let (from, to) = bounded_range(request.time_range.as_ref(), Period::Hour)?;
         let ticker = match self.ticker(&request.ticker).await?.as_str() {
             "*" => String::new(),
             other => other.to_owned(),
         };
+        let as_of = analytics::as_of(&self.pool).await?;
+        let key = AnswerCache::key("GetErrorBreakdown", as_of.timestamp_micros(), &request);
+        if let Some(answer) = self.cache.get(&key).await {
+            return Ok(Response::new(answer));
+        }
         let rows = errors::breakdown(&self.pool, from, to, &ticker).await?;
         let pick = |dimension: &str| -> Vec<pb::ErrorCount> {
             rows.iter()
@@ -271,15 +278,16 @@ impl SignalAnalyticsService for AnalyticsService {
                 .collect()
         };
         let by_type = pick("type");
-        Ok(Response::new(pb::GetErrorBreakdownResponse {
+        let answer = pb::GetErrorBreakdownResponse {
             total: by_type.iter().map(|c| c.count).sum(),
             by_type,
             by_http_status: pick("http_status"),
             by_ticker: pick("ticker"),
             by_stage: pick("stage"),
-            // Read straight from the events: as fresh as the replica.
-            as_of: Some(to_timestamp(Utc::now())),
-        }))
+            as_of: Some(to_timestamp(as_of)),
+        };
+        self.cache.put(key, &answer).await;
+        Ok(Response::new(answer))
     }
 
     #[tracing::instrument(skip_all)]
@@ -368,7 +376,8 @@ impl SignalAnalyticsService for AnalyticsService {
                         ),
                         quality::Check::SummaryMismatch => (
                             pb::FindingKind::SummaryMismatch,
-                            "minute summary buckets that raw events do not add up to",
+                            "minute rollup buckets that raw events do not add up to \
+                             (buckets awaiting the refresher are not compared)",
                         ),
                     };
                     pb::Finding {
@@ -406,6 +415,7 @@ impl SignalAnalyticsService for AnalyticsService {
             "*" => String::new(),
             other => other.to_owned(),
         };
+        let as_of = analytics::replica_as_of(&self.pool).await?;
         let rows = stages::stage_latencies(&self.pool, from, to, &ticker, grouping).await?;
         Ok(Response::new(pb::GetStageLatenciesResponse {
             stages: rows
@@ -422,7 +432,8 @@ impl SignalAnalyticsService for AnalyticsService {
                     max: millis(row.max_ms),
                 })
                 .collect(),
-            as_of: Some(to_timestamp(Utc::now())),
+            // Raw events: as current as the replica's replay.
+            as_of: Some(to_timestamp(as_of)),
         }))
     }
 
@@ -548,20 +559,21 @@ impl SignalAnalyticsService for AnalyticsService {
                 "must end before recent starts",
             )));
         }
-        // Minute rollups up to a week, hour rollups beyond (bucket edges then
-        // round the windows to whole hours).
-        let period = if recent.1 - baseline.0 <= TimeDelta::days(7) {
+        // Minute rollups while both windows span at most MAX_BUCKETS
+        // minutes, hour rollups beyond (bucket edges then round the windows
+        // to whole hours), and no more than MAX_BUCKETS hours.
+        let span = (recent.1 - baseline.0).num_seconds();
+        let period = if span / Period::Minute.seconds() <= MAX_BUCKETS {
             Period::Minute
         } else {
             Period::Hour
         };
-        bounded_range(
-            Some(&pb::TimeRange {
-                start: Some(to_timestamp(baseline.0)),
-                end: Some(to_timestamp(recent.1)),
-            }),
-            period,
-        )?;
+        if span / period.seconds() > MAX_BUCKETS {
+            return Err(invalid(DomainError::invalid(
+                "baseline",
+                format!("baseline.start to recent.end is more than {MAX_BUCKETS} hours"),
+            )));
+        }
         let min_samples = if request.min_samples > 0 {
             request.min_samples
         } else {

@@ -475,6 +475,9 @@ async fn bad_arguments_are_invalid_naming_the_field() {
 async fn the_writer_refreshes_rollups_by_itself() {
     let app = TestApp::start_with(|writer, _| writer.rollup_refresh_ms = 50).await;
     let (signal, _) = app.record_signal("SPY").await;
+    // The ticker check reads `signals` on the replica: let it see the signal
+    // first, so only the rollup refresh is being waited for below.
+    app.wait_replica().await;
     let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
     let created = audit_core::convert::timestamp("t", signal.created_at.as_ref().unwrap()).unwrap();
     for _ in 0..200 {
@@ -531,6 +534,21 @@ async fn search_events_ranks_highlights_and_respects_filters() {
         batch.events.push(event);
         ids.push(id);
     }
+    // Eight more that mention one word 1..=8 times: ts_rank grows with the
+    // count, so the only right order is most mentions first (a wrong sort
+    // key gets this order by chance once in 8! runs).
+    let mut by_mentions = Vec::new();
+    for mentions in 1..=8 {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut signal = new_signal("SPY");
+        signal.signal_id = id.clone();
+        batch.signals.push(signal);
+        let mut event = new_event(&id, S::Processing, L::WorkerProcessing, None);
+        event.details = format!("fill report:{}", " slippage noted".repeat(mentions));
+        batch.events.push(event);
+        by_mentions.push(id);
+    }
+    by_mentions.reverse();
     let token = app
         .writer
         .clone()
@@ -571,6 +589,19 @@ async fn search_events_ranks_highlights_and_respects_filters() {
         hits.iter().map(|h| &h.snippet).collect::<Vec<_>>()
     );
     assert!(hits[0].rank >= hits[1].rank);
+
+    let hits = analytics
+        .search_events(search("slippage", None))
+        .await
+        .unwrap()
+        .into_inner()
+        .hits;
+    let found: Vec<&str> = hits
+        .iter()
+        .map(|h| h.event.as_ref().unwrap().signal_id.as_str())
+        .collect();
+    assert_eq!(found, by_mentions, "best rank first");
+    assert!(hits.windows(2).all(|w| w[0].rank > w[1].rank));
 
     // Web search syntax: a phrase and an exclusion.
     let hits = analytics

@@ -59,6 +59,22 @@ pub async fn as_of(pool: &PgPool) -> Result<DateTime<Utc>, DbError> {
     Ok(row.refreshed_at)
 }
 
+/// How current an answer read straight from raw events on this server is:
+/// now when it has replayed everything it received (or is the primary),
+/// else the commit time of the last transaction it replayed.
+pub async fn replica_as_of(pool: &PgPool) -> Result<DateTime<Utc>, DbError> {
+    let mut conn = pool.get().await?;
+    let row: AsOf = diesel::sql_query(
+        "SELECT CASE WHEN NOT pg_is_in_recovery() \
+                       OR pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() \
+                       OR pg_last_xact_replay_timestamp() IS NULL THEN now() \
+                     ELSE pg_last_xact_replay_timestamp() END AS refreshed_at",
+    )
+    .get_result(&mut conn)
+    .await?;
+    Ok(row.refreshed_at)
+}
+
 #[derive(QueryableByName)]
 struct Exists {
     #[diesel(sql_type = Bool)]

@@ -61,27 +61,60 @@ const COUNTERS: &str = "SELECT s.signal_id::text AS id, count(*) OVER () AS tota
                               AND e.event_type IN ('processing', 'forwarding') GROUP BY e.event_type) t) \
     ORDER BY 1 LIMIT $1";
 
-/// Minute buckets in the range whose counts raw events do not reproduce
-/// (coarser buckets are sums of these).
+/// Minute buckets starting in the range whose figures raw events do not
+/// reproduce: the counts and latency sum of `signal_metrics_summary`
+/// (coarser buckets are sums of these) and, per ticker, the failed-event
+/// total of `signal_error_summary`.
+///
+/// Whole minutes on both sides, so a range that starts or ends inside a
+/// minute compares that whole minute. Keys still queued in `rollup_dirty`
+/// are skipped: their rollups are behind, not wrong, and the refresher will
+/// rewrite them. Every key whose rollup is stale is queued there (the
+/// refresher takes keys and writes rollups in one transaction), so in one
+/// snapshot a mismatch outside the queue is real.
 fn summary() -> String {
     format!(
-        "WITH raw AS ( \
+        "WITH bounds AS (SELECT date_trunc('minute', $2::timestamptz) AS lo, $3::timestamptz AS hi), \
+         raw AS ( \
             SELECT t.ticker, date_trunc('minute', e.ts) AS bucket, count(*) AS events, \
                    count(*) FILTER (WHERE e.event_type = 'received') AS signals, \
                    count(*) FILTER (WHERE e.error_info IS NOT NULL OR e.http_status >= 400) AS errors, \
-                   count(*) FILTER (WHERE e.event_type::text IN {TERMINAL}) AS terminal \
-            FROM signal_events e JOIN signals s ON s.signal_id = e.signal_id \
-            CROSS JOIN LATERAL (VALUES (s.normalised_ticker), ('*')) AS t(ticker) \
-            WHERE e.ts >= $2 AND e.ts < $3 GROUP BY 1, 2), \
-         m AS (SELECT normalised_ticker AS ticker, period_start AS bucket, total_events AS events, \
-                      total_signals AS signals, error_events AS errors, terminal_events AS terminal \
-               FROM signal_metrics_summary WHERE period_type = 'minute' \
-                 AND period_start >= date_trunc('minute', $2::timestamptz) AND period_start < $3) \
-         SELECT format('minute %s %s', coalesce(r.ticker, m.ticker), \
-                       to_char(coalesce(r.bucket, m.bucket) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) AS id, \
+                   count(*) FILTER (WHERE e.event_type::text IN {TERMINAL}) AS terminal, \
+                   COALESCE(sum(GREATEST(0, (EXTRACT(EPOCH FROM e.ts - s.created_at) * 1000000)::bigint)) \
+                            FILTER (WHERE e.event_type::text IN {TERMINAL}), 0)::bigint AS latency_us \
+            FROM bounds b JOIN signal_events e \
+              ON e.ts >= b.lo AND e.ts < date_trunc('minute', b.hi) + interval '1 minute' \
+             AND date_trunc('minute', e.ts) < b.hi \
+            JOIN signals s ON s.signal_id = e.signal_id \
+            CROSS JOIN LATERAL (VALUES (s.normalised_ticker::text), ('*')) AS t(ticker) \
+            GROUP BY 1, 2), \
+         m AS (SELECT normalised_ticker::text AS ticker, period_start AS bucket, total_events AS events, \
+                      total_signals AS signals, error_events AS errors, terminal_events AS terminal, \
+                      processing_time_sum_us AS latency_us \
+               FROM bounds b JOIN signal_metrics_summary ON period_type = 'minute' \
+                 AND period_start >= b.lo AND period_start < b.hi), \
+         es AS (SELECT normalised_ticker::text AS ticker, period_start AS bucket, sum(events) AS errors \
+                FROM bounds b JOIN signal_error_summary ON period_type = 'minute' \
+                  AND period_start >= b.lo AND period_start < b.hi \
+                GROUP BY 1, 2), \
+         compared AS ( \
+            SELECT coalesce(r.ticker, m.ticker) AS ticker, coalesce(r.bucket, m.bucket) AS bucket, \
+                   (r.events, r.signals, r.errors, r.terminal, r.latency_us) \
+                       IS DISTINCT FROM (m.events, m.signals, m.errors, m.terminal, m.latency_us) AS differs, \
+                   coalesce(r.errors, 0) AS raw_errors \
+            FROM raw r FULL JOIN m ON m.ticker = r.ticker AND m.bucket = r.bucket), \
+         judged AS ( \
+            SELECT coalesce(c.ticker, es.ticker) AS ticker, coalesce(c.bucket, es.bucket) AS bucket \
+            FROM compared c FULL JOIN es ON es.ticker = c.ticker AND es.bucket = c.bucket \
+            WHERE coalesce(c.differs, false) \
+               OR (coalesce(c.ticker, es.ticker) <> '*' \
+                   AND coalesce(c.raw_errors, 0) IS DISTINCT FROM coalesce(es.errors, 0))) \
+         SELECT format('minute %s %s', j.ticker, \
+                       to_char(j.bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) AS id, \
                 count(*) OVER () AS total \
-         FROM raw r FULL JOIN m ON m.ticker = r.ticker AND m.bucket = r.bucket \
-         WHERE (r.events, r.signals, r.errors, r.terminal) IS DISTINCT FROM (m.events, m.signals, m.errors, m.terminal) \
+         FROM judged j \
+         WHERE NOT EXISTS (SELECT 1 FROM rollup_dirty d WHERE d.bucket_minute = j.bucket \
+                           AND (j.ticker = '*' OR d.normalised_ticker = j.ticker)) \
          ORDER BY 1 LIMIT $1"
     )
 }

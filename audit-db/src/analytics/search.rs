@@ -11,7 +11,7 @@ use crate::{DbError, PgPool};
 use chrono::{DateTime, Utc};
 use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Float, Integer, Text};
+use diesel::sql_types::{Bool, Float, Text};
 use diesel_async::RunQueryDsl;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +38,11 @@ pub async fn search(
             .bind::<Text, _>(query.to_owned())
             .sql(")")
     };
+    let rank = || {
+        sql::<Float>("ts_rank(search, websearch_to_tsquery('english', ")
+            .bind::<Text, _>(query.to_owned())
+            .sql("))")
+    };
     let mut q = signal_events::table
         .filter(signal_events::signal_id.eq_any(filtered(filter).select(signals::signal_id)))
         .filter(tsquery("search @@ "))
@@ -51,16 +56,20 @@ pub async fn search(
     let rows: Vec<(EventRow, f32, String)> = q
         .select((
             EventRow::as_select(),
-            sql::<Float>("ts_rank(search, websearch_to_tsquery('english', ")
-                .bind::<Text, _>(query.to_owned())
-                .sql("))"),
+            rank(),
             sql::<Text>(&format!(
                 "ts_headline('english', {DOCUMENT}, websearch_to_tsquery('english', "
             ))
             .bind::<Text, _>(query.to_owned())
             .sql("), 'StartSel=[, StopSel=], MaxFragments=2, MaxWords=20, MinWords=5')"),
         ))
-        .order((sql::<Integer>("2").desc(), signal_events::ts.desc()))
+        // By the rank expression itself: a positional `ORDER BY 2` would
+        // name the second column of the expanded EventRow, not the rank.
+        .order((
+            rank().desc(),
+            signal_events::ts.desc(),
+            signal_events::sequence.desc(),
+        ))
         .limit(limit)
         .load(&mut conn)
         .await?;
