@@ -24,18 +24,35 @@ const COUNTS: &str = "total_events, total_signals, queued_processing, processing
     forwarded_http_error, forwarded_generic_error, discarded, error_status, error_events, \
     terminal_events, processing_time_sum_us";
 
-/// Recomputes the minute buckets of the given keys from raw events.
-const MINUTES_FROM_EVENTS: &str = "
-WITH keys AS (
+/// The dirty keys, and the contiguous runs of their minutes (gaps and
+/// islands): each run is read with one range scan of `signal_events`
+/// instead of one scan per (minute, ticker) key, which would read every
+/// minute once per ticker. Events are kept only for keys that are dirty.
+const KEYED_EVENTS: &str = "
+keys AS (
     SELECT DISTINCT bucket, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)
-), ev AS (
-    SELECT k.bucket, k.ticker, e.event_type, e.error_info, e.http_status,
-           e.event_type IN ('rejected', 'forwarded_success', 'forwarded_timeout', 'forwarded_http_error',
-                            'forwarded_generic_error', 'discarded', 'error') AS terminal,
-           GREATEST(0, (EXTRACT(EPOCH FROM e.ts - s.created_at) * 1000000)::bigint) AS latency_us
-    FROM keys k
-    JOIN signal_events e ON e.ts >= k.bucket AND e.ts < k.bucket + interval '1 minute'
-    JOIN signals s ON s.signal_id = e.signal_id AND s.normalised_ticker = k.ticker
+), runs AS (
+    SELECT min(bucket) AS lo, max(bucket) + interval '1 minute' AS hi
+    FROM (SELECT bucket, bucket - row_number() OVER (ORDER BY bucket) * interval '1 minute' AS island
+          FROM (SELECT DISTINCT bucket FROM keys) d) t
+    GROUP BY island
+), keyed AS (
+    SELECT k.bucket, k.ticker, e.event_type, e.error_info, e.http_status, e.ts, s.created_at
+    FROM runs r
+    JOIN signal_events e ON e.ts >= r.lo AND e.ts < r.hi
+    JOIN signals s ON s.signal_id = e.signal_id
+    JOIN keys k ON k.bucket = date_trunc('minute', e.ts) AND k.ticker = s.normalised_ticker
+)";
+
+/// Recomputes the minute buckets of the given keys from raw events.
+fn minutes_from_events() -> String {
+    format!(
+        "WITH {KEYED_EVENTS}, ev AS (
+    SELECT bucket, ticker, event_type, error_info, http_status,
+           event_type IN ('rejected', 'forwarded_success', 'forwarded_timeout', 'forwarded_http_error',
+                          'forwarded_generic_error', 'discarded', 'error') AS terminal,
+           GREATEST(0, (EXTRACT(EPOCH FROM ts - created_at) * 1000000)::bigint) AS latency_us
+    FROM keyed
 ), hist AS (
     SELECT bucket, ticker, jsonb_object_agg(b, n) AS h
     FROM (SELECT bucket, ticker, latency_bucket(latency_us) AS b, count(*) AS n
@@ -62,74 +79,72 @@ WITH keys AS (
     FROM ev GROUP BY 1, 2
 )
 INSERT INTO signal_metrics_summary (period_type, period_start, period_end, normalised_ticker,
-    total_events, total_signals, queued_processing, processing, approved_signals, rejected_signals,
-    queued_forwarding, forwarding, forwarded_success, forwarded_timeout, forwarded_http_error,
-    forwarded_generic_error, discarded, error_status, error_events, terminal_events,
-    processing_time_sum_us, latency_histogram)
-SELECT 'minute', a.bucket, a.bucket + interval '1 minute', a.ticker,
-    total_events, total_signals, queued_processing, processing, approved_signals, rejected_signals,
-    queued_forwarding, forwarding, forwarded_success, forwarded_timeout, forwarded_http_error,
-    forwarded_generic_error, discarded, error_status, error_events, terminal_events,
-    processing_time_sum_us, COALESCE(h.h, '{}')
+    {COUNTS}, latency_histogram)
+SELECT 'minute', a.bucket, a.bucket + interval '1 minute', a.ticker, {COUNTS}, COALESCE(h.h, '{{}}')
 FROM agg a LEFT JOIN hist h USING (bucket, ticker)
-ON CONFLICT (period_type, normalised_ticker, period_start) DO UPDATE SET
-    total_events = EXCLUDED.total_events, total_signals = EXCLUDED.total_signals,
-    queued_processing = EXCLUDED.queued_processing, processing = EXCLUDED.processing,
-    approved_signals = EXCLUDED.approved_signals, rejected_signals = EXCLUDED.rejected_signals,
-    queued_forwarding = EXCLUDED.queued_forwarding, forwarding = EXCLUDED.forwarding,
-    forwarded_success = EXCLUDED.forwarded_success, forwarded_timeout = EXCLUDED.forwarded_timeout,
-    forwarded_http_error = EXCLUDED.forwarded_http_error,
-    forwarded_generic_error = EXCLUDED.forwarded_generic_error, discarded = EXCLUDED.discarded,
-    error_status = EXCLUDED.error_status, error_events = EXCLUDED.error_events,
-    terminal_events = EXCLUDED.terminal_events, processing_time_sum_us = EXCLUDED.processing_time_sum_us,
-    latency_histogram = EXCLUDED.latency_histogram, created_at = now()";
+ON CONFLICT (period_type, normalised_ticker, period_start) DO UPDATE SET {updates},
+    latency_histogram = EXCLUDED.latency_histogram, created_at = now()",
+        updates = updates()
+    )
+}
+
+/// `c = EXCLUDED.c` for every summed column.
+fn updates() -> String {
+    COUNTS
+        .split(", ")
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Rebuilds coarser buckets (`$to`, truncated with `$unit`) of the given
 /// tickers from the finer `$from` rows: sums and histogram merges, so the
-/// result is exactly what raw events would give.
+/// result is exactly what raw events would give. Histograms are merged as
+/// a set (every row's buckets expanded, summed per bucket index) rather than
+/// with the `histogram_merge` aggregate, which rebuilds a JSONB per row.
 fn roll_up(from: &str, to: &str, unit: &str, span: &str, ticker_filter: &str) -> String {
     let sums: String = COUNTS
         .split(", ")
-        .map(|c| format!("sum({c})::bigint"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let updates: String = COUNTS
-        .split(", ")
-        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .map(|c| format!("sum({c})::bigint AS {c}"))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
         "WITH keys AS (SELECT DISTINCT date_trunc('{unit}', bucket) AS bucket, ticker \
-                       FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)) \
+                       FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)), \
+         src AS (SELECT k.bucket, k.ticker, m.* FROM keys k JOIN signal_metrics_summary m \
+                   ON m.period_type = '{from}' AND m.period_start >= k.bucket \
+                  AND m.period_start < k.bucket + interval '{span}' AND {ticker_filter}), \
+         sums AS (SELECT bucket, ticker, {sums} FROM src GROUP BY bucket, ticker), \
+         hist AS (SELECT bucket, ticker, jsonb_object_agg(b, n) AS h \
+                  FROM (SELECT bucket, ticker, j.key AS b, sum(j.value::bigint) AS n \
+                        FROM src, jsonb_each_text(src.latency_histogram) AS j \
+                        GROUP BY 1, 2, 3) t \
+                  GROUP BY bucket, ticker) \
          INSERT INTO signal_metrics_summary (period_type, period_start, period_end, normalised_ticker, \
              {COUNTS}, latency_histogram) \
-         SELECT '{to}', k.bucket, k.bucket + interval '{span}', k.ticker, {sums}, \
-                histogram_merge(m.latency_histogram) \
-         FROM keys k JOIN signal_metrics_summary m \
-           ON m.period_type = '{from}' AND m.period_start >= k.bucket \
-          AND m.period_start < k.bucket + interval '{span}' AND {ticker_filter} \
-         GROUP BY k.bucket, k.ticker \
+         SELECT '{to}', s.bucket, s.bucket + interval '{span}', s.ticker, {COUNTS}, COALESCE(h.h, '{{}}') \
+         FROM sums s LEFT JOIN hist h USING (bucket, ticker) \
          ON CONFLICT (period_type, normalised_ticker, period_start) DO UPDATE SET {updates}, \
-             latency_histogram = EXCLUDED.latency_histogram, created_at = now()"
+             latency_histogram = EXCLUDED.latency_histogram, created_at = now()",
+        updates = updates()
     )
 }
 
-/// Failed events of a dirty key, by stage, error type and HTTP status.
-const ERROR_MINUTES_FROM_EVENTS: &str = "
-WITH keys AS (
-    SELECT DISTINCT bucket, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)
-)
+/// Failed events of the dirty keys, by stage, error type and HTTP status.
+fn error_minutes_from_events() -> String {
+    format!(
+        "WITH {KEYED_EVENTS}
 INSERT INTO signal_error_summary (period_type, period_start, normalised_ticker, stage, error_type,
     http_status, events)
-SELECT 'minute', k.bucket, k.ticker, e.event_type,
-       left(COALESCE(e.error_info ->> 'type', e.error_info ->> 'kind',
-                     CASE WHEN e.error_info IS NULL THEN 'http' ELSE 'unknown' END), 64) AS error_type,
-       COALESCE(e.http_status, 0) AS http_status, count(*)
-FROM keys k
-JOIN signal_events e ON e.ts >= k.bucket AND e.ts < k.bucket + interval '1 minute'
-                    AND (e.error_info IS NOT NULL OR e.http_status >= 400)
-JOIN signals s ON s.signal_id = e.signal_id AND s.normalised_ticker = k.ticker
-GROUP BY k.bucket, k.ticker, e.event_type, error_type, http_status";
+SELECT 'minute', bucket, ticker, event_type,
+       left(COALESCE(error_info ->> 'type', error_info ->> 'kind',
+                     CASE WHEN error_info IS NULL THEN 'http' ELSE 'unknown' END), 64) AS error_type,
+       COALESCE(http_status, 0) AS http_status, count(*)
+FROM keyed
+WHERE error_info IS NOT NULL OR http_status >= 400
+GROUP BY bucket, ticker, event_type, error_type, http_status"
+    )
+}
 
 /// The distinct (`unit` bucket, ticker) pairs of the bound key arrays.
 fn keys_by(unit: &str) -> String {
@@ -212,7 +227,7 @@ async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<usize, DbError> {
         };
         let by_ticker = "m.normalised_ticker = k.ticker";
         let all_tickers = "m.normalised_ticker <> '*'";
-        run(conn, MINUTES_FROM_EVENTS.to_owned(), &tickers).await?;
+        run(conn, minutes_from_events(), &tickers).await?;
         run(
             conn,
             roll_up("minute", "minute", "minute", "1 minute", all_tickers),
@@ -235,7 +250,7 @@ async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<usize, DbError> {
         }
         // Failed events by dimension: per ticker only (see the migration).
         run(conn, errors_clear("minute", "minute"), &tickers).await?;
-        run(conn, ERROR_MINUTES_FROM_EVENTS.to_owned(), &tickers).await?;
+        run(conn, error_minutes_from_events(), &tickers).await?;
         for (from, to, span) in [("minute", "hour", "1 hour"), ("hour", "day", "1 day")] {
             run(conn, errors_clear(to, to), &tickers).await?;
             run(conn, errors_roll_up(from, to, to, span), &tickers).await?;

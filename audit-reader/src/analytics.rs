@@ -118,6 +118,14 @@ fn micros(us: f64) -> prost_types::Duration {
 }
 
 fn bucket(row: metrics::MetricsRow) -> pb::MetricsBucket {
+    let metrics::MetricsRow {
+        period_start,
+        period_end,
+        counts: row,
+        p50_us,
+        p95_us,
+        p99_us,
+    } = row;
     let counts = [
         (SignalStatus::Received, row.total_signals),
         (SignalStatus::QueuedProcessing, row.queued_processing),
@@ -136,10 +144,10 @@ fn bucket(row: metrics::MetricsRow) -> pb::MetricsBucket {
         (SignalStatus::Discarded, row.discarded),
         (SignalStatus::Error, row.error_status),
     ];
-    let seconds = (row.period_end - row.period_start).num_milliseconds() as f64 / 1000.0;
+    let seconds = (period_end - period_start).num_milliseconds() as f64 / 1000.0;
     pb::MetricsBucket {
-        start: Some(to_timestamp(row.period_start)),
-        end: Some(to_timestamp(row.period_end)),
+        start: Some(to_timestamp(period_start)),
+        end: Some(to_timestamp(period_end)),
         signals: row.total_signals,
         events: row.total_events,
         events_by_status: counts
@@ -160,9 +168,9 @@ fn bucket(row: metrics::MetricsRow) -> pb::MetricsBucket {
         error_rate: ratio(row.error_events, row.total_events),
         avg_processing_time: (row.terminal_events > 0)
             .then(|| micros(row.processing_time_sum_us as f64 / row.terminal_events as f64)),
-        p50_processing_time: row.p50_us.map(micros),
-        p95_processing_time: row.p95_us.map(micros),
-        p99_processing_time: row.p99_us.map(micros),
+        p50_processing_time: p50_us.map(micros),
+        p95_processing_time: p95_us.map(micros),
+        p99_processing_time: p99_us.map(micros),
     }
 }
 

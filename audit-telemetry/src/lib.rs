@@ -84,7 +84,9 @@ where
         .trace_fn(grpc_span)
         .add_routes(routes)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // TCP_NODELAY on every accepted socket: with Nagle on, a small
+            // response waits for the client's delayed ACK (about 40 ms).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
                 shutdown.await;
                 health_task.abort();

@@ -231,6 +231,59 @@ async fn merged_percentiles_are_within_two_percent_of_percentile_cont() {
             );
         }
     }
+
+    // The same through GetMetrics, which merges the hourly sketches in the
+    // reader: its total percentiles must match percentile_cont too.
+    let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
+    let now = Utc::now();
+    for ticker in ["*", "AAPL", "BTCUSD"] {
+        let total = analytics
+            .get_metrics(pb::GetMetricsRequest {
+                time_range: Some(pb::TimeRange {
+                    start: Some(audit_core::convert::to_timestamp(now - TimeDelta::days(2))),
+                    end: Some(audit_core::convert::to_timestamp(now + TimeDelta::hours(1))),
+                }),
+                bucket_size: pb::BucketSize::Hour.into(),
+                ticker: if ticker == "*" {
+                    String::new()
+                } else {
+                    ticker.into()
+                },
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .total
+            .unwrap();
+        for (q, got) in [
+            (0.5, total.p50_processing_time),
+            (0.95, total.p95_processing_time),
+            (0.99, total.p99_processing_time),
+        ] {
+            let row: Quantiles = diesel::sql_query(
+                "SELECT (SELECT percentile_cont($1) WITHIN GROUP (ORDER BY \
+                            greatest(0, extract(epoch FROM e.ts - s.created_at) * 1000000)) \
+                         FROM signal_events e JOIN signals s USING (signal_id) \
+                         WHERE e.event_type::text IN ('rejected','forwarded_success','forwarded_timeout', \
+                              'forwarded_http_error','forwarded_generic_error','discarded','error') \
+                           AND ($2 = '*' OR s.normalised_ticker = $2))::float8 AS exact, 0::float8 AS sketch",
+            )
+            .bind::<Double, _>(q)
+            .bind::<Text, _>(ticker)
+            .get_result(&mut db)
+            .await
+            .unwrap();
+            let got = got.unwrap();
+            let got_us = got.seconds as f64 * 1e6 + f64::from(got.nanos) / 1e3;
+            let error = (got_us - row.exact).abs() / row.exact;
+            assert!(
+                error <= 0.02,
+                "GetMetrics {ticker} p{q}: {got_us} us vs exact {} us ({:.2}%)",
+                row.exact,
+                100.0 * error
+            );
+        }
+    }
 }
 
 fn range(start: DateTime<Utc>, minutes: i64) -> Option<pb::TimeRange> {

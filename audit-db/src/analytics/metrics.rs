@@ -1,19 +1,27 @@
 //! GetMetrics and GetTimeSeries: answered from `signal_metrics_summary`.
 
 use super::Period;
+use super::histogram::LatencyHistogram;
 use crate::{DbError, PgPool};
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Bool, Double, Integer, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Bool, Double, Integer, Jsonb, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
 
 /// One bucket (or the merge of a range of them).
-#[derive(Debug, Clone, PartialEq, QueryableByName)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MetricsRow {
-    #[diesel(sql_type = Timestamptz)]
     pub period_start: DateTime<Utc>,
-    #[diesel(sql_type = Timestamptz)]
     pub period_end: DateTime<Utc>,
+    pub counts: Counts,
+    pub p50_us: Option<f64>,
+    pub p95_us: Option<f64>,
+    pub p99_us: Option<f64>,
+}
+
+/// The additive figures of a summary row: a range's figures are their sums.
+#[derive(Debug, Clone, Default, PartialEq, QueryableByName)]
+pub struct Counts {
     #[diesel(sql_type = BigInt)]
     pub total_events: i64,
     #[diesel(sql_type = BigInt)]
@@ -48,12 +56,40 @@ pub struct MetricsRow {
     pub terminal_events: i64,
     #[diesel(sql_type = BigInt)]
     pub processing_time_sum_us: i64,
-    #[diesel(sql_type = Nullable<Double>)]
-    pub p50_us: Option<f64>,
-    #[diesel(sql_type = Nullable<Double>)]
-    pub p95_us: Option<f64>,
-    #[diesel(sql_type = Nullable<Double>)]
-    pub p99_us: Option<f64>,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Self) {
+        self.total_events += o.total_events;
+        self.total_signals += o.total_signals;
+        self.queued_processing += o.queued_processing;
+        self.processing += o.processing;
+        self.approved_signals += o.approved_signals;
+        self.rejected_signals += o.rejected_signals;
+        self.queued_forwarding += o.queued_forwarding;
+        self.forwarding += o.forwarding;
+        self.forwarded_success += o.forwarded_success;
+        self.forwarded_timeout += o.forwarded_timeout;
+        self.forwarded_http_error += o.forwarded_http_error;
+        self.forwarded_generic_error += o.forwarded_generic_error;
+        self.discarded += o.discarded;
+        self.error_status += o.error_status;
+        self.error_events += o.error_events;
+        self.terminal_events += o.terminal_events;
+        self.processing_time_sum_us += o.processing_time_sum_us;
+    }
+}
+
+#[derive(QueryableByName)]
+struct SummaryRow {
+    #[diesel(sql_type = Timestamptz)]
+    period_start: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    period_end: DateTime<Utc>,
+    #[diesel(embed)]
+    counts: Counts,
+    #[diesel(sql_type = Jsonb)]
+    latency_histogram: serde_json::Value,
 }
 
 const COUNTS: &str = "total_events, total_signals, queued_processing, processing, approved_signals, \
@@ -67,7 +103,24 @@ const RANGE: &str = "FROM signal_metrics_summary \
     WHERE period_type = $1::metrics_period AND normalised_ticker = $2 \
       AND period_start >= date_trunc($1, $3) AND period_start < $4";
 
-/// Per-bucket rows, oldest first, and the whole range merged.
+fn with_quantiles(
+    period_start: DateTime<Utc>,
+    period_end: DateTime<Utc>,
+    counts: Counts,
+    h: &LatencyHistogram,
+) -> MetricsRow {
+    MetricsRow {
+        period_start,
+        period_end,
+        counts,
+        p50_us: h.quantile(0.5),
+        p95_us: h.quantile(0.95),
+        p99_us: h.quantile(0.99),
+    }
+}
+
+/// Per-bucket rows, oldest first, and the whole range merged (sums of the
+/// same rows, histograms merged), read in one query.
 pub async fn metrics(
     pool: &PgPool,
     period: Period,
@@ -76,15 +129,8 @@ pub async fn metrics(
     to: DateTime<Utc>,
 ) -> Result<(Vec<MetricsRow>, MetricsRow), DbError> {
     let mut conn = pool.get().await?;
-    let quantiles = |h: &str| {
-        format!(
-            "histogram_quantile({h}, 0.5) AS p50_us, histogram_quantile({h}, 0.95) AS p95_us, \
-             histogram_quantile({h}, 0.99) AS p99_us"
-        )
-    };
-    let buckets: Vec<MetricsRow> = diesel::sql_query(format!(
-        "SELECT period_start, period_end, {COUNTS}, {} {RANGE} ORDER BY period_start",
-        quantiles("latency_histogram")
+    let rows: Vec<SummaryRow> = diesel::sql_query(format!(
+        "SELECT period_start, period_end, {COUNTS}, latency_histogram {RANGE} ORDER BY period_start"
     ))
     .bind::<Text, _>(period.as_str())
     .bind::<Text, _>(ticker)
@@ -92,21 +138,20 @@ pub async fn metrics(
     .bind::<Timestamptz, _>(to)
     .load(&mut conn)
     .await?;
-    let sums: String = COUNTS
-        .split(", ")
-        .map(|c| format!("COALESCE(sum({c}), 0)::bigint AS {c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let total: MetricsRow = diesel::sql_query(format!(
-        "SELECT date_trunc($1, $3) AS period_start, $4 AS period_end, {sums}, {} {RANGE}",
-        quantiles("histogram_merge(latency_histogram)")
-    ))
-    .bind::<Text, _>(period.as_str())
-    .bind::<Text, _>(ticker)
-    .bind::<Timestamptz, _>(from)
-    .bind::<Timestamptz, _>(to)
-    .get_result(&mut conn)
-    .await?;
+    drop(conn);
+    let mut total_counts = Counts::default();
+    let mut total_histogram = LatencyHistogram::default();
+    let buckets = rows
+        .into_iter()
+        .map(|row| {
+            let h = LatencyHistogram::from_json(&row.latency_histogram);
+            total_counts.add(&row.counts);
+            total_histogram.merge(&h);
+            with_quantiles(row.period_start, row.period_end, row.counts, &h)
+        })
+        .collect();
+    let start = period.floor(from);
+    let total = with_quantiles(start, to, total_counts, &total_histogram);
     Ok((buckets, total))
 }
 

@@ -5,6 +5,7 @@
 
 pub mod activity;
 pub mod errors;
+pub mod histogram;
 pub mod metrics;
 pub mod quality;
 pub mod regressions;
@@ -13,7 +14,7 @@ pub mod stages;
 pub mod trends;
 
 use crate::{DbError, PgPool};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{Bool, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
@@ -41,6 +42,15 @@ impl Period {
             Self::Hour => 3_600,
             Self::Day => 86_400,
         }
+    }
+
+    /// The start of the bucket holding `t`, as `date_trunc` gives it in a
+    /// UTC session (every pool sets its time zone to UTC).
+    pub fn floor(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        // Truncation to minutes, hours or days of the Unix epoch cannot
+        // fail for timestamps PostgreSQL stores.
+        t.duration_trunc(TimeDelta::seconds(self.seconds()))
+            .unwrap_or(t)
     }
 }
 
