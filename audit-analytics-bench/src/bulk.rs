@@ -127,6 +127,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
         "bulk: {events} events in {:.0} s; refreshing rollups",
         started.elapsed().as_secs_f64()
     );
+    // Fresh statistics, so the refresh plans its joins for millions of
+    // rows rather than for the empty tables of the last ANALYZE.
+    conn.batch_execute("ANALYZE").await?;
     drop(conn);
     let refreshed = Instant::now();
     let buckets = rollups::refresh(&pool).await?;

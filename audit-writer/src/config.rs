@@ -113,7 +113,10 @@ pub struct ServeArgs {
     )]
     pub partition_maintenance_secs: u64,
     /// How often the metric rollups are brought up to date with new events.
-    #[arg(long, env = "AUDIT_ROLLUP_REFRESH_MS", default_value_t = 1_000)]
+    /// Each pass recomputes whole dirty minutes from raw events, so under
+    /// heavy ingest a short interval re-reads the current minute often (at
+    /// 1 s it doubled the write p99 in BENCHMARKS.md); answers carry `as_of`.
+    #[arg(long, env = "AUDIT_ROLLUP_REFRESH_MS", default_value_t = 10_000)]
     pub rollup_refresh_ms: u64,
     /// How often the materialized views are refreshed (CONCURRENTLY).
     #[arg(long, env = "AUDIT_MATVIEW_REFRESH_SECS", default_value_t = 60)]
