@@ -18,6 +18,7 @@ pub mod reads;
 pub mod replication;
 pub mod rollups;
 pub mod schema;
+mod statements;
 pub mod tail;
 pub mod writes;
 

@@ -15,9 +15,10 @@
 //! rollback (all or nothing) while group commit ([`record_group`]) commits
 //! the good items and fails only the bad ones.
 
-use crate::models::{EventIdRow, EventRow, NewEventRow, SignalRow};
+use crate::models::{EventIdRow, EventRow, SignalRow};
 use crate::replication::current_wal_lsn;
 use crate::schema::{signal_event_ids, signal_events, signals};
+use crate::statements::{InsertEventIds, InsertEvents, InsertSignals, UpdateSignals};
 use crate::{DbError, PgPool};
 use audit_core::validate::{NewEvent, NewSignal};
 use audit_core::{SignalLocation, SignalStatus};
@@ -25,7 +26,6 @@ use chrono::TimeDelta;
 use diesel::dsl::count_star;
 use diesel::pg::data_types::PgInterval;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
@@ -33,10 +33,6 @@ use uuid::Uuid;
 /// Namespace for the id of a signal's first (`received`) event, derived from
 /// the signal id so that retried RecordSignal calls agree on it.
 const RECEIVED_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_2c1e_9b0d_4c55_8f43_0c3d_5e2a_7b19);
-
-/// Rows per multi-row INSERT: keeps every statement under PostgreSQL's
-/// 65,535 bind parameters (signals have 15 columns).
-const INSERT_CHUNK: usize = 1_000;
 
 /// A write and the WAL position that holds it.
 #[derive(Debug)]
@@ -300,17 +296,12 @@ async fn insert_signals(
             i
         });
     }
-    let mut created: HashMap<Uuid, SignalRow> = HashMap::new();
-    for chunk in candidates.chunks(INSERT_CHUNK) {
-        let rows: Vec<SignalRow> = diesel::insert_into(signals::table)
-            .values(chunk)
-            .on_conflict(signals::signal_id)
-            .do_nothing()
-            .returning(SignalRow::as_returning())
-            .get_results(conn)
-            .await?;
-        created.extend(rows.into_iter().map(|row| (row.signal_id, row)));
-    }
+    let created: HashMap<Uuid, SignalRow> = InsertSignals::new(&candidates)
+        .load::<SignalRow>(conn)
+        .await?
+        .into_iter()
+        .map(|row| (row.signal_id, row))
+        .collect();
     let existing_ids: Vec<Uuid> = first
         .keys()
         .filter(|id| !created.contains_key(id))
@@ -413,18 +404,12 @@ async fn insert_event_rows(
     conn: &mut AsyncPgConnection,
     events: &[NewEvent],
 ) -> Result<(), DbError> {
-    for chunk in events.chunks(INSERT_CHUNK) {
-        let ids: Vec<EventIdRow> = chunk.iter().map(id_row).collect();
-        diesel::insert_into(signal_event_ids::table)
-            .values(&ids)
-            .execute(conn)
-            .await?;
-        let rows: Vec<NewEventRow<'_>> = chunk.iter().map(NewEventRow::from).collect();
-        diesel::insert_into(signal_events::table)
-            .values(&rows)
-            .execute(conn)
-            .await?;
+    if events.is_empty() {
+        return Ok(());
     }
+    let ids: Vec<EventIdRow> = events.iter().map(id_row).collect();
+    InsertEventIds::new(&ids, false).execute(conn).await?;
+    InsertEvents::new(events, false).execute(conn).await?;
     Ok(())
 }
 
@@ -479,17 +464,16 @@ async fn apply_events(
             claims.push(Claim::Replay);
         }
     }
-    let mut claimed: HashSet<Uuid> = HashSet::new();
-    for chunk in to_claim.chunks(INSERT_CHUNK) {
-        claimed.extend(
-            diesel::insert_into(signal_event_ids::table)
-                .values(chunk)
-                .on_conflict_do_nothing()
-                .returning(signal_event_ids::event_id)
-                .get_results::<Uuid>(conn)
-                .await?,
-        );
-    }
+    let claimed: HashSet<Uuid> = if to_claim.is_empty() {
+        HashSet::new()
+    } else {
+        InsertEventIds::new(&to_claim, true)
+            .load::<ClaimedId>(conn)
+            .await?
+            .into_iter()
+            .map(|c| c.event_id)
+            .collect()
+    };
     for (claim, event) in claims.iter_mut().zip(events) {
         if matches!(claim, Claim::Replay) && claimed.contains(&event.event_id) {
             *claim = Claim::New;
@@ -609,18 +593,12 @@ async fn insert_new_events(
     conn: &mut AsyncPgConnection,
     events: &[NewEvent],
 ) -> Result<Vec<EventRow>, DbError> {
-    let mut stored = Vec::with_capacity(events.len());
-    for chunk in events.chunks(INSERT_CHUNK) {
-        let rows: Vec<NewEventRow<'_>> = chunk.iter().map(NewEventRow::from).collect();
-        stored.extend(
-            diesel::insert_into(signal_events::table)
-                .values(&rows)
-                .returning(EventRow::as_returning())
-                .get_results::<EventRow>(conn)
-                .await?,
-        );
+    if events.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(stored)
+    Ok(InsertEvents::new(events, true)
+        .load::<EventRow>(conn)
+        .await?)
 }
 
 /// A retried event id: the stored event when the retry describes the same
@@ -694,56 +672,43 @@ fn fold(state: &mut SignalRow, event: &NewEvent, is_retry: bool) {
     }
 }
 
-/// One statement for every signal the batch's events changed. Raw SQL:
-/// diesel has no `UPDATE … FROM unnest(…)`.
+/// One statement for every signal the batch's events changed.
 async fn update_signals<'a>(
     conn: &mut AsyncPgConnection,
     states: impl Iterator<Item = &'a SignalRow>,
 ) -> Result<Vec<SignalRow>, DbError> {
-    let mut ids = Vec::new();
-    let mut statuses = Vec::new();
-    let mut locations = Vec::new();
-    let mut updated = Vec::new();
-    let mut errors = Vec::new();
-    let mut retries = Vec::new();
-    let mut totals: Vec<Option<i64>> = Vec::new();
+    let mut update = UpdateSignals {
+        ids: Vec::new(),
+        statuses: Vec::new(),
+        locations: Vec::new(),
+        updated: Vec::new(),
+        errors: Vec::new(),
+        retries: Vec::new(),
+        totals_us: Vec::new(),
+    };
     for state in states {
-        ids.push(state.signal_id);
-        statuses.push(state.current_status.as_str());
-        locations.push(state.current_location.as_str());
-        updated.push(state.updated_at);
-        errors.push(state.error_count);
-        retries.push(state.retry_count);
-        totals.push(
+        update.ids.push(state.signal_id);
+        update.statuses.push(state.current_status.as_str());
+        update.locations.push(state.current_location.as_str());
+        update.updated.push(state.updated_at);
+        update.errors.push(state.error_count);
+        update.retries.push(state.retry_count);
+        update.totals_us.push(
             state
                 .total_processing_time
                 .as_ref()
                 .and_then(|i| crate::interval_to_delta(i).num_microseconds()),
         );
     }
-    if ids.is_empty() {
+    if update.ids.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(diesel::sql_query(
-        "UPDATE signals AS s SET \
-             current_status = v.status::signal_status, \
-             current_location = v.location::signal_location, \
-             updated_at = v.updated_at, \
-             error_count = v.error_count, \
-             retry_count = v.retry_count, \
-             total_processing_time = v.total_us * interval '1 microsecond' \
-         FROM unnest($1, $2, $3, $4, $5, $6, $7) \
-             AS v(signal_id, status, location, updated_at, error_count, retry_count, total_us) \
-         WHERE s.signal_id = v.signal_id \
-         RETURNING s.*",
-    )
-    .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<Array<Text>, _>(statuses)
-    .bind::<Array<Text>, _>(locations)
-    .bind::<Array<Timestamptz>, _>(updated)
-    .bind::<Array<Int4>, _>(errors)
-    .bind::<Array<Int4>, _>(retries)
-    .bind::<Array<Nullable<BigInt>>, _>(totals)
-    .load::<SignalRow>(conn)
-    .await?)
+    Ok(update.load::<SignalRow>(conn).await?)
+}
+
+/// An event id a claim took.
+#[derive(QueryableByName)]
+struct ClaimedId {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    event_id: Uuid,
 }
