@@ -20,9 +20,7 @@ struct Lsn {
 /// at or past the commit record, and already on disk, so the walsender can
 /// ship it to the replica straight away.
 pub async fn current_wal_lsn(conn: &mut AsyncPgConnection) -> Result<String, DbError> {
-    let row: Lsn = crate::statements::CurrentWalLsn::new()
-        .get_result(conn)
-        .await?;
+    let row: Lsn = crate::statements::CurrentWalLsn.get_result(conn).await?;
     Ok(row.lsn)
 }
 

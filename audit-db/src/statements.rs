@@ -28,6 +28,15 @@ use uuid::Uuid;
 /// A statement whose SQL never changes: cacheable by type, rows untyped.
 macro_rules! constant_statement {
     ($name:ident) => {
+        impl QueryId for $name {
+            type QueryId = $name;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        }
+        impl Query for $name {
+            type SqlType = Untyped;
+        }
+    };
+    ($name:ident<'_>) => {
         impl QueryId for $name<'_> {
             type QueryId = $name<'static>;
             const HAS_STATIC_QUERY_ID: bool = true;
@@ -47,8 +56,10 @@ const SIGNAL_COLUMNS: &str = "signal_id, ticker, normalised_ticker, side, action
 const EVENT_COLUMNS: &str = "sequence, event_id, signal_id, ts, event_type, location, worker_id, \
     details, error_info, http_status, response_data, recorded_at";
 
-/// New signals (status `received`); ids already stored are skipped and the
-/// inserted rows come back.
+/// New signals (status `received`) with their first event and its id claim,
+/// in one statement (data-modifying CTEs): ids already stored are skipped,
+/// and only the signals inserted get a `received` event. The inserted
+/// signal rows come back.
 pub struct InsertSignals<'a> {
     ids: Vec<Uuid>,
     tickers: Vec<&'a str>,
@@ -60,10 +71,12 @@ pub struct InsertSignals<'a> {
     received: Vec<DateTime<Utc>>,
     // text[] per row cannot ride in a 1-D array: each row's tags as a JSON array.
     tags: Vec<serde_json::Value>,
+    received_ids: Vec<Uuid>,
 }
 
 impl<'a> InsertSignals<'a> {
-    pub fn new(rows: &'a [SignalRow]) -> Self {
+    /// `received_ids[i]` is the id of `rows[i]`'s first event.
+    pub fn new(rows: &'a [SignalRow], received_ids: Vec<Uuid>) -> Self {
         Self {
             ids: rows.iter().map(|r| r.signal_id).collect(),
             tickers: rows.iter().map(|r| r.ticker.as_str()).collect(),
@@ -74,22 +87,16 @@ impl<'a> InsertSignals<'a> {
             payloads: rows.iter().map(|r| &r.original_signal).collect(),
             received: rows.iter().map(|r| r.created_at).collect(),
             tags: rows.iter().map(|r| serde_json::json!(r.tags)).collect(),
+            received_ids,
         }
     }
 }
 
-constant_statement!(InsertSignals);
+constant_statement!(InsertSignals<'_>);
 
 impl QueryFragment<Pg> for InsertSignals<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "INSERT INTO signals (signal_id, ticker, normalised_ticker, side, action, price, \
-                 original_signal, current_status, current_location, created_at, updated_at, \
-                 error_count, retry_count, tags) \
-             SELECT id, ticker, normalised, side, action, price, payload, 'received', \
-                    'processing_queue', at, at, 0, 0, ARRAY(SELECT jsonb_array_elements_text(tags)) \
-             FROM unnest(",
-        );
+        out.push_sql("WITH t AS (SELECT * FROM unnest(");
         out.push_bind_param::<Array<SqlUuid>, _>(&self.ids)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.tickers)?;
@@ -107,49 +114,55 @@ impl QueryFragment<Pg> for InsertSignals<'_> {
         out.push_bind_param::<Array<Timestamptz>, _>(&self.received)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Jsonb>, _>(&self.tags)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.received_ids)?;
         out.push_sql(
-            ") AS t(id, ticker, normalised, side, action, price, payload, at, tags) \
-             ON CONFLICT (signal_id) DO NOTHING RETURNING ",
+            ") AS t(id, ticker, normalised, side, action, price, payload, at, tags, received_id)), \
+             ins AS ( \
+                 INSERT INTO signals (signal_id, ticker, normalised_ticker, side, action, price, \
+                     original_signal, current_status, current_location, created_at, updated_at, \
+                     error_count, retry_count, tags) \
+                 SELECT id, ticker, normalised, side, action, price, payload, 'received', \
+                        'processing_queue', at, at, 0, 0, \
+                        ARRAY(SELECT jsonb_array_elements_text(tags)) \
+                 FROM t ON CONFLICT (signal_id) DO NOTHING RETURNING ",
         );
         out.push_sql(SIGNAL_COLUMNS);
+        out.push_sql(
+            "), claims AS ( \
+                 INSERT INTO signal_event_ids (event_id, signal_id, ts) \
+                 SELECT t.received_id, ins.signal_id, ins.created_at FROM ins JOIN t ON t.id = ins.signal_id), \
+             events AS ( \
+                 INSERT INTO signal_events (event_id, signal_id, ts, event_type, location) \
+                 SELECT t.received_id, ins.signal_id, ins.created_at, 'received', 'processing_queue' \
+                 FROM ins JOIN t ON t.id = ins.signal_id) \
+             SELECT * FROM ins",
+        );
         Ok(())
     }
 }
 
-/// Event-id claims. `claim` skips ids already taken and returns the ones
-/// this statement took; otherwise the ids are known to be new.
-pub struct InsertEventIds<'a> {
+/// Event-id claims: ids already taken are skipped, the ones this statement
+/// took come back.
+pub struct InsertEventIds {
     event_ids: Vec<Uuid>,
     signal_ids: Vec<Uuid>,
     times: Vec<DateTime<Utc>>,
-    claim: bool,
-    _rows: std::marker::PhantomData<&'a ()>,
 }
 
-impl InsertEventIds<'_> {
-    pub fn new(rows: &[EventIdRow], claim: bool) -> Self {
+impl InsertEventIds {
+    pub fn new(rows: &[EventIdRow]) -> Self {
         Self {
             event_ids: rows.iter().map(|r| r.event_id).collect(),
             signal_ids: rows.iter().map(|r| r.signal_id).collect(),
             times: rows.iter().map(|r| r.ts).collect(),
-            claim,
-            _rows: std::marker::PhantomData,
         }
     }
 }
 
-// Not static: `claim` changes the text. diesel-async then caches by the SQL
-// text itself, one entry per variant.
-impl QueryId for InsertEventIds<'_> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
+constant_statement!(InsertEventIds);
 
-impl Query for InsertEventIds<'_> {
-    type SqlType = Untyped;
-}
-
-impl QueryFragment<Pg> for InsertEventIds<'_> {
+impl QueryFragment<Pg> for InsertEventIds {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
             "INSERT INTO signal_event_ids (event_id, signal_id, ts) SELECT * FROM unnest(",
@@ -159,15 +172,12 @@ impl QueryFragment<Pg> for InsertEventIds<'_> {
         out.push_bind_param::<Array<SqlUuid>, _>(&self.signal_ids)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Timestamptz>, _>(&self.times)?;
-        out.push_sql(")");
-        if self.claim {
-            out.push_sql(" ON CONFLICT DO NOTHING RETURNING event_id");
-        }
+        out.push_sql(") ON CONFLICT DO NOTHING RETURNING event_id");
         Ok(())
     }
 }
 
-/// New events; with `returning`, the stored rows come back.
+/// New events; the stored rows come back.
 pub struct InsertEvents<'a> {
     event_ids: Vec<Uuid>,
     signal_ids: Vec<Uuid>,
@@ -179,11 +189,10 @@ pub struct InsertEvents<'a> {
     errors: Vec<Option<&'a serde_json::Value>>,
     http: Vec<Option<i32>>,
     responses: Vec<Option<&'a str>>,
-    returning: bool,
 }
 
 impl<'a> InsertEvents<'a> {
-    pub fn new(events: &'a [NewEvent], returning: bool) -> Self {
+    pub fn new(events: &'a [NewEvent]) -> Self {
         Self {
             event_ids: events.iter().map(|e| e.event_id).collect(),
             signal_ids: events.iter().map(|e| e.signal_id).collect(),
@@ -195,20 +204,11 @@ impl<'a> InsertEvents<'a> {
             errors: events.iter().map(|e| e.error_info.as_ref()).collect(),
             http: events.iter().map(|e| e.http_status).collect(),
             responses: events.iter().map(|e| e.response_data.as_deref()).collect(),
-            returning,
         }
     }
 }
 
-// Not static: `returning` changes the text (cached per text, as above).
-impl QueryId for InsertEvents<'_> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl Query for InsertEvents<'_> {
-    type SqlType = Untyped;
-}
+constant_statement!(InsertEvents<'_>);
 
 impl QueryFragment<Pg> for InsertEvents<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
@@ -236,11 +236,8 @@ impl QueryFragment<Pg> for InsertEvents<'_> {
         out.push_bind_param::<Array<Nullable<Int4>>, _>(&self.http)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Nullable<Text>>, _>(&self.responses)?;
-        out.push_sql(") AS u(e, s, ts, t, l, w, d, ei, hs, rd)");
-        if self.returning {
-            out.push_sql(" RETURNING ");
-            out.push_sql(EVENT_COLUMNS);
-        }
+        out.push_sql(") AS u(e, s, ts, t, l, w, d, ei, hs, rd) RETURNING ");
+        out.push_sql(EVENT_COLUMNS);
         Ok(())
     }
 }
@@ -256,7 +253,7 @@ pub struct UpdateSignals<'a> {
     pub totals_us: Vec<Option<i64>>,
 }
 
-constant_statement!(UpdateSignals);
+constant_statement!(UpdateSignals<'_>);
 
 impl QueryFragment<Pg> for UpdateSignals<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
@@ -299,23 +296,11 @@ impl QueryFragment<Pg> for UpdateSignals<'_> {
 }
 
 /// The flush position after a commit: the consistency token.
-pub struct CurrentWalLsn<'a>(std::marker::PhantomData<&'a ()>);
-
-impl CurrentWalLsn<'_> {
-    pub fn new() -> Self {
-        Self(std::marker::PhantomData)
-    }
-}
-
-impl Default for CurrentWalLsn<'_> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+pub struct CurrentWalLsn;
 
 constant_statement!(CurrentWalLsn);
 
-impl QueryFragment<Pg> for CurrentWalLsn<'_> {
+impl QueryFragment<Pg> for CurrentWalLsn {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("SELECT pg_current_wal_flush_lsn()::text AS lsn");
         Ok(())

@@ -296,7 +296,11 @@ async fn insert_signals(
             i
         });
     }
-    let created: HashMap<Uuid, SignalRow> = InsertSignals::new(&candidates)
+    let received_ids = candidates
+        .iter()
+        .map(|c| received_event_id(c.signal_id))
+        .collect();
+    let created: HashMap<Uuid, SignalRow> = InsertSignals::new(&candidates, received_ids)
         .load::<SignalRow>(conn)
         .await?
         .into_iter()
@@ -319,14 +323,6 @@ async fn insert_signals(
             .map(|row| (row.signal_id, row))
             .collect()
     };
-
-    let received: Vec<NewEvent> = signals
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| created.contains_key(&s.signal_id) && first.get(&s.signal_id) == Some(i))
-        .map(|(_, s)| received_event(s))
-        .collect();
-    insert_event_rows(conn, &received).await?;
 
     let mut results = Vec::with_capacity(signals.len());
     let mut inserted_once: HashSet<Uuid> = HashSet::new();
@@ -382,35 +378,10 @@ fn differs(stored: &SignalRow, signal: &NewSignal) -> Option<String> {
     }
 }
 
-/// The first event every signal gets, with an id derived from the signal id.
-pub fn received_event(signal: &NewSignal) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::new_v5(&RECEIVED_EVENT_NAMESPACE, signal.signal_id.as_bytes()),
-        signal_id: signal.signal_id,
-        event_type: SignalStatus::Received,
-        location: SignalLocation::ProcessingQueue,
-        timestamp: signal.received_at,
-        worker_id: None,
-        details: None,
-        error_info: None,
-        http_status: None,
-        response_data: None,
-    }
-}
-
-/// Inserts id claims and events that are known to be new (first events of
-/// new signals), without reading anything back.
-async fn insert_event_rows(
-    conn: &mut AsyncPgConnection,
-    events: &[NewEvent],
-) -> Result<(), DbError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<EventIdRow> = events.iter().map(id_row).collect();
-    InsertEventIds::new(&ids, false).execute(conn).await?;
-    InsertEvents::new(events, false).execute(conn).await?;
-    Ok(())
+/// The id of a signal's first event: derived from the signal id, so every
+/// retry of RecordSignal agrees on it.
+pub fn received_event_id(signal_id: Uuid) -> Uuid {
+    Uuid::new_v5(&RECEIVED_EVENT_NAMESPACE, signal_id.as_bytes())
 }
 
 /// The idempotency claim for an event id.
@@ -467,7 +438,7 @@ async fn apply_events(
     let claimed: HashSet<Uuid> = if to_claim.is_empty() {
         HashSet::new()
     } else {
-        InsertEventIds::new(&to_claim, true)
+        InsertEventIds::new(&to_claim)
             .load::<ClaimedId>(conn)
             .await?
             .into_iter()
@@ -596,9 +567,7 @@ async fn insert_new_events(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(InsertEvents::new(events, true)
-        .load::<EventRow>(conn)
-        .await?)
+    Ok(InsertEvents::new(events).load::<EventRow>(conn).await?)
 }
 
 /// A retried event id: the stored event when the retry describes the same
