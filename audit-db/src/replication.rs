@@ -24,6 +24,16 @@ pub async fn current_wal_lsn(conn: &mut AsyncPgConnection) -> Result<String, DbE
     Ok(row.lsn)
 }
 
+/// The same query on a shared connection, to pipeline it behind a write
+/// (see `writes::record_signals_pipelined`).
+pub(crate) async fn current_wal_lsn_shared(conn: &AsyncPgConnection) -> Result<String, DbError> {
+    let mut shared = conn;
+    let row: Lsn = crate::statements::CurrentWalLsn
+        .get_result(&mut shared)
+        .await?;
+    Ok(row.lsn)
+}
+
 /// A token as written by the writer: two hexadecimal halves around a slash.
 pub fn is_valid_lsn(token: &str) -> bool {
     token.split_once('/').is_some_and(|(hi, lo)| {

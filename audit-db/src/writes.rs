@@ -16,7 +16,7 @@
 //! the good items and fails only the bad ones.
 
 use crate::models::{EventIdRow, EventRow, SignalRow};
-use crate::replication::current_wal_lsn;
+use crate::replication::{current_wal_lsn, current_wal_lsn_shared};
 use crate::schema::{signal_event_ids, signal_events, signals};
 use crate::statements::{InsertEventIds, InsertEvents, InsertSignals, UpdateSignals};
 use crate::{DbError, PgPool};
@@ -171,10 +171,44 @@ pub async fn record_group(
     events: &[NewEvent],
 ) -> Result<Committed<Applied>, DbError> {
     let mut conn = pool.get().await?;
+    if events.is_empty() && !signals.is_empty() {
+        return record_signals_pipelined(&mut conn, signals).await;
+    }
     let applied = conn
         .transaction::<_, DbError, _>(async |conn| apply(conn, signals, events).await)
         .await?;
     committed(&mut conn, applied).await
+}
+
+/// Signals alone are written by one statement (see `InsertSignals`), atomic
+/// on its own, so it runs in autocommit: BEGIN and COMMIT would only add
+/// round trips. The consistency token query is pipelined right behind it on
+/// the same connection (one round trip for both): the server runs them in
+/// order, and with `synchronous_commit` the insert has committed and flushed
+/// before the token is read, so the token covers it. Both futures are
+/// polled in order and diesel-async sends a cached statement on its first
+/// poll, so the insert always goes out first. What follows only reads rows
+/// the insert committed or found.
+async fn record_signals_pipelined(
+    conn: &mut AsyncPgConnection,
+    signals: &[NewSignal],
+) -> Result<Committed<Applied>, DbError> {
+    let candidates = candidates(signals);
+    let statement = insert_statement(&candidates);
+    let shared: &AsyncPgConnection = conn;
+    let insert = async {
+        let mut c = shared;
+        Ok::<_, DbError>(statement.load::<SignalRow>(&mut c).await?)
+    };
+    let (created, lsn) = tokio::try_join!(insert, current_wal_lsn_shared(shared))?;
+    let results = signal_results(conn, signals, &candidates, created).await?;
+    Ok(Committed {
+        value: Applied {
+            signals: results,
+            events: Vec::new(),
+        },
+        lsn,
+    })
 }
 
 pub async fn add_tags(
@@ -279,6 +313,25 @@ pub fn signal_row(signal: &NewSignal) -> SignalRow {
     }
 }
 
+/// The rows to insert: the first occurrence of an id in the batch is the
+/// one inserted; later ones are retries of it.
+fn candidates(signals: &[NewSignal]) -> Vec<SignalRow> {
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    signals
+        .iter()
+        .filter(|s| seen.insert(s.signal_id))
+        .map(signal_row)
+        .collect()
+}
+
+fn insert_statement(candidates: &[SignalRow]) -> InsertSignals<'_> {
+    let received_ids = candidates
+        .iter()
+        .map(|c| received_event_id(c.signal_id))
+        .collect();
+    InsertSignals::new(candidates, received_ids)
+}
+
 async fn insert_signals(
     conn: &mut AsyncPgConnection,
     signals: &[NewSignal],
@@ -286,30 +339,29 @@ async fn insert_signals(
     if signals.is_empty() {
         return Ok(Vec::new());
     }
-    // The first occurrence of an id in the batch is the one inserted; later
-    // ones are retries of it.
-    let mut first: HashMap<Uuid, usize> = HashMap::new();
-    let mut candidates = Vec::new();
-    for (i, signal) in signals.iter().enumerate() {
-        first.entry(signal.signal_id).or_insert_with(|| {
-            candidates.push(signal_row(signal));
-            i
-        });
-    }
-    let received_ids = candidates
-        .iter()
-        .map(|c| received_event_id(c.signal_id))
-        .collect();
-    let created: HashMap<Uuid, SignalRow> = InsertSignals::new(&candidates, received_ids)
+    let candidates = candidates(signals);
+    let created = insert_statement(&candidates)
         .load::<SignalRow>(conn)
-        .await?
+        .await?;
+    signal_results(conn, signals, &candidates, created).await
+}
+
+/// Each signal's outcome once the insert ran: created, a faithful retry of
+/// a stored signal, or a conflicting one.
+async fn signal_results(
+    conn: &mut AsyncPgConnection,
+    signals: &[NewSignal],
+    candidates: &[SignalRow],
+    created: Vec<SignalRow>,
+) -> Result<Vec<Result<RecordedSignal, DbError>>, DbError> {
+    let created: HashMap<Uuid, SignalRow> = created
         .into_iter()
         .map(|row| (row.signal_id, row))
         .collect();
-    let existing_ids: Vec<Uuid> = first
-        .keys()
+    let existing_ids: Vec<Uuid> = candidates
+        .iter()
+        .map(|c| c.signal_id)
         .filter(|id| !created.contains_key(id))
-        .copied()
         .collect();
     let existing: HashMap<Uuid, SignalRow> = if existing_ids.is_empty() {
         HashMap::new()
