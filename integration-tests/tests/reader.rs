@@ -139,6 +139,31 @@ async fn read_your_writes_with_the_consistency_token() {
         assert_eq!(found.events.len(), 1);
     }
 
+    // The same with 40 concurrent callers, so group commit gathers several
+    // signals into one statement and hands each caller the shared token.
+    let app = std::sync::Arc::new(app);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let app = app.clone();
+        tasks.spawn(async move {
+            let (signal, token) = app.record_signal(&format!("C{i}")).await;
+            let found = app
+                .reader
+                .clone()
+                .get_signal(pb::GetSignalRequest {
+                    signal_id: signal.signal_id,
+                    consistency_token: Some(token),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(found.events.len(), 1);
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+
     // A position the replica cannot reach: UNAVAILABLE within the deadline.
     let mut request = tonic::Request::new(pb::ListSignalsRequest {
         consistency_token: Some(pb::ConsistencyToken {
