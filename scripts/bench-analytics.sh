@@ -8,7 +8,8 @@
 # and migrates a `bench` database, generates EVENTS events in bulk inside
 # PostgreSQL (audit-analytics-bench bulk: deterministic, not through gRPC),
 # refreshes the rollups, waits for the replica, starts audit-reader on the
-# replica and runs `audit-analytics-bench run`, then removes everything.
+# replica and runs `audit-analytics-bench run` (every analytics RPC against
+# the same question on raw events), then removes everything.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,7 +43,10 @@ LSN=$(psql -qAt -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d bench -c 'SELECT 
 until [[ $(psql -qAt -h 127.0.0.1 -p "$REPLICA_PORT" -U postgres -d bench \
     -c "SELECT pg_last_wal_replay_lsn() >= '$LSN'::pg_lsn") == t ]]; do sleep 1; done
 
+# GetStageLatencies and CheckDataQuality read 24 h of raw events; on 10M
+# events that can take longer than the reader's default 10 s statement timeout.
 AUDIT_REPLICA_URL=$REPLICA AUDIT_READER_LISTEN=$READER AUDIT_POOL_MIN=4 AUDIT_POOL_MAX=8 RUST_LOG=warn \
+    AUDIT_STATEMENT_TIMEOUT_MS=${BENCH_STATEMENT_TIMEOUT_MS:-600000} \
     target/release/audit-reader serve &
 READER_PID=$!
 for _ in $(seq 100); do
