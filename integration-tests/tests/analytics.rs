@@ -1047,6 +1047,13 @@ async fn regressions_are_found_with_their_figures_and_noise_is_not() {
         "{slow:?}"
     );
     assert!((slow.change - 4.0).abs() < 1e-9);
+    // Every SLOW latency is 100 ms, then 400 ms: the merged sketches' p95
+    // must say so within the sketch's 2 %.
+    assert!(
+        (slow.baseline_p95_ms / 100.0 - 1.0).abs() <= 0.02
+            && (slow.recent_p95_ms / 400.0 - 1.0).abs() <= 0.02,
+        "{slow:?}"
+    );
     assert_eq!((slow.baseline_samples, slow.recent_samples), (40, 40));
     let errs = found
         .iter()
