@@ -263,23 +263,40 @@ async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<usize, DbError> {
 }
 
 /// Materialized views the writer keeps fresh; each has a unique index so it
-/// can be refreshed CONCURRENTLY (readers are never blocked).
-pub const MATERIALIZED_VIEWS: &[&str] = &["mv_daily_ticker_activity"];
+/// can be refreshed CONCURRENTLY (readers are never blocked). Each refresh
+/// recomputes a whole view, hence the configurable interval.
+pub const MATERIALIZED_VIEWS: &[&str] = &["mv_daily_ticker_activity", "mv_hourly_stage_latencies"];
 
-/// Refreshes every materialized view and records when.
+/// A refresh recomputes a whole view (minutes on tens of millions of
+/// events), far beyond the pool's statement timeout; this bounds it instead.
+const MATVIEW_REFRESH_TIMEOUT: &str = "15min";
+
+/// Refreshes every materialized view and records when, one transaction per
+/// view: the recorded time (the transaction's start, just before the
+/// refresh takes its snapshot) becomes visible together with the contents,
+/// and never claims data newer than the refresh read.
 pub async fn refresh_materialized_views(pool: &PgPool) -> Result<(), DbError> {
     let mut conn = pool.get().await?;
     for view in MATERIALIZED_VIEWS {
-        // Names come from the constant above, never from a request.
-        diesel::sql_query(format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {view}"))
-            .execute(&mut conn)
+        conn.transaction::<_, DbError, _>(async |conn| {
+            diesel::sql_query(format!(
+                "SET LOCAL statement_timeout = '{MATVIEW_REFRESH_TIMEOUT}'"
+            ))
+            .execute(conn)
             .await?;
-        diesel::sql_query(
-            "INSERT INTO matview_refreshes (view_name, refreshed_at) VALUES ($1, now()) \
-             ON CONFLICT (view_name) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at",
-        )
-        .bind::<Text, _>(*view)
-        .execute(&mut conn)
+            // Names come from the constant above, never from a request.
+            diesel::sql_query(format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {view}"))
+                .execute(conn)
+                .await?;
+            diesel::sql_query(
+                "INSERT INTO matview_refreshes (view_name, refreshed_at) VALUES ($1, now()) \
+                 ON CONFLICT (view_name) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at",
+            )
+            .bind::<Text, _>(*view)
+            .execute(conn)
+            .await?;
+            Ok(())
+        })
         .await?;
     }
     Ok(())

@@ -17,6 +17,9 @@ use tonic::{Request, Response, Status};
 /// More buckets than this in one answer is a mistake, not a dashboard.
 const MAX_BUCKETS: i64 = 10_000;
 const MAX_WINDOW: i32 = 1_000;
+/// GetStageLatencies with `exact` reads raw events; a day of them takes
+/// longer than the statement timeout on a busy system.
+const MAX_EXACT_STAGE_HOURS: i64 = 6;
 
 pub struct AnalyticsService {
     pool: PgPool,
@@ -406,8 +409,29 @@ impl SignalAnalyticsService for AnalyticsService {
         request: Request<pb::GetStageLatenciesRequest>,
     ) -> Result<Response<pb::GetStageLatenciesResponse>, Status> {
         let request = request.into_inner();
-        // Raw events: keep the window to what a minute-level answer allows.
-        let (from, to) = bounded_range(request.time_range.as_ref(), Period::Minute)?;
+        let (from, to) = if request.exact {
+            let (from, to) = bounded_range(request.time_range.as_ref(), Period::Minute)?;
+            if to - from > TimeDelta::hours(MAX_EXACT_STAGE_HOURS) {
+                return Err(invalid(DomainError::invalid(
+                    "exact",
+                    format!(
+                        "exact percentiles read raw events: time_range must span at most \
+                         {MAX_EXACT_STAGE_HOURS} hours"
+                    ),
+                )));
+            }
+            (from, to)
+        } else {
+            // The hourly view: whole hours covering the range.
+            let (from, to) = bounded_range(request.time_range.as_ref(), Period::Hour)?;
+            let end = Period::Hour.floor(to);
+            let end = if end < to {
+                end + TimeDelta::hours(1)
+            } else {
+                end
+            };
+            (Period::Hour.floor(from), end)
+        };
         let grouping = match pb::StageGrouping::try_from(request.group_by) {
             Ok(pb::StageGrouping::Unspecified | pb::StageGrouping::None) => stages::Grouping::None,
             Ok(pb::StageGrouping::Ticker) => stages::Grouping::Ticker,
@@ -423,8 +447,14 @@ impl SignalAnalyticsService for AnalyticsService {
             "*" => String::new(),
             other => other.to_owned(),
         };
-        let as_of = analytics::replica_as_of(&self.pool).await?;
-        let rows = stages::stage_latencies(&self.pool, from, to, &ticker, grouping).await?;
+        let (rows, as_of) = if request.exact {
+            // Raw events: as current as the replica's replay.
+            let as_of = analytics::replica_as_of(&self.pool).await?;
+            let rows = stages::exact(&self.pool, from, to, &ticker, grouping).await?;
+            (rows, as_of)
+        } else {
+            stages::hourly(&self.pool, from, to, &ticker, grouping).await?
+        };
         Ok(Response::new(pb::GetStageLatenciesResponse {
             stages: rows
                 .into_iter()
@@ -440,8 +470,11 @@ impl SignalAnalyticsService for AnalyticsService {
                     max: millis(row.max_ms),
                 })
                 .collect(),
-            // Raw events: as current as the replica's replay.
             as_of: Some(to_timestamp(as_of)),
+            time_range: Some(pb::TimeRange {
+                start: Some(to_timestamp(from)),
+                end: Some(to_timestamp(to)),
+            }),
         }))
     }
 

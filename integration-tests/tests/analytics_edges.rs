@@ -195,6 +195,8 @@ async fn raw_event_answers_are_as_of_the_replica() {
                 start: Some(to_timestamp(created - TimeDelta::minutes(1))),
                 end: Some(to_timestamp(created + TimeDelta::minutes(1))),
             }),
+            // From raw events (without it: the hourly view, as of its refresh).
+            exact: true,
             ..Default::default()
         })
         .await

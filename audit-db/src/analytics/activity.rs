@@ -1,5 +1,6 @@
 //! GetTickerActivity: read from the `mv_daily_ticker_activity` materialized view.
 
+use crate::analytics::view_refreshed_at;
 use crate::{DbError, PgPool};
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
@@ -59,24 +60,7 @@ pub async fn daily(
     .await?;
     let as_of = match <[DayRow]>::first(&rows) {
         Some(row) => row.as_of,
-        None => view_refreshed_at(&mut conn).await?,
+        None => view_refreshed_at(&mut conn, "mv_daily_ticker_activity").await?,
     };
     Ok((rows, as_of))
-}
-
-#[derive(QueryableByName)]
-struct Refreshed {
-    #[diesel(sql_type = Timestamptz)]
-    refreshed_at: DateTime<Utc>,
-}
-
-async fn view_refreshed_at(
-    conn: &mut diesel_async::AsyncPgConnection,
-) -> Result<DateTime<Utc>, DbError> {
-    let row: Refreshed = diesel::sql_query(
-        "SELECT refreshed_at FROM matview_refreshes WHERE view_name = 'mv_daily_ticker_activity'",
-    )
-    .get_result(conn)
-    .await?;
-    Ok(row.refreshed_at)
 }

@@ -85,6 +85,19 @@ pub async fn replica_as_of(pool: &PgPool) -> Result<DateTime<Utc>, DbError> {
     Ok(row.refreshed_at)
 }
 
+/// When a materialized view was last refreshed (the as_of of its answers).
+pub(crate) async fn view_refreshed_at(
+    conn: &mut diesel_async::AsyncPgConnection,
+    view: &str,
+) -> Result<DateTime<Utc>, DbError> {
+    let row: AsOf =
+        diesel::sql_query("SELECT refreshed_at FROM matview_refreshes WHERE view_name = $1")
+            .bind::<Text, _>(view)
+            .get_result(conn)
+            .await?;
+    Ok(row.refreshed_at)
+}
+
 #[derive(QueryableByName)]
 struct Exists {
     #[diesel(sql_type = Bool)]

@@ -1,17 +1,38 @@
-//! GetStageLatencies: lead() over each signal's timeline gives the time to
-//! its next event; percentile_cont per transition gives exact percentiles.
+//! GetStageLatencies: the time between consecutive events of each signal
+//! (lag() over its whole timeline), per stage transition, filed under the
+//! later event's time.
+//!
+//! Two sources. `hourly` reads the `mv_hourly_stage_latencies` materialized
+//! view (see its migration): counts, averages and maxima exact, percentiles
+//! from merged histograms (within 2%), as of the view's last refresh.
+//! `exact` reads raw events with percentile_cont, for short ranges only.
 
+use crate::analytics::histogram::LatencyHistogram;
+use crate::analytics::view_refreshed_at;
 use crate::{DbError, PgPool};
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Double, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Double, Jsonb, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
+
+const VIEW: &str = "mv_hourly_stage_latencies";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grouping {
     None,
     Ticker,
     Worker,
+}
+
+impl Grouping {
+    /// The grouping column, in both the view and the raw transitions.
+    fn column(self) -> &'static str {
+        match self {
+            Self::None => "''",
+            Self::Ticker => "normalised_ticker",
+            Self::Worker => "worker_id",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
@@ -36,34 +57,121 @@ pub struct StageRow {
     pub max_ms: f64,
 }
 
-pub async fn stage_latencies(
+#[derive(QueryableByName)]
+struct MergedRow {
+    #[diesel(sql_type = Text)]
+    from_stage: String,
+    #[diesel(sql_type = Text)]
+    to_stage: String,
+    #[diesel(sql_type = Text)]
+    group_key: String,
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+    #[diesel(sql_type = Double)]
+    sum_us: f64,
+    #[diesel(sql_type = BigInt)]
+    max_us: i64,
+    #[diesel(sql_type = Jsonb)]
+    histogram: serde_json::Value,
+    #[diesel(sql_type = Timestamptz)]
+    as_of: DateTime<Utc>,
+}
+
+/// From the hourly view: the hours starting in [`from`, `to`) (the caller
+/// aligns them to whole hours), most frequent transitions first, and when
+/// the view was refreshed. Histograms are merged as a set in SQL (every
+/// row's buckets expanded and summed per bucket) rather than with the
+/// per-row `histogram_merge` aggregate; quantiles are taken here.
+pub async fn hourly(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    ticker: &str,
+    grouping: Grouping,
+) -> Result<(Vec<StageRow>, DateTime<Utc>), DbError> {
+    let group = grouping.column();
+    let mut conn = pool.get().await?;
+    let rows: Vec<MergedRow> = diesel::sql_query(format!(
+        "WITH src AS ( \
+             SELECT from_stage, to_stage, {group} AS group_key, transitions, latency_sum_us, \
+                    latency_max_us, latency_histogram \
+             FROM {VIEW} WHERE hour >= $1 AND hour < $2 AND ($3 = '' OR normalised_ticker = $3)), \
+         totals AS ( \
+             SELECT from_stage, to_stage, group_key, sum(transitions)::bigint AS count, \
+                    sum(latency_sum_us)::float8 AS sum_us, max(latency_max_us)::bigint AS max_us \
+             FROM src GROUP BY 1, 2, 3), \
+         hist AS ( \
+             SELECT from_stage, to_stage, group_key, jsonb_object_agg(b, n) AS histogram \
+             FROM (SELECT from_stage, to_stage, group_key, j.key AS b, sum(j.value::bigint) AS n \
+                   FROM src, jsonb_each_text(src.latency_histogram) AS j \
+                   GROUP BY 1, 2, 3, 4) t \
+             GROUP BY 1, 2, 3) \
+         SELECT t.from_stage, t.to_stage, t.group_key, t.count, t.sum_us, t.max_us, h.histogram, \
+                r.refreshed_at AS as_of \
+         FROM totals t JOIN hist h USING (from_stage, to_stage, group_key) \
+         CROSS JOIN matview_refreshes r WHERE r.view_name = '{VIEW}' \
+         ORDER BY t.count DESC, 1, 2, 3"
+    ))
+    .bind::<Timestamptz, _>(from)
+    .bind::<Timestamptz, _>(to)
+    .bind::<Text, _>(ticker)
+    .load(&mut conn)
+    .await?;
+    let as_of = match <[MergedRow]>::first(&rows) {
+        Some(row) => row.as_of,
+        None => view_refreshed_at(&mut conn, VIEW).await?,
+    };
+    let rows = rows
+        .into_iter()
+        .map(|row| {
+            let h = LatencyHistogram::from_json(&row.histogram);
+            let ms = |q: f64| h.quantile(q).unwrap_or_default() / 1000.0;
+            StageRow {
+                avg_ms: row.sum_us / row.count.max(1) as f64 / 1000.0,
+                p50_ms: ms(0.5),
+                p95_ms: ms(0.95),
+                p99_ms: ms(0.99),
+                max_ms: row.max_us as f64 / 1000.0,
+                from_stage: row.from_stage,
+                to_stage: row.to_stage,
+                group_key: row.group_key,
+                count: row.count,
+            }
+        })
+        .collect();
+    Ok((rows, as_of))
+}
+
+/// From raw events, percentiles exact: the same transitions as the view
+/// (lag() over each whole timeline of the signals with an event in range),
+/// those whose later event lies in [`from`, `to`). Costs a scan of those
+/// timelines, so callers keep the range short.
+pub async fn exact(
     pool: &PgPool,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     ticker: &str,
     grouping: Grouping,
 ) -> Result<Vec<StageRow>, DbError> {
-    let group = match grouping {
-        Grouping::None => "''",
-        Grouping::Ticker => "normalised_ticker",
-        Grouping::Worker => "coalesce(worker_id, '')",
-    };
+    let group = grouping.column();
     let mut conn = pool.get().await?;
     Ok(diesel::sql_query(format!(
-        "WITH ev AS ( \
-             SELECT e.event_type, e.worker_id, s.normalised_ticker, \
-                    lead(e.event_type) OVER w AS next_type, \
-                    extract(epoch FROM lead(e.ts) OVER w - e.ts) * 1000 AS ms \
-             FROM signal_events e JOIN signals s ON s.signal_id = e.signal_id \
-             WHERE e.ts >= $1 AND e.ts < $2 AND ($3 = '' OR s.normalised_ticker = $3) \
+        "WITH ids AS (SELECT DISTINCT signal_id FROM signal_events WHERE ts >= $1 AND ts < $2), \
+         ev AS ( \
+             SELECT e.ts, s.normalised_ticker, COALESCE(lag(e.worker_id) OVER w, '') AS worker_id, \
+                    lag(e.event_type) OVER w AS from_type, e.event_type AS to_type, \
+                    extract(epoch FROM e.ts - lag(e.ts) OVER w) * 1000 AS ms \
+             FROM ids JOIN signal_events e ON e.signal_id = ids.signal_id \
+             JOIN signals s ON s.signal_id = e.signal_id \
+             WHERE ($3 = '' OR s.normalised_ticker = $3) \
              WINDOW w AS (PARTITION BY e.signal_id ORDER BY e.ts, e.sequence)) \
-         SELECT event_type::text AS from_stage, next_type::text AS to_stage, {group} AS group_key, \
+         SELECT from_type::text AS from_stage, to_type::text AS to_stage, {group} AS group_key, \
                 count(*) AS count, avg(ms)::float8 AS avg_ms, \
                 percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50_ms, \
                 percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95_ms, \
                 percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99_ms, \
                 max(ms)::float8 AS max_ms \
-         FROM ev WHERE next_type IS NOT NULL \
+         FROM ev WHERE from_type IS NOT NULL AND ts >= $1 AND ts < $2 \
          GROUP BY 1, 2, 3 ORDER BY count DESC, 1, 2, 3"
     ))
     .bind::<Timestamptz, _>(from)
