@@ -118,8 +118,10 @@ pub struct ServeArgs {
     /// 1 s it doubled the write p99 in BENCHMARKS.md); answers carry `as_of`.
     #[arg(long, env = "AUDIT_ROLLUP_REFRESH_MS", default_value_t = 10_000)]
     pub rollup_refresh_ms: u64,
-    /// How often the materialized views are refreshed (CONCURRENTLY).
-    #[arg(long, env = "AUDIT_MATVIEW_REFRESH_SECS", default_value_t = 60)]
+    /// How often the materialized views are refreshed (CONCURRENTLY). Each
+    /// refresh recomputes whole views: about a minute of one core for 10M
+    /// events (BENCHMARKS.md), hence minutes rather than seconds.
+    #[arg(long, env = "AUDIT_MATVIEW_REFRESH_SECS", default_value_t = 300)]
     pub matview_refresh_secs: u64,
     /// How often the database is pinged for the health status.
     #[arg(long, env = "AUDIT_HEALTH_CHECK_MS", default_value_t = 2_000)]

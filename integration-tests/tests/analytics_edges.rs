@@ -210,3 +210,97 @@ async fn raw_event_answers_are_as_of_the_replica() {
         "{before} <= {as_of}"
     );
 }
+
+#[derive(diesel::QueryableByName)]
+struct RawWindow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    terminal: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    events: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    errors: i64,
+}
+
+/// Windows over several hours are read as day/hour/minute tiles; their
+/// figures must still be those of every minute bucket starting inside each
+/// window, recounted here from raw events.
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_figures_over_hours_match_raw_events() {
+    use diesel::sql_types::Timestamptz;
+    use diesel_async::RunQueryDsl;
+
+    let app = start_app().await;
+    let now = Utc::now();
+    let mut batch = pb::RecordBatchRequest::default();
+    // A failing signal every 7 minutes over the last 5 hours.
+    for i in 0..43 {
+        failing_signal(
+            &mut batch,
+            "NVDA",
+            now - TimeDelta::minutes(300) + TimeDelta::minutes(7 * i),
+        );
+    }
+    app.writer.clone().record_batch(batch).await.unwrap();
+    refresh(&app).await;
+    app.wait_replica().await;
+
+    // Edges inside minutes and hours, so every kind of tile is needed.
+    let baseline = (
+        now - TimeDelta::minutes(290) - TimeDelta::seconds(17),
+        now - TimeDelta::minutes(50) + TimeDelta::seconds(13),
+    );
+    let recent = (baseline.1, now + TimeDelta::minutes(1));
+    let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
+    let found = analytics
+        .detect_regressions(pb::DetectRegressionsRequest {
+            baseline: Some(pb::TimeRange {
+                start: Some(to_timestamp(baseline.0)),
+                end: Some(to_timestamp(baseline.1)),
+            }),
+            recent: Some(pb::TimeRange {
+                start: Some(to_timestamp(recent.0)),
+                end: Some(to_timestamp(recent.1)),
+            }),
+            min_samples: 1,
+            // Report every ticker's latency, so its figures can be checked.
+            latency_ratio: 1e-9,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .regressions;
+    let latency = found
+        .iter()
+        .find(|r| r.ticker == "NVDA" && r.kind == pb::RegressionKind::Latency as i32)
+        .unwrap_or_else(|| panic!("no NVDA latency figures: {found:?}"));
+
+    let mut db = app.replica().await;
+    let raw = |window: (DateTime<Utc>, DateTime<Utc>)| {
+        // Minute buckets whose start lies in the window.
+        diesel::sql_query(
+            "SELECT count(*) FILTER (WHERE e.event_type = 'forwarded_http_error') AS terminal, \
+                    count(*) AS events, \
+                    count(*) FILTER (WHERE e.http_status >= 400) AS errors \
+             FROM signal_events e JOIN signals s USING (signal_id) \
+             WHERE s.normalised_ticker = 'NVDA' \
+               AND date_trunc('minute', e.ts) >= $1 AND date_trunc('minute', e.ts) < $2",
+        )
+        .bind::<Timestamptz, _>(window.0)
+        .bind::<Timestamptz, _>(window.1)
+    };
+    let base: RawWindow = raw(baseline).get_result(&mut db).await.unwrap();
+    let now_raw: RawWindow = raw(recent).get_result(&mut db).await.unwrap();
+    assert!(base.terminal > 20, "the baseline spans hours of data");
+    assert_eq!(
+        (latency.baseline_samples, latency.recent_samples),
+        (base.terminal, now_raw.terminal)
+    );
+    // Every failure took 2 s: the average and the sketch's p95 say so.
+    assert!(
+        (latency.baseline_value - 2000.0).abs() < 1e-6,
+        "{latency:?}"
+    );
+    assert!((latency.baseline_p95_ms / 2000.0 - 1.0).abs() <= 0.02);
+    assert!(base.errors == base.terminal && base.events == 2 * base.terminal);
+}

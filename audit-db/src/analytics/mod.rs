@@ -52,6 +52,16 @@ impl Period {
         t.duration_trunc(TimeDelta::seconds(self.seconds()))
             .unwrap_or(t)
     }
+
+    /// The first bucket start at or after `t`.
+    pub fn ceil(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        let down = self.floor(t);
+        if down == t {
+            t
+        } else {
+            down + TimeDelta::seconds(self.seconds())
+        }
+    }
 }
 
 #[derive(QueryableByName)]

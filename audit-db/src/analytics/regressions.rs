@@ -2,11 +2,12 @@
 //! ticker, merged from the rollups; the judgement is made by the caller.
 
 use super::Period;
+use super::errors::tiles;
 use super::histogram::LatencyHistogram;
 use crate::{DbError, PgPool};
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Double, Jsonb, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bool, Double, Jsonb, Nullable, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,24 +57,47 @@ fn p95_ms(h: &serde_json::Value) -> Option<f64> {
         .map(|us| us / 1000.0)
 }
 
-/// Per ticker (and '*'), both windows' totals side by side. Histograms are
-/// merged as a set in SQL (bucket counts summed per window) and their p95
-/// taken in Rust: a day of minute rows is ~30,000 histograms, which the
-/// per-row `histogram_merge` aggregate took seconds to fold.
+/// Per ticker (and '*'), both windows' totals side by side, over the
+/// `period` buckets that start inside each window. Each window is read as
+/// tiles of day, hour and minute rows ([`super::errors::tiles`]): the same
+/// buckets, summed already, so a day-long baseline reads about 24 hour rows
+/// and at most 120 minute rows per ticker instead of 1,440 minute rows.
+/// Histograms are merged as a set in SQL (bucket counts summed per window)
+/// and their p95 taken in Rust; the per-row `histogram_merge` aggregate took
+/// seconds over a day of minute rows.
 pub async fn windows(
     pool: &PgPool,
     period: Period,
     baseline: (DateTime<Utc>, DateTime<Utc>),
     recent: (DateTime<Utc>, DateTime<Utc>),
 ) -> Result<Vec<WindowPair>, DbError> {
+    let mut periods: Vec<&str> = Vec::new();
+    let mut starts: Vec<DateTime<Utc>> = Vec::new();
+    let mut ends: Vec<DateTime<Utc>> = Vec::new();
+    let mut is_recent: Vec<bool> = Vec::new();
+    for (window, flag) in [(baseline, false), (recent, true)] {
+        let (lo, hi) = (period.ceil(window.0), period.ceil(window.1));
+        if lo >= hi {
+            continue;
+        }
+        for tile in tiles(lo, hi) {
+            periods.push(tile.period.as_str());
+            starts.push(tile.start);
+            ends.push(tile.end);
+            is_recent.push(flag);
+        }
+    }
     let mut conn = pool.get().await?;
     let rows: Vec<Row> = diesel::sql_query(
-        "WITH src AS ( \
-             SELECT normalised_ticker AS ticker, period_start >= $4 AS recent, terminal_events, \
-                    processing_time_sum_us, error_events, total_events, latency_histogram \
-             FROM signal_metrics_summary \
-             WHERE period_type = $1::metrics_period \
-               AND ((period_start >= $2 AND period_start < $3) OR (period_start >= $4 AND period_start < $5))), \
+        "WITH tiles AS ( \
+             SELECT p::metrics_period AS period, lo, hi, recent \
+             FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bool[]) \
+                 AS t(p, lo, hi, recent)), \
+         src AS ( \
+             SELECT m.normalised_ticker AS ticker, t.recent, m.terminal_events, \
+                    m.processing_time_sum_us, m.error_events, m.total_events, m.latency_histogram \
+             FROM tiles t JOIN signal_metrics_summary m \
+               ON m.period_type = t.period AND m.period_start >= t.lo AND m.period_start < t.hi), \
          w AS ( \
              SELECT ticker, recent, sum(terminal_events)::bigint AS terminal, \
                     sum(processing_time_sum_us)::float8 AS sum_us, \
@@ -95,11 +119,10 @@ pub async fn windows(
          LEFT JOIN h rh ON rh.ticker = r.ticker AND rh.recent \
          ORDER BY b.ticker",
     )
-    .bind::<Text, _>(period.as_str())
-    .bind::<Timestamptz, _>(baseline.0)
-    .bind::<Timestamptz, _>(baseline.1)
-    .bind::<Timestamptz, _>(recent.0)
-    .bind::<Timestamptz, _>(recent.1)
+    .bind::<Array<Text>, _>(periods)
+    .bind::<Array<Timestamptz>, _>(starts)
+    .bind::<Array<Timestamptz>, _>(ends)
+    .bind::<Array<Bool>, _>(is_recent)
     .load(&mut conn)
     .await?;
     Ok(rows
