@@ -87,8 +87,14 @@ pub struct ServeArgs {
     /// Most RecordSignal/RecordEvent calls committed in one group transaction.
     #[arg(long, env = "AUDIT_GROUP_COMMIT_MAX_ITEMS", default_value_t = 500)]
     pub group_commit_max_items: usize,
-    /// Group transactions in flight at once; further calls wait and form larger groups.
-    #[arg(long, env = "AUDIT_GROUP_COMMIT_MAX_BATCHES", default_value_t = 4)]
+    /// Group transactions in flight at once; further calls wait and form
+    /// larger groups. One is fastest on the measured 2-core machine (5.1-5.2x
+    /// naive against 4.7-5.1x with four; concurrent groups contend on the
+    /// same right-most index pages and the WAL), at the price of head-of-line
+    /// blocking: a group waiting on a row lock held by a large RecordBatch
+    /// holds up the unary writes queued behind it (bounded by the statement
+    /// timeout). See BENCHMARKS.md.
+    #[arg(long, env = "AUDIT_GROUP_COMMIT_MAX_BATCHES", default_value_t = 1)]
     pub group_commit_max_batches: usize,
     /// Unary writes waiting for a group beyond this are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "AUDIT_GROUP_COMMIT_QUEUE", default_value_t = 20_000)]
