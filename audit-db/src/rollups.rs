@@ -262,10 +262,19 @@ async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<usize, DbError> {
     Ok(keys.len())
 }
 
-/// Materialized views the writer keeps fresh; each has a unique index so it
-/// can be refreshed CONCURRENTLY (readers are never blocked). Each refresh
-/// recomputes a whole view, hence the configurable interval.
-pub const MATERIALIZED_VIEWS: &[&str] = &["mv_daily_ticker_activity", "mv_hourly_stage_latencies"];
+/// Materialized views the writer keeps fresh, in groups refreshed in one
+/// transaction each: a view derived from another is refreshed right after
+/// it, so the two always agree and share one refresh time. Each view has a
+/// unique index so it can be refreshed CONCURRENTLY (readers are never
+/// blocked). Each refresh recomputes whole views, hence the configurable
+/// interval.
+pub const MATERIALIZED_VIEWS: &[&[&str]] = &[
+    &["mv_daily_ticker_activity"],
+    &[
+        "mv_hourly_stage_latencies",
+        "mv_hourly_stage_latencies_by_ticker",
+    ],
+];
 
 /// A refresh recomputes a whole view (minutes on tens of millions of
 /// events), far beyond the pool's statement timeout; this bounds it instead.
@@ -277,24 +286,26 @@ const MATVIEW_REFRESH_TIMEOUT: &str = "15min";
 /// and never claims data newer than the refresh read.
 pub async fn refresh_materialized_views(pool: &PgPool) -> Result<(), DbError> {
     let mut conn = pool.get().await?;
-    for view in MATERIALIZED_VIEWS {
+    for group in MATERIALIZED_VIEWS {
         conn.transaction::<_, DbError, _>(async |conn| {
             diesel::sql_query(format!(
                 "SET LOCAL statement_timeout = '{MATVIEW_REFRESH_TIMEOUT}'"
             ))
             .execute(conn)
             .await?;
-            // Names come from the constant above, never from a request.
-            diesel::sql_query(format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {view}"))
+            for view in *group {
+                // Names come from the constant above, never from a request.
+                diesel::sql_query(format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {view}"))
+                    .execute(conn)
+                    .await?;
+                diesel::sql_query(
+                    "INSERT INTO matview_refreshes (view_name, refreshed_at) VALUES ($1, now()) \
+                     ON CONFLICT (view_name) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at",
+                )
+                .bind::<Text, _>(*view)
                 .execute(conn)
                 .await?;
-            diesel::sql_query(
-                "INSERT INTO matview_refreshes (view_name, refreshed_at) VALUES ($1, now()) \
-                 ON CONFLICT (view_name) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at",
-            )
-            .bind::<Text, _>(*view)
-            .execute(conn)
-            .await?;
+            }
             Ok(())
         })
         .await?;

@@ -3,7 +3,8 @@
 //! later event's time.
 //!
 //! Two sources. `hourly` reads the `mv_hourly_stage_latencies` materialized
-//! view (see its migration): counts, averages and maxima exact, percentiles
+//! view, or its per-ticker sum when no worker grouping is asked for (see
+//! their migrations): counts, averages and maxima exact, percentiles
 //! from merged histograms (within 2%), as of the view's last refresh.
 //! `exact` reads raw events with percentile_cont, for short ranges only.
 
@@ -16,6 +17,9 @@ use diesel::sql_types::{BigInt, Double, Jsonb, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
 
 const VIEW: &str = "mv_hourly_stage_latencies";
+/// The same without the worker dimension (about an eighth of the rows), for
+/// every question that does not group by worker.
+const VIEW_BY_TICKER: &str = "mv_hourly_stage_latencies_by_ticker";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grouping {
@@ -90,12 +94,16 @@ pub async fn hourly(
     grouping: Grouping,
 ) -> Result<(Vec<StageRow>, DateTime<Utc>), DbError> {
     let group = grouping.column();
+    let view = match grouping {
+        Grouping::Worker => VIEW,
+        Grouping::None | Grouping::Ticker => VIEW_BY_TICKER,
+    };
     let mut conn = pool.get().await?;
     let rows: Vec<MergedRow> = diesel::sql_query(format!(
         "WITH src AS ( \
              SELECT from_stage, to_stage, {group} AS group_key, transitions, latency_sum_us, \
                     latency_max_us, latency_histogram \
-             FROM {VIEW} WHERE hour >= $1 AND hour < $2 AND ($3 = '' OR normalised_ticker = $3)), \
+             FROM {view} WHERE hour >= $1 AND hour < $2 AND ($3 = '' OR normalised_ticker = $3)), \
          totals AS ( \
              SELECT from_stage, to_stage, group_key, sum(transitions)::bigint AS count, \
                     sum(latency_sum_us)::float8 AS sum_us, max(latency_max_us)::bigint AS max_us \
@@ -109,7 +117,7 @@ pub async fn hourly(
          SELECT t.from_stage, t.to_stage, t.group_key, t.count, t.sum_us, t.max_us, h.histogram, \
                 r.refreshed_at AS as_of \
          FROM totals t JOIN hist h USING (from_stage, to_stage, group_key) \
-         CROSS JOIN matview_refreshes r WHERE r.view_name = '{VIEW}' \
+         CROSS JOIN matview_refreshes r WHERE r.view_name = '{view}' \
          ORDER BY t.count DESC, 1, 2, 3"
     ))
     .bind::<Timestamptz, _>(from)
@@ -119,7 +127,7 @@ pub async fn hourly(
     .await?;
     let as_of = match <[MergedRow]>::first(&rows) {
         Some(row) => row.as_of,
-        None => view_refreshed_at(&mut conn, VIEW).await?,
+        None => view_refreshed_at(&mut conn, view).await?,
     };
     let rows = rows
         .into_iter()
