@@ -20,12 +20,11 @@ struct Lsn {
 /// at or past the commit record, and already on disk, so the walsender can
 /// ship it to the replica straight away.
 pub async fn current_wal_lsn(conn: &mut AsyncPgConnection) -> Result<String, DbError> {
-    let row: Lsn = crate::statements::CurrentWalLsn.get_result(conn).await?;
-    Ok(row.lsn)
+    current_wal_lsn_shared(conn).await
 }
 
-/// The same query on a shared connection, to pipeline it behind a write
-/// (see `writes::record_signals_pipelined`).
+/// The same on a shared connection, so it can also be pipelined behind a
+/// write (see `writes::record_signals_pipelined`).
 pub(crate) async fn current_wal_lsn_shared(conn: &AsyncPgConnection) -> Result<String, DbError> {
     let mut shared = conn;
     let row: Lsn = crate::statements::CurrentWalLsn

@@ -197,6 +197,15 @@ struct Quantiles {
     sketch: f64,
 }
 
+/// The exact `$1`-quantile (percentile_cont) of processing times, in
+/// microseconds, over the terminal events of ticker `$2` ('*' for all).
+const EXACT_LATENCY_QUANTILE: &str = "(SELECT percentile_cont($1) WITHIN GROUP (ORDER BY \
+        greatest(0, extract(epoch FROM e.ts - s.created_at) * 1000000)) \
+    FROM signal_events e JOIN signals s USING (signal_id) \
+    WHERE e.event_type::text IN ('rejected','forwarded_success','forwarded_timeout', \
+         'forwarded_http_error','forwarded_generic_error','discarded','error') \
+      AND ($2 = '*' OR s.normalised_ticker = $2))::float8";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn merged_percentiles_are_within_two_percent_of_percentile_cont() {
     let app = start_app().await;
@@ -207,14 +216,11 @@ async fn merged_percentiles_are_within_two_percent_of_percentile_cont() {
             // Merge every minute bucket (the sketch path) and compare with
             // the exact continuous percentile of the raw latencies.
             let row: Quantiles = diesel::sql_query(
-                "SELECT (SELECT percentile_cont($1) WITHIN GROUP (ORDER BY \
-                            greatest(0, extract(epoch FROM e.ts - s.created_at) * 1000000)) \
-                         FROM signal_events e JOIN signals s USING (signal_id) \
-                         WHERE e.event_type::text IN ('rejected','forwarded_success','forwarded_timeout', \
-                              'forwarded_http_error','forwarded_generic_error','discarded','error') \
-                           AND ($2 = '*' OR s.normalised_ticker = $2))::float8 AS exact, \
+                format!(
+                "SELECT {EXACT_LATENCY_QUANTILE} AS exact, \
                         (SELECT histogram_quantile(histogram_merge(latency_histogram), $1) \
-                         FROM signal_metrics_summary WHERE period_type = 'minute' AND normalised_ticker = $2) AS sketch",
+                         FROM signal_metrics_summary WHERE period_type = 'minute' AND normalised_ticker = $2) AS sketch"
+            ),
             )
             .bind::<Double, _>(q)
             .bind::<Text, _>(ticker)
@@ -260,14 +266,9 @@ async fn merged_percentiles_are_within_two_percent_of_percentile_cont() {
             (0.95, total.p95_processing_time),
             (0.99, total.p99_processing_time),
         ] {
-            let row: Quantiles = diesel::sql_query(
-                "SELECT (SELECT percentile_cont($1) WITHIN GROUP (ORDER BY \
-                            greatest(0, extract(epoch FROM e.ts - s.created_at) * 1000000)) \
-                         FROM signal_events e JOIN signals s USING (signal_id) \
-                         WHERE e.event_type::text IN ('rejected','forwarded_success','forwarded_timeout', \
-                              'forwarded_http_error','forwarded_generic_error','discarded','error') \
-                           AND ($2 = '*' OR s.normalised_ticker = $2))::float8 AS exact, 0::float8 AS sketch",
-            )
+            let row: Quantiles = diesel::sql_query(format!(
+                "SELECT {EXACT_LATENCY_QUANTILE} AS exact, 0::float8 AS sketch"
+            ))
             .bind::<Double, _>(q)
             .bind::<Text, _>(ticker)
             .get_result(&mut db)

@@ -9,7 +9,7 @@
 
 use super::Period;
 use crate::{DbError, PgPool};
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
@@ -33,30 +33,15 @@ pub struct Tile {
     pub end: DateTime<Utc>,
 }
 
-fn floor(t: DateTime<Utc>, unit: TimeDelta) -> DateTime<Utc> {
-    // Truncation to minutes, hours or days of the Unix epoch (UTC) cannot
-    // fail for timestamps PostgreSQL stores.
-    t.duration_trunc(unit).unwrap_or(t)
-}
-
-fn ceil(t: DateTime<Utc>, unit: TimeDelta) -> DateTime<Utc> {
-    let down = floor(t, unit);
-    if down == t { t } else { down + unit }
-}
-
 /// `[from, to)` widened to whole minutes and covered, without overlap, by
 /// minute, hour and day buckets, coarsest where they fit, oldest first.
 pub fn tiles(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Tile> {
-    let (minute, hour, day) = (
-        TimeDelta::minutes(1),
-        TimeDelta::hours(1),
-        TimeDelta::days(1),
-    );
-    let (from, to) = (floor(from, minute), ceil(to, minute));
-    let h1 = ceil(from, hour).min(to);
-    let h2 = floor(to, hour).max(h1);
-    let d1 = ceil(h1, day).min(h2);
-    let d2 = floor(h2, day).max(d1);
+    let (minute, hour, day) = (Period::Minute, Period::Hour, Period::Day);
+    let (from, to) = (minute.floor(from), minute.ceil(to));
+    let h1 = hour.ceil(from).min(to);
+    let h2 = hour.floor(to).max(h1);
+    let d1 = day.ceil(h1).min(h2);
+    let d2 = day.floor(h2).max(d1);
     [
         (Period::Minute, from, h1),
         (Period::Hour, h1, d1),
@@ -131,19 +116,18 @@ mod tests {
         let tiles = tiles(from, to);
         assert_eq!(
             <[Tile]>::first(&tiles).map(|t| t.start),
-            Some(floor(from, TimeDelta::minutes(1)))
+            Some(Period::Minute.floor(from))
         );
         assert_eq!(
             <[Tile]>::last(&tiles).map(|t| t.end),
-            Some(ceil(to, TimeDelta::minutes(1)))
+            Some(Period::Minute.ceil(to))
         );
         for pair in tiles.windows(2) {
             assert_eq!(pair[0].end, pair[1].start);
         }
         for t in &tiles {
-            let unit = TimeDelta::seconds(t.period.seconds());
-            assert_eq!(floor(t.start, unit), t.start, "{t:?}");
-            assert_eq!(floor(t.end, unit), t.end, "{t:?}");
+            assert_eq!(t.period.floor(t.start), t.start, "{t:?}");
+            assert_eq!(t.period.floor(t.end), t.end, "{t:?}");
         }
         tiles
     }
