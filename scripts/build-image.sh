@@ -216,7 +216,7 @@ log "podman build -t $IMAGE_NAME"
 pod build --quiet --timestamp "$EPOCH" --format oci -t "$IMAGE_NAME" \
     -f "$CONTEXT/Containerfile" "$CONTEXT" >/dev/null
 log "podman save --format oci-archive -o $ARCHIVE"
-pod save --format oci-archive -o "$ARCHIVE" "$IMAGE_NAME"
+pod save --quiet --format oci-archive -o "$ARCHIVE" "$IMAGE_NAME"
 
 IMAGE_BYTES=$(pod image inspect --format '{{.Size}}' "$IMAGE_NAME")
 ARCHIVE_BYTES=$(stat -c %s -- "$ARCHIVE")

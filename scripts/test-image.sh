@@ -48,6 +48,8 @@ for tool in podman skopeo umoci grpcurl python3 unshare chroot; do
 done
 
 WORK=$(mktemp -d /tmp/signal-audit-image-test.XXXXXX)
+# pg-cluster.sh runs the servers as the postgres OS user: it must get through.
+chmod 0711 "$WORK"
 PG_DIR=$WORK/pg
 PIDS=()
 PG_STARTED=0
@@ -222,7 +224,7 @@ log "audit-writer migrate (from the image)"
 
 # Checks that PID runs the image's binary, as 65532:65532, no groups.
 check_identity() {
-    local name=$1 pid=$2 status root
+    local name=$1 pid=$2 status root exe
     status=$(cat "/proc/$pid/status" 2>/dev/null) || fail "audit-$name is not running"
     grep -Eq '^Uid:\s+65532\s+65532\s+65532\s+65532$' <<<"$status" ||
         fail "audit-$name does not run as uid 65532: $(grep '^Uid:' <<<"$status")"
@@ -232,8 +234,14 @@ check_identity() {
         fail "audit-$name has supplementary groups: $(grep '^Groups:' <<<"$status")"
     root=$(readlink "/proc/$pid/root")
     [[ $root == "$R" ]] || fail "audit-$name runs in $root, not the image's file system"
-    [[ $(readlink "/proc/$pid/exe") == /usr/local/bin/audit-$name ]] ||
-        fail "audit-$name runs $(readlink "/proc/$pid/exe")"
+    if ((RO_ROOT)); then
+        [[ $(awk '$5 == "/" { split($6, o, ","); print o[1] }' "/proc/$pid/mountinfo") == ro ]] ||
+            fail "audit-$name's root file system is not read-only"
+    fi
+    # The kernel shows the executable's path as seen from our root.
+    exe=$(readlink "/proc/$pid/exe")
+    [[ $exe == "$R/usr/local/bin/audit-$name" || $exe == /usr/local/bin/audit-$name ]] ||
+        fail "audit-$name runs $exe, not the image's binary"
 }
 
 health() {
