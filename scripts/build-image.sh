@@ -55,6 +55,8 @@ case ${1:-} in
 *) die "unknown argument '$1' (--no-build or nothing)" ;;
 esac
 
+# The rootfs has files of other owners (root, 65532), which needs root.
+[[ $(id -u) -eq 0 ]] || die "must run as root (the image's files belong to root and uid 65532)"
 command -v podman >/dev/null 2>&1 ||
     die "podman is not installed (scripts/install-deps.sh installs it when run as root)"
 command -v ldd >/dev/null 2>&1 || die "ldd is needed to find the binaries' shared libraries"
