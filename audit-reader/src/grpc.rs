@@ -31,6 +31,20 @@ impl ReaderService {
     }
 }
 
+impl ReaderService {
+    /// Holds the call until the replica has the caller's write, if it
+    /// carries a consistency token.
+    async fn caught_up<T>(
+        &self,
+        request: &Request<T>,
+        token: Option<&pb::ConsistencyToken>,
+    ) -> Result<(), ReadError> {
+        self.consistency
+            .wait(&self.pool, token, request.metadata())
+            .await
+    }
+}
+
 #[tonic::async_trait]
 impl SignalReaderService for ReaderService {
     type ExportSignalsStream = export::ExportStream;
@@ -79,12 +93,7 @@ impl SignalReaderService for ReaderService {
                 ..Default::default()
             })?;
             query.include_total = false;
-            self.consistency
-                .wait(
-                    &self.pool,
-                    export_request.consistency_token.as_ref(),
-                    request.metadata(),
-                )
+            self.caught_up(&request, export_request.consistency_token.as_ref())
                 .await?;
             Ok::<_, ReadError>(export::export(self.pool.clone(), query, format, limit))
         })
@@ -98,12 +107,7 @@ impl SignalReaderService for ReaderService {
     ) -> Result<Response<pb::GetSignalResponse>, Status> {
         respond(async {
             let signal_id = convert::uuid("signal_id", &request.get_ref().signal_id)?;
-            self.consistency
-                .wait(
-                    &self.pool,
-                    request.get_ref().consistency_token.as_ref(),
-                    request.metadata(),
-                )
+            self.caught_up(&request, request.get_ref().consistency_token.as_ref())
                 .await?;
             let (signal, events) = signals::get_signal(&self.pool, signal_id).await?;
             let timeline: Vec<_> = events.iter().map(|e| (e.event_type, e.ts)).collect();
@@ -131,12 +135,7 @@ impl SignalReaderService for ReaderService {
     ) -> Result<Response<pb::ListSignalsResponse>, Status> {
         respond(async {
             let query = request::signal_query(request.get_ref())?;
-            self.consistency
-                .wait(
-                    &self.pool,
-                    request.get_ref().consistency_token.as_ref(),
-                    request.metadata(),
-                )
+            self.caught_up(&request, request.get_ref().consistency_token.as_ref())
                 .await?;
             let page = signals::list_signals(&self.pool, &query).await?;
             Ok(pb::ListSignalsResponse {
@@ -155,12 +154,7 @@ impl SignalReaderService for ReaderService {
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         respond(async {
             let query = request::event_query(request.get_ref())?;
-            self.consistency
-                .wait(
-                    &self.pool,
-                    request.get_ref().consistency_token.as_ref(),
-                    request.metadata(),
-                )
+            self.caught_up(&request, request.get_ref().consistency_token.as_ref())
                 .await?;
             let (events, next) = events::list_events(&self.pool, &query).await?;
             Ok(pb::ListEventsResponse {

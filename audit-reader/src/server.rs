@@ -6,7 +6,7 @@ use crate::cache::AnswerCache;
 use crate::config::ServeArgs;
 use crate::consistency::Consistency;
 use crate::grpc::ReaderService;
-use audit_db::{build_pool, replication};
+use audit_db::build_pool;
 use audit_proto::v1::signal_analytics_service_server::SignalAnalyticsServiceServer;
 use audit_proto::v1::signal_reader_service_server::SignalReaderServiceServer;
 use audit_server::ServeError;
@@ -51,10 +51,7 @@ pub async fn run(
         Routes::new(reader).add_service(analytics),
         listener,
         Duration::from_millis(args.health_check_ms),
-        move || {
-            let pool = pool.clone();
-            async move { replication::ping(&pool).await }
-        },
+        pool,
         shutdown,
     )
     .await

@@ -2,6 +2,7 @@
 //! state, reflection, a span per call, TCP_NODELAY, graceful shutdown.
 
 use crate::telemetry::grpc_span;
+use audit_db::{PgPool, replication};
 use std::future::Future;
 use std::time::Duration;
 use tonic_health::ServingStatus;
@@ -17,21 +18,20 @@ pub enum ServeError {
 
 /// Serves `routes` on `listener` next to health and reflection, one span per
 /// call, until `shutdown` resolves. `services` report SERVING only while
-/// `check` (a database ping) succeeds. On shutdown: NOT_SERVING, stop
+/// `database` answers a ping. On shutdown: NOT_SERVING, stop
 /// accepting, let in-flight calls finish, return.
-pub async fn serve<F, Fut, E>(
+pub async fn serve(
     services: &[&'static str],
     routes: tonic::service::Routes,
     listener: tokio::net::TcpListener,
     health_every: Duration,
-    check: F,
+    database: PgPool,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError>
-where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: std::fmt::Display + 'static,
-{
+) -> Result<(), ServeError> {
+    let check = move || {
+        let pool = database.clone();
+        async move { replication::ping(&pool).await }
+    };
     let (reporter, health) = tonic_health::server::health_reporter();
     for service in services {
         reporter

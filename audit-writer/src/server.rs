@@ -5,7 +5,7 @@ use crate::config::ServeArgs;
 use crate::group_commit::GroupCommit;
 use crate::grpc::WriterService;
 use crate::jobs;
-use audit_db::{build_pool, replication};
+use audit_db::build_pool;
 use audit_proto::v1::signal_writer_service_server::SignalWriterServiceServer;
 use audit_server::ServeError;
 use std::future::Future;
@@ -39,10 +39,7 @@ pub async fn run(
         Routes::new(writer),
         listener,
         Duration::from_millis(args.health_check_ms),
-        move || {
-            let pool = pool.clone();
-            async move { replication::ping(&pool).await }
-        },
+        pool,
         shutdown,
     )
     .await;

@@ -1,11 +1,9 @@
 //! GetMetrics, GetTimeSeries and GetErrorBreakdown: the dashboards, read from
 //! the rollups and cached by rollup version.
 
-use super::{
-    AnalyticsService, bounded_range, micros, period, series_metric, snapshot, ticker_scope,
-};
+use super::{AnalyticsService, bounded_range, micros, period, series_metric};
 use crate::error::ReadError;
-use crate::queries::analytics::{self as queries, errors, metrics};
+use crate::queries::analytics::{errors, metrics};
 use audit_core::{DomainError, Period, SignalStatus};
 use audit_proto::v1 as pb;
 use audit_wire::convert::{status_to_proto, to_timestamp};
@@ -18,13 +16,13 @@ pub(super) async fn get_metrics(
 ) -> Result<pb::GetMetricsResponse, ReadError> {
     let period = period(request.bucket_size)?;
     let (from, to) = bounded_range("time_range", request.time_range.as_ref(), period)?;
-    let mut conn = service.pool.get().await?;
-    snapshot(&mut conn)
-        .run(async |conn| {
-            let ticker = ticker_scope(conn, "ticker", &request.ticker).await?;
-            let as_of = queries::as_of(conn).await?;
-            service
-                .cached("GetMetrics", as_of, &request, async {
+    service
+        .rollup_answer(
+            "GetMetrics",
+            &request,
+            &request.ticker,
+            |conn, ticker, as_of| {
+                Box::pin(async move {
                     let (buckets, total) =
                         metrics::metrics(conn, period, &ticker, from, to).await?;
                     Ok(pb::GetMetricsResponse {
@@ -33,8 +31,8 @@ pub(super) async fn get_metrics(
                         as_of: Some(to_timestamp(as_of)),
                     })
                 })
-                .await
-        })
+            },
+        )
         .await
 }
 
@@ -56,13 +54,13 @@ pub(super) async fn get_time_series(
             .into());
         }
     };
-    let mut conn = service.pool.get().await?;
-    snapshot(&mut conn)
-        .run(async |conn| {
-            let ticker = ticker_scope(conn, "ticker", &request.ticker).await?;
-            let as_of = queries::as_of(conn).await?;
-            service
-                .cached("GetTimeSeries", as_of, &request, async {
+    service
+        .rollup_answer(
+            "GetTimeSeries",
+            &request,
+            &request.ticker,
+            |conn, ticker, as_of| {
+                Box::pin(async move {
                     let points =
                         metrics::time_series(conn, period, &ticker, from, to, metric, window)
                             .await?;
@@ -79,8 +77,8 @@ pub(super) async fn get_time_series(
                         as_of: Some(to_timestamp(as_of)),
                     })
                 })
-                .await
-        })
+            },
+        )
         .await
 }
 
@@ -91,13 +89,13 @@ pub(super) async fn get_error_breakdown(
     // Answered from day, hour and minute error rollups, so the range is
     // bounded like an hourly series.
     let (from, to) = bounded_range("time_range", request.time_range.as_ref(), Period::Hour)?;
-    let mut conn = service.pool.get().await?;
-    snapshot(&mut conn)
-        .run(async |conn| {
-            let ticker = ticker_scope(conn, "ticker", &request.ticker).await?;
-            let as_of = queries::as_of(conn).await?;
-            service
-                .cached("GetErrorBreakdown", as_of, &request, async {
+    service
+        .rollup_answer(
+            "GetErrorBreakdown",
+            &request,
+            &request.ticker,
+            |conn, ticker, as_of| {
+                Box::pin(async move {
                     let rows = errors::breakdown(conn, from, to, &ticker).await?;
                     let pick = |dimension: &str| -> Vec<pb::ErrorCount> {
                         rows.iter()
@@ -118,8 +116,8 @@ pub(super) async fn get_error_breakdown(
                         as_of: Some(to_timestamp(as_of)),
                     })
                 })
-                .await
-        })
+            },
+        )
         .await
 }
 

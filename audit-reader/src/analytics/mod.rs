@@ -24,6 +24,7 @@ use audit_wire::decode::closed_range;
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel_async::AsyncPgConnection;
 use diesel_async::pg::TransactionBuilder;
+use futures::future::BoxFuture;
 use tonic::{Request, Response, Status};
 
 /// More buckets than this in one answer is a mistake, not a dashboard.
@@ -37,6 +38,35 @@ pub struct AnalyticsService {
 impl AnalyticsService {
     pub fn new(pool: PgPool, cache: AnswerCache) -> Self {
         Self { pool, cache }
+    }
+
+    /// An answer computed from the rollups: in one snapshot the ticker is
+    /// checked and the rollups' `as_of` read, and the answer is cached under
+    /// that version (see [`Self::cached`]).
+    async fn rollup_answer<T>(
+        &self,
+        rpc: &'static str,
+        request: &impl prost::Message,
+        ticker: &str,
+        compute: impl for<'c> FnOnce(
+            &'c mut AsyncPgConnection,
+            TickerScope,
+            DateTime<Utc>,
+        ) -> BoxFuture<'c, Result<T, ReadError>>
+        + Send,
+    ) -> Result<T, ReadError>
+    where
+        T: prost::Message + Default + Send,
+    {
+        let mut conn = self.pool.get().await?;
+        snapshot(&mut conn)
+            .run(async |conn| {
+                let scope = ticker_scope(conn, "ticker", ticker).await?;
+                let as_of = queries::as_of(conn).await?;
+                self.cached(rpc, as_of, request, compute(conn, scope, as_of))
+                    .await
+            })
+            .await
     }
 
     /// The cached answer of `rpc` for `request` at the rollup version
