@@ -9,10 +9,10 @@
 #
 # Environment (defaults in brackets):
 #   AUDIT_STACK_DIR           state folder, repo-relative unless absolute [.stack]
-#   AUDIT_STACK_PRIMARY_PORT  primary's port [55432]
-#   AUDIT_STACK_REPLICA_PORT  replica's port [55433]
-#   AUDIT_WRITER_LISTEN       audit-writer's listen address [127.0.0.1:50051]
-#   AUDIT_READER_LISTEN       audit-reader's listen address [127.0.0.1:50052]
+#   AUDIT_STACK_PRIMARY_PORT  primary's port [15432]
+#   AUDIT_STACK_REPLICA_PORT  replica's port [15433]
+#   AUDIT_WRITER_LISTEN       audit-writer's listen address [127.0.0.1:15051]
+#   AUDIT_READER_LISTEN       audit-reader's listen address [127.0.0.1:15052]
 #   AUDIT_STACK_SKIP_BUILD=1  use the release binaries already built
 #   RUST_LOG                  passed to both services [info]
 # scripts/test.sh runs a second stack on other ports and folder at the same
@@ -24,10 +24,10 @@ cd "$ROOT"
 
 STACK_DIR=${AUDIT_STACK_DIR:-.stack}
 [[ $STACK_DIR == /* ]] || STACK_DIR=$ROOT/$STACK_DIR
-PRIMARY_PORT=${AUDIT_STACK_PRIMARY_PORT:-55432}
-REPLICA_PORT=${AUDIT_STACK_REPLICA_PORT:-55433}
-WRITER_LISTEN=${AUDIT_WRITER_LISTEN:-127.0.0.1:50051}
-READER_LISTEN=${AUDIT_READER_LISTEN:-127.0.0.1:50052}
+PRIMARY_PORT=${AUDIT_STACK_PRIMARY_PORT:-15432}
+REPLICA_PORT=${AUDIT_STACK_REPLICA_PORT:-15433}
+WRITER_LISTEN=${AUDIT_WRITER_LISTEN:-127.0.0.1:15051}
+READER_LISTEN=${AUDIT_READER_LISTEN:-127.0.0.1:15052}
 DB_NAME=signal_audit
 PRIMARY_URL=postgres://postgres@127.0.0.1:$PRIMARY_PORT/$DB_NAME
 REPLICA_URL=postgres://postgres@127.0.0.1:$REPLICA_PORT/$DB_NAME

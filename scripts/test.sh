@@ -29,12 +29,12 @@ PATH=$PATH:$HOME/.local/bin
 export PATH
 
 # The stack the examples run against; none of it collides with .stack's
-# defaults (55432/55433/50051/50052).
+# defaults (15432/15433/15051/15052).
 export AUDIT_STACK_DIR=.stack-test
-export AUDIT_STACK_PRIMARY_PORT=56432
-export AUDIT_STACK_REPLICA_PORT=56433
-export AUDIT_WRITER_LISTEN=127.0.0.1:56051
-export AUDIT_READER_LISTEN=127.0.0.1:56052
+export AUDIT_STACK_PRIMARY_PORT=16432
+export AUDIT_STACK_REPLICA_PORT=16433
+export AUDIT_WRITER_LISTEN=127.0.0.1:16051
+export AUDIT_READER_LISTEN=127.0.0.1:16052
 
 step_deps() {
     scripts/install-deps.sh
