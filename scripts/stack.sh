@@ -183,11 +183,11 @@ start_service() {
 # Dies naming the address when the run's log says the service could not
 # listen (the services log "cannot listen" and exit when bind() fails).
 die_if_bind_failed() {
-    local name=$1 listen=$2 error why=""
-    error=$(log_tail "$name" 2>&1 | grep -m 1 'cannot listen') || return 0
-    why=$(port_conflict "${listen##*:}") || why="nothing holds it now (it was taken at start-up)"
-    log "audit-$name: $error"
-    die "audit-$name could not bind $listen: $why"
+    local name=$1 listen=$2 line reason why
+    line=$(log_tail "$name" 2>&1 | grep -m 1 'cannot listen') || return 0
+    reason=$(sed -n -E 's/.* error=(.*) listen=.*/\1/p' <<<"$line")
+    if why=$(port_conflict "${listen##*:}"); then reason="${reason:-$line}; $why"; fi
+    die "audit-$name could not bind $listen: ${reason:-$line} (log: $STACK_DIR/$name.log)"
 }
 
 wait_healthy() {
