@@ -151,7 +151,11 @@ check_reserved_free() {
 owns_port() {
     local pid=$1 port=$2
     command -v ss >/dev/null 2>&1 || return 0
-    ss -Hltnp "sport = :$port" 2>/dev/null | grep -q "pid=$pid,"
+    local sockets
+    sockets=$(ss -Hltnp "sport = :$port" 2>/dev/null) || return 0
+    # Without the right to see processes, ss shows no users: cannot tell.
+    [[ $sockets == *users:* ]] || return 0
+    [[ $sockets == *"pid=$pid,"* ]]
 }
 
 # Prints the current run's part of a service log (the file is appended to).
@@ -190,27 +194,33 @@ die_if_bind_failed() {
     die "audit-$name could not bind $listen: ${reason:-$line} (log: $STACK_DIR/$name.log)"
 }
 
+# True while the process started for NAME runs. Not service_pid: right after
+# `start_service` the child may not have exec'd the binary yet.
+started_alive() {
+    local pid
+    pid=$(<"$STACK_DIR/$1.pid") || return 1
+    kill -0 "$pid" 2>/dev/null && [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]]
+}
+
 wait_healthy() {
     local name=$1 addr=$2 listen=$3 deadline=$((SECONDS + HEALTH_TIMEOUT)) pid
+    pid=$(<"$STACK_DIR/$name.pid")
     while :; do
-        if ! pid=$(service_pid "$name"); then
+        # SERVING counts only from our own process: another one answering on
+        # the same address means ours is about to fail to bind (below).
+        if is_serving "$addr" "$name" && owns_port "$pid" "${listen##*:}"; then
+            break
+        fi
+        if ! started_alive "$name"; then
             die_if_bind_failed "$name" "$listen"
             log "audit-$name exited during startup; its log ($STACK_DIR/$name.log):"
             log_tail "$name"
             exit 1
         fi
-        if is_serving "$addr" "$name"; then
-            owns_port "$pid" "${listen##*:}" && break
-            # Someone else answers on our address; ours will fail to bind.
-            if ((SECONDS >= deadline)); then
-                die "something else answers on $addr, not audit-$name (pid $pid): $(port_conflict "${listen##*:}" || true)"
-            fi
-            sleep 0.5
-            continue
-        fi
         if ((SECONDS >= deadline)); then
             log "audit-$name is not SERVING at $addr after ${HEALTH_TIMEOUT}s; health check said:"
             health "$addr" "$name" | sed 's/^/  /' >&2 || true
+            log "$(port_conflict "${listen##*:}" || echo "nothing else holds port ${listen##*:}")"
             log "its log ($STACK_DIR/$name.log):"
             log_tail "$name"
             exit 1
