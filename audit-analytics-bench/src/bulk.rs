@@ -3,7 +3,8 @@
 //! the rollups and materialized views are brought up to date.
 
 use crate::Error;
-use audit_db::{PoolConfig, build_pool, rollups};
+use audit_db::{PoolConfig, build_pool};
+use audit_writer::store::rollups;
 use diesel::sql_types::{BigInt, Double};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use std::time::{Duration, Instant};
@@ -94,7 +95,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         application_name: "audit-analytics-bench".into(),
         read_only: false,
         test_on_checkout: false,
-    })?;
+    });
     let signals = (args.events as f64 / 5.8).ceil() as i64;
     let started = Instant::now();
     let mut conn = pool.get().await?;

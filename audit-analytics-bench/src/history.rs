@@ -64,7 +64,7 @@ fn event(
         signal_id: signal.into(),
         event_type: status.into(),
         location: location.into(),
-        timestamp: Some(audit_core::convert::to_timestamp(at)),
+        timestamp: Some(audit_wire::convert::to_timestamp(at)),
         worker_id: format!("worker-{}", rng.random_range(1..=8)),
         ..Default::default()
     }
@@ -96,7 +96,7 @@ fn life(
         } else {
             vec![]
         },
-        received_at: Some(audit_core::convert::to_timestamp(t0)),
+        received_at: Some(audit_wire::convert::to_timestamp(t0)),
     };
     let mut at = t0;
     let mut step = |rng: &mut StdRng, ms: u64| {

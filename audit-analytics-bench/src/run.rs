@@ -15,11 +15,11 @@
 //! `--rpc-seconds`; the table says how many calls each figure rests on.
 
 use crate::Error;
-use audit_core::convert::to_timestamp;
-use audit_db::analytics::quality;
 use audit_db::{PoolConfig, build_pool};
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_analytics_service_client::SignalAnalyticsServiceClient;
+use audit_reader::queries::analytics::quality;
+use audit_wire::convert::to_timestamp;
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::sql_types::Timestamptz;
 use diesel_async::RunQueryDsl;
@@ -536,7 +536,7 @@ async fn answer_raw(url: &str, raw: &Raw, end: DateTime<Utc>) -> Result<usize, E
         application_name: "audit-analytics-bench".into(),
         read_only: true,
         test_on_checkout: false,
-    })?;
+    });
     let start = end - TimeDelta::hours(24);
     match raw {
         Raw::Sql(sql) => {
@@ -547,9 +547,14 @@ async fn answer_raw(url: &str, raw: &Raw, end: DateTime<Utc>) -> Result<usize, E
                 .execute(&mut conn)
                 .await?)
         }
-        Raw::QualityChecks => Ok(quality::check(&pool, STUCK_AFTER_US, start, end, MAX_IDS)
-            .await?
-            .len()),
+        Raw::QualityChecks => {
+            let mut conn = pool.get().await?;
+            Ok(
+                quality::check(&mut conn, STUCK_AFTER_US, start, end, MAX_IDS)
+                    .await?
+                    .len(),
+            )
+        }
     }
 }
 

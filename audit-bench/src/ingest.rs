@@ -24,7 +24,7 @@ pub async fn run(args: IngestArgs) -> Result<Report, BenchError> {
         application_name: "audit-bench".into(),
         read_only: false,
         test_on_checkout: false,
-    })?;
+    });
     ensure_empty(&pool).await?;
     let mut writer = WriterProcess::start(&args).await?;
     let mut report = Report::new(&args);

@@ -8,7 +8,7 @@
 //!
 //! - `naive`: one transaction per signal straight on PostgreSQL (signal,
 //!   event-id claim, received event, COMMIT) from N clients: the baseline;
-//! - `batched`: `audit_db::writes::record_batch` with chunks of signals from
+//! - `batched`: `audit_writer::store::record_batch` with chunks of signals from
 //!   N clients, no gRPC: the database-side limit of this schema;
 //! - `unary`: RecordSignal, one signal per call, from many concurrent
 //!   callers: what group commit makes of single writes;

@@ -159,7 +159,8 @@ fn splitmix64(mut x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use audit_core::validate::{Limits, new_event, new_signal};
+    use audit_core::rules::Limits;
+    use audit_wire::decode::{new_event, new_signal};
 
     #[test]
     fn same_seed_same_items_other_seed_other_ids() {

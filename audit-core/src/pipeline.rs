@@ -1,3 +1,4 @@
+use crate::DomainError;
 use diesel_derive_enum::DbEnum;
 
 /// The statuses the pipeline really has; an event's type is the status it
@@ -36,8 +37,11 @@ impl SignalStatus {
         Self::Error,
     ];
 
-    /// Statuses after which the signal's life is over; the first one to
-    /// arrive fixes `total_processing_time`.
+    /// Statuses after which the signal's life is over. A signal's
+    /// `total_processing_time` is the time from its creation to the LATEST
+    /// terminal event (see [`crate::SignalState`]). PostgreSQL has the same
+    /// definition as `signal_status_is_terminal(signal_status)`; a test
+    /// checks that the two agree.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -74,6 +78,15 @@ impl SignalStatus {
             Self::Error => "error",
         }
     }
+
+    /// The status PostgreSQL or a client spelled `name`; an unknown name is
+    /// an error, never a default.
+    pub fn from_name(field: &str, name: &str) -> Result<Self, DomainError> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+            .ok_or_else(|| DomainError::invalid(field, format!("unknown status {name:?}")))
+    }
 }
 
 /// The component holding a signal. PostgreSQL type `signal_location`.
@@ -97,5 +110,19 @@ impl SignalLocation {
             Self::Completed => "completed",
             Self::Discarded => "discarded",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_fail() {
+        for status in SignalStatus::ALL {
+            assert_eq!(SignalStatus::from_name("s", status.as_str()), Ok(status));
+        }
+        assert!(SignalStatus::from_name("s", "unknown").is_err());
+        assert!(SignalStatus::from_name("s", "").is_err());
     }
 }

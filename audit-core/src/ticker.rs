@@ -30,6 +30,24 @@ pub fn normalise_ticker(ticker: &str) -> String {
         .collect()
 }
 
+/// Which tickers an analytics question covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TickerScope {
+    All,
+    /// One normalised ticker.
+    One(String),
+}
+
+impl TickerScope {
+    /// The normalised ticker, or `None` for all of them.
+    pub fn ticker(&self) -> Option<&str> {
+        match self {
+            Self::All => None,
+            Self::One(ticker) => Some(ticker),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::normalise_ticker;

@@ -1,11 +1,11 @@
-use audit_core::DomainError;
+//! What can go wrong between a service and PostgreSQL, classified by what a
+//! caller can do about it. This crate knows no gRPC: each service maps these
+//! variants to its own status codes (see the services' `error.rs`).
+
 use thiserror::Error;
 
-/// What can go wrong between a service and PostgreSQL.
 #[derive(Debug, Error)]
 pub enum DbError {
-    #[error(transparent)]
-    Invalid(#[from] DomainError),
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: String },
     #[error("{what} {id} already exists with different content: {reason}")]
@@ -14,20 +14,27 @@ pub enum DbError {
         id: String,
         reason: String,
     },
-    /// The pool could not hand out a connection in time, or the server is gone.
-    #[error("database unavailable: {0}")]
+    /// The connection was lost or refused, the pool could not hand one out
+    /// in time, or the server is starting, stopping or full. Safe to retry.
+    #[error("database unavailable, retry later: {0}")]
     Unavailable(String),
+    /// The transaction lost a serialization race or a deadlock and was
+    /// rolled back. Safe to retry.
+    #[error("transaction aborted, retry: {0}")]
+    Aborted(String),
     /// The replica has not replayed the caller's consistency token in time.
     #[error("replica has replayed up to {replayed} but the consistency token asks for {wanted}")]
     ReplicaBehind { wanted: String, replayed: String },
-    /// The writer has no capacity left; the caller should back off and retry.
-    #[error("writer saturated: {0}")]
-    Overloaded(String),
     #[error("statement timed out: {0}")]
     Timeout(String),
     /// Refused by the database because the connection is read-only.
     #[error("read-only connection: {0}")]
     ReadOnly(String),
+    /// A value the database refuses to store (SQLSTATE class 22, data
+    /// exception) that validation let through.
+    #[error("value refused by the database: {0}")]
+    BadValue(String),
+    /// Anything else: a bug in a statement or in the schema.
     #[error("database error: {0}")]
     Query(diesel::result::Error),
     /// An error about one item of a batch; `item` is its field path (`events[3]`).
@@ -41,28 +48,85 @@ pub enum DbError {
 
 impl DbError {
     pub fn in_item(self, item: String) -> Self {
-        match self {
-            Self::Invalid(domain) => Self::Invalid(domain.within(&format!("{item}."))),
-            other => Self::BatchItem {
-                item,
-                source: Box::new(other),
-            },
+        Self::BatchItem {
+            item,
+            source: Box::new(self),
         }
+    }
+
+    pub fn not_found(what: &'static str, id: impl ToString) -> Self {
+        Self::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+}
+
+/// Server messages that mark a failure as the server's state, not the
+/// statement's. diesel-async does not expose the SQLSTATE of errors outside
+/// a few constraint classes, so the rest is told apart by the server's
+/// message (the clusters this project starts, and managed PostgreSQL, report
+/// in English; `lc_messages` must stay `C` or `en_*` for this to hold).
+const UNAVAILABLE: &[&str] = &[
+    "terminating connection",     // 57P01 admin / 57P02 crash shutdown
+    "the database system is",     // 57P03 starting up, shutting down, in recovery
+    "too many clients already",   // 53300
+    "too many connections",       // 53300 per role or database
+    "remaining connection slots", // 53300 reserved slots
+    "server closed the connection",
+    "connection closed",
+];
+const ABORTED: &[&str] = &["deadlock detected", "could not serialize access"];
+const TIMEOUT: &[&str] = &[
+    "statement timeout",
+    "lock timeout",
+    "canceling statement due to user request",
+];
+const BAD_VALUE: &[&str] = &[
+    "invalid byte sequence",
+    "unsupported unicode escape sequence",
+    "value too long",
+    "out of range",
+    "invalid input syntax",
+];
+
+fn classify(message: &str) -> Option<fn(String) -> DbError> {
+    let lower = message.to_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    if has(UNAVAILABLE) {
+        Some(DbError::Unavailable)
+    } else if has(ABORTED) {
+        Some(DbError::Aborted)
+    } else if has(TIMEOUT) {
+        Some(DbError::Timeout)
+    } else if has(BAD_VALUE) {
+        Some(DbError::BadValue)
+    } else {
+        None
     }
 }
 
 impl From<diesel::result::Error> for DbError {
     fn from(error: diesel::result::Error) -> Self {
-        use diesel::result::{DatabaseErrorKind, Error};
+        use diesel::result::{DatabaseErrorKind as Kind, Error};
         match &error {
-            Error::DatabaseError(DatabaseErrorKind::ReadOnlyTransaction, info) => {
+            Error::DatabaseError(Kind::ReadOnlyTransaction, info) => {
                 Self::ReadOnly(info.message().to_owned())
             }
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+            // No SQLSTATE at all: the command never reached the server or
+            // its answer never came back.
+            Error::DatabaseError(Kind::ClosedConnection | Kind::UnableToSendCommand, info) => {
                 Self::Unavailable(info.message().to_owned())
             }
-            Error::DatabaseError(_, info) if info.message().contains("statement timeout") => {
-                Self::Timeout(info.message().to_owned())
+            Error::DatabaseError(Kind::SerializationFailure, info) => {
+                Self::Aborted(info.message().to_owned())
+            }
+            Error::DatabaseError(_, info) => match classify(info.message()) {
+                Some(variant) => variant(info.message().to_owned()),
+                None => Self::Query(error),
+            },
+            Error::BrokenTransactionManager => {
+                Self::Unavailable("the connection's transaction state was lost".into())
             }
             _ => Self::Query(error),
         }
@@ -80,52 +144,38 @@ impl<E: std::fmt::Display> From<bb8::RunError<E>> for DbError {
     }
 }
 
-/// The one mapping from database-layer errors to gRPC statuses, used by both
-/// services so a given failure reads the same whichever one reports it.
-impl From<DbError> for tonic::Status {
-    fn from(error: DbError) -> Self {
-        use diesel::result::{DatabaseErrorKind, Error};
-        use tonic::Status;
-        let message = error.to_string();
-        match error {
-            DbError::Invalid(_) => Status::invalid_argument(message),
-            DbError::NotFound { .. } => Status::not_found(message),
-            DbError::Conflict { .. } => Status::already_exists(message),
-            DbError::Unavailable(_) | DbError::ReplicaBehind { .. } => Status::unavailable(message),
-            DbError::Timeout(_) => Status::deadline_exceeded(message),
-            DbError::Overloaded(_) => Status::resource_exhausted(message),
-            DbError::ReadOnly(_) => Status::failed_precondition(message),
-            DbError::BatchItem { item, source } => {
-                let inner = Status::from(*source);
-                Status::new(inner.code(), format!("{item}: {}", inner.message()))
-            }
-            DbError::Query(Error::DatabaseError(kind, info)) => match kind {
-                DatabaseErrorKind::UniqueViolation => {
-                    Status::already_exists(info.message().to_owned())
-                }
-                DatabaseErrorKind::ForeignKeyViolation => {
-                    Status::not_found(info.message().to_owned())
-                }
-                DatabaseErrorKind::CheckViolation | DatabaseErrorKind::NotNullViolation => {
-                    Status::invalid_argument(info.message().to_owned())
-                }
-                DatabaseErrorKind::SerializationFailure => {
-                    Status::aborted(info.message().to_owned())
-                }
-                _ => {
-                    tracing::error!(error = %message, "unexpected database error");
-                    Status::internal("internal database error")
-                }
-            },
-            DbError::Query(error) => {
-                tracing::error!(%error, "unexpected database error");
-                Status::internal("internal database error")
-            }
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Validation failures are INVALID_ARGUMENT, through the same mapping.
-pub fn invalid(error: DomainError) -> tonic::Status {
-    tonic::Status::from(DbError::from(error))
+    #[test]
+    fn classifies_server_messages() {
+        let kind = |m: &str| classify(m).map(|f| std::mem::discriminant(&f(String::new())));
+        let of = |e: DbError| Some(std::mem::discriminant(&e));
+        assert_eq!(
+            kind("terminating connection due to administrator command"),
+            of(DbError::Unavailable(String::new()))
+        );
+        assert_eq!(
+            kind("the database system is in recovery mode"),
+            of(DbError::Unavailable(String::new()))
+        );
+        assert_eq!(
+            kind("sorry, too many clients already"),
+            of(DbError::Unavailable(String::new()))
+        );
+        assert_eq!(
+            kind("deadlock detected"),
+            of(DbError::Aborted(String::new()))
+        );
+        assert_eq!(
+            kind("canceling statement due to statement timeout"),
+            of(DbError::Timeout(String::new()))
+        );
+        assert_eq!(
+            kind("invalid byte sequence for encoding \"UTF8\": 0x00"),
+            of(DbError::BadValue(String::new()))
+        );
+        assert_eq!(kind("syntax error at or near \"SELEC\""), None);
+    }
 }

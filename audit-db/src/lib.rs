@@ -1,27 +1,18 @@
-//! The PostgreSQL side of Signal Audit Trail.
+//! The storage shared by both services: the diesel [`schema`] (mirroring
+//! the migrations), the [`models`] rows, the bb8 [`pool`] builder, the
+//! consistency tokens of [`replication`], and [`DbError`], which classifies
+//! database failures by what a caller can do about them.
 //!
-//! [`schema`] mirrors the migrations, [`models`] holds the rows, [`pool`]
-//! builds the bb8 pools (primary for the writer, replica for the reader), and
-//! each query family lives in its own module: [`writes`] for everything the
-//! writer does in one transaction per request, [`reads`] for the reader's
-//! lookups and keyset pages, [`replication`] for consistency tokens and
-//! replica lag. Callers hand in checked domain values from `audit-core` and
-//! get rows or a [`DbError`] back; mapping to gRPC happens in the services.
+//! The queries themselves live with their only user: the write path in
+//! `audit-writer`'s `store` module, the read and analytics queries in
+//! `audit-reader`'s `queries` module. This crate knows nothing of gRPC;
+//! each service maps [`DbError`] to its own statuses.
 
-pub mod analytics;
-mod convert;
 mod error;
-pub mod maintenance;
 pub mod models;
 pub mod pool;
-pub mod reads;
 pub mod replication;
-pub mod rollups;
 pub mod schema;
-mod statements;
-pub mod tail;
-pub mod writes;
 
-pub use convert::{event_to_proto, interval_to_delta, signal_to_proto};
-pub use error::{DbError, invalid};
+pub use error::DbError;
 pub use pool::{PgPool, PoolConfig, build_pool};

@@ -1,9 +1,9 @@
 //! Rows as stored.
 
 use crate::schema::{signal_event_ids, signal_events, signals};
-use audit_core::{SignalLocation, SignalStatus};
+use audit_core::{NewSignal, SignalLocation, SignalState, SignalStatus};
 use bigdecimal::BigDecimal;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::data_types::PgInterval;
 use diesel::prelude::*;
 use uuid::Uuid;
@@ -60,8 +60,8 @@ pub struct NewEventRow<'a> {
     pub response_data: Option<&'a str>,
 }
 
-impl<'a> From<&'a audit_core::validate::NewEvent> for NewEventRow<'a> {
-    fn from(event: &'a audit_core::validate::NewEvent) -> Self {
+impl<'a> From<&'a audit_core::NewEvent> for NewEventRow<'a> {
+    fn from(event: &'a audit_core::NewEvent) -> Self {
         Self {
             event_id: event.event_id,
             signal_id: event.signal_id,
@@ -83,4 +83,62 @@ pub struct EventIdRow {
     pub event_id: Uuid,
     pub signal_id: Uuid,
     pub ts: DateTime<Utc>,
+}
+
+/// Intervals written by this service only use microseconds; days and months
+/// are folded in for intervals written by hand.
+pub fn interval_to_delta(interval: &PgInterval) -> TimeDelta {
+    TimeDelta::microseconds(interval.microseconds)
+        + TimeDelta::days(i64::from(interval.days) + 30 * i64::from(interval.months))
+}
+
+pub fn delta_to_interval(delta: TimeDelta) -> PgInterval {
+    PgInterval::from_microseconds(delta.num_microseconds().unwrap_or(i64::MAX))
+}
+
+impl SignalRow {
+    /// The row a new signal is stored as: received, no event applied.
+    pub fn received(signal: &NewSignal) -> Self {
+        let state = SignalState::received(signal.received_at);
+        Self {
+            signal_id: signal.signal_id,
+            ticker: signal.ticker.clone(),
+            normalised_ticker: signal.normalised_ticker.clone(),
+            side: signal.side.clone(),
+            action: signal.action.clone(),
+            price: signal.price.clone(),
+            original_signal: signal.original_signal.clone(),
+            current_status: state.status,
+            current_location: state.location,
+            created_at: state.created_at,
+            updated_at: state.updated_at,
+            total_processing_time: None,
+            error_count: state.error_count,
+            retry_count: state.retry_count,
+            tags: signal.tags.clone(),
+        }
+    }
+
+    /// The part of the row the state machine owns.
+    pub fn state(&self) -> SignalState {
+        SignalState {
+            status: self.current_status,
+            location: self.current_location,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            total_processing_time: self.total_processing_time.as_ref().map(interval_to_delta),
+            error_count: self.error_count,
+            retry_count: self.retry_count,
+        }
+    }
+
+    pub fn set_state(&mut self, state: &SignalState) {
+        self.current_status = state.status;
+        self.current_location = state.location;
+        self.created_at = state.created_at;
+        self.updated_at = state.updated_at;
+        self.total_processing_time = state.total_processing_time.map(delta_to_interval);
+        self.error_count = state.error_count;
+        self.retry_count = state.retry_count;
+    }
 }

@@ -1,6 +1,5 @@
 //! bb8 pools of diesel-async connections, one per server role.
 
-use crate::DbError;
 use diesel::ConnectionError;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
@@ -29,7 +28,7 @@ pub struct PoolConfig {
 
 /// Builds the pool without waiting for the database: a service must start
 /// (and report NOT_SERVING) while PostgreSQL is down.
-pub fn build_pool(config: &PoolConfig) -> Result<PgPool, DbError> {
+pub fn build_pool(config: &PoolConfig) -> PgPool {
     let setup = session_settings(config);
     let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
     manager_config.custom_setup = Box::new(move |url| {
@@ -47,13 +46,13 @@ pub fn build_pool(config: &PoolConfig) -> Result<PgPool, DbError> {
         &config.url,
         manager_config,
     );
-    Ok(bb8::Pool::builder()
+    bb8::Pool::builder()
         .min_idle(Some(config.min_idle.min(config.max_size)))
         .max_size(config.max_size.max(1))
         .connection_timeout(config.connect_timeout)
         .test_on_check_out(config.test_on_checkout)
         .idle_timeout(Some(Duration::from_secs(300)))
-        .build_unchecked(manager))
+        .build_unchecked(manager)
 }
 
 /// Time buckets (date_trunc) are UTC whatever the server's time zone.

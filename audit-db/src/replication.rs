@@ -3,45 +3,56 @@
 //! Raw SQL here because these are server functions diesel has no DSL for.
 
 use crate::{DbError, PgPool};
+use audit_core::Lsn;
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
-use diesel::sql_types::{Bool, Nullable, Text, Timestamptz};
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Bool, Nullable, Text, Timestamptz, Untyped};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
 use tokio::time::Instant;
 
 #[derive(QueryableByName)]
-struct Lsn {
+struct LsnRow {
     #[diesel(sql_type = Text)]
     lsn: String,
+}
+
+/// The flush position after a commit: the consistency token. A statement
+/// type with a static query id, so diesel-async prepares it once per
+/// connection (a `sql_query` would be parsed again on every call).
+struct CurrentWalLsn;
+
+impl QueryId for CurrentWalLsn {
+    type QueryId = CurrentWalLsn;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for CurrentWalLsn {
+    type SqlType = Untyped;
+}
+
+impl QueryFragment<Pg> for CurrentWalLsn {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
+        out.push_sql("SELECT pg_current_wal_flush_lsn()::text AS lsn");
+        Ok(())
+    }
 }
 
 /// The primary's flushed WAL position. Called after COMMIT returns, so it is
 /// at or past the commit record, and already on disk, so the walsender can
 /// ship it to the replica straight away.
-pub async fn current_wal_lsn(conn: &mut AsyncPgConnection) -> Result<String, DbError> {
+pub async fn current_wal_lsn(conn: &mut AsyncPgConnection) -> Result<Lsn, DbError> {
     current_wal_lsn_shared(conn).await
 }
 
 /// The same on a shared connection, so it can also be pipelined behind a
-/// write (see `writes::record_signals_pipelined`).
-pub(crate) async fn current_wal_lsn_shared(conn: &AsyncPgConnection) -> Result<String, DbError> {
+/// write (see the writer's `store::record_signals_pipelined`).
+pub async fn current_wal_lsn_shared(conn: &AsyncPgConnection) -> Result<Lsn, DbError> {
     let mut shared = conn;
-    let row: Lsn = crate::statements::CurrentWalLsn
-        .get_result(&mut shared)
-        .await?;
-    Ok(row.lsn)
-}
-
-/// A token as written by the writer: two hexadecimal halves around a slash.
-pub fn is_valid_lsn(token: &str) -> bool {
-    token.split_once('/').is_some_and(|(hi, lo)| {
-        !hi.is_empty()
-            && !lo.is_empty()
-            && hi.len() <= 8
-            && lo.len() <= 8
-            && hi.chars().chain(lo.chars()).all(|c| c.is_ascii_hexdigit())
-    })
+    let row: LsnRow = CurrentWalLsn.get_result(&mut shared).await?;
+    Ok(Lsn::from_server(row.lsn))
 }
 
 #[derive(QueryableByName)]
@@ -57,7 +68,7 @@ struct Replayed {
 /// caught up: it has the write by definition.
 pub async fn wait_for_lsn(
     pool: &PgPool,
-    lsn: &str,
+    lsn: &Lsn,
     deadline: Instant,
     interval: Duration,
 ) -> Result<(), DbError> {
@@ -67,7 +78,7 @@ pub async fn wait_for_lsn(
             "SELECT COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, true) AS caught_up, \
                     COALESCE(pg_last_wal_replay_lsn()::text, 'primary') AS replayed",
         )
-        .bind::<Text, _>(lsn)
+        .bind::<Text, _>(lsn.as_str())
         .get_result(&mut conn)
         .await?;
         if row.caught_up {
@@ -75,7 +86,7 @@ pub async fn wait_for_lsn(
         }
         if Instant::now() + interval > deadline {
             return Err(DbError::ReplicaBehind {
-                wanted: lsn.to_owned(),
+                wanted: lsn.to_string(),
                 replayed: row.replayed,
             });
         }

@@ -15,7 +15,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
-    pub telemetry: audit_telemetry::TelemetryArgs,
+    pub telemetry: audit_server::TelemetryArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,15 +43,8 @@ pub struct ServeArgs {
         default_value = "postgres://postgres@127.0.0.1:15433/signal_audit"
     )]
     pub replica_url: String,
-    /// Connections kept open even when idle.
-    #[arg(long, env = "AUDIT_POOL_MIN", default_value_t = 20)]
-    pub pool_min: u32,
-    /// Most connections open at once.
-    #[arg(long, env = "AUDIT_POOL_MAX", default_value_t = 50)]
-    pub pool_max: u32,
-    /// How long a call waits for a pooled connection before UNAVAILABLE.
-    #[arg(long, env = "AUDIT_POOL_TIMEOUT_MS", default_value_t = 2_000)]
-    pub pool_timeout_ms: u64,
+    #[command(flatten)]
+    pub pool: audit_server::PoolArgs,
     /// PostgreSQL statement_timeout for every connection.
     #[arg(long, env = "AUDIT_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
     pub statement_timeout_ms: u64,
@@ -85,15 +78,11 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     pub fn pool(&self) -> PoolConfig {
-        PoolConfig {
-            url: self.replica_url.clone(),
-            min_idle: self.pool_min,
-            max_size: self.pool_max,
-            connect_timeout: Duration::from_millis(self.pool_timeout_ms),
-            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
-            application_name: "audit-reader".into(),
-            test_on_checkout: true,
-            read_only: true,
-        }
+        self.pool.config(
+            &self.replica_url,
+            "audit-reader",
+            Duration::from_millis(self.statement_timeout_ms),
+            true,
+        )
     }
 }

@@ -1,12 +1,12 @@
 //! Read-your-writes: hold a call until the replica has replayed the
 //! caller's consistency token, bounded by the call's own deadline.
 
-use audit_core::DomainError;
-use audit_db::{PgPool, invalid, replication};
+use crate::error::ReadError;
+use audit_core::Lsn;
+use audit_db::{PgPool, replication};
 use audit_proto::v1 as pb;
 use std::time::Duration;
 use tokio::time::Instant;
-use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 #[derive(Debug, Clone)]
@@ -23,23 +23,16 @@ impl Consistency {
         pool: &PgPool,
         token: Option<&pb::ConsistencyToken>,
         metadata: &MetadataMap,
-    ) -> Result<(), Status> {
+    ) -> Result<(), ReadError> {
         let Some(lsn) = token.map(|t| t.lsn.trim()).filter(|lsn| !lsn.is_empty()) else {
             return Ok(());
         };
-        if !replication::is_valid_lsn(lsn) {
-            return Err(invalid(DomainError::invalid(
-                "consistency_token.lsn",
-                format!("{lsn:?} is not a WAL position such as \"0/16B3748\""),
-            )));
-        }
+        let lsn = Lsn::parse("consistency_token.lsn", lsn)?;
         // Leave a tenth of the caller's deadline to send the answer.
         let wait = grpc_timeout(metadata)
             .map(|deadline| deadline.mul_f32(0.9))
             .map_or(self.max_wait, |d| d.min(self.max_wait));
-        replication::wait_for_lsn(pool, lsn, Instant::now() + wait, self.poll)
-            .await
-            .map_err(Status::from)
+        Ok(replication::wait_for_lsn(pool, &lsn, Instant::now() + wait, self.poll).await?)
     }
 }
 

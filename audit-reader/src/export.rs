@@ -3,9 +3,10 @@
 //! bounded channel, so a slow client slows the export instead of filling
 //! memory.
 
-use audit_db::models::SignalRow;
-use audit_db::reads::{self, SignalQuery};
-use audit_db::{DbError, PgPool, interval_to_delta};
+use crate::error::ReadError;
+use crate::queries::signals::{self, SignalQuery};
+use audit_db::PgPool;
+use audit_db::models::{SignalRow, interval_to_delta};
 use audit_proto::v1 as pb;
 use bigdecimal::ToPrimitive;
 use serde::Serialize;
@@ -111,10 +112,10 @@ pub fn export(
                     break;
                 }
             }
-            let page = match reads::list_signals(&pool, &query).await {
+            let page = match signals::list_signals(&pool, &query).await {
                 Ok(page) => page,
                 Err(error) => {
-                    let _ = chunks.send(Err(Status::from(error))).await;
+                    let _ = chunks.send(Err(ReadError::from(error).into())).await;
                     return;
                 }
             };
@@ -122,11 +123,9 @@ pub fn export(
             let chunk = match encode(page.signals, format, first) {
                 Ok(chunk) => chunk,
                 Err(error) => {
-                    let _ = chunks
-                        .send(Err(Status::from(DbError::Unavailable(format!(
-                            "encoding failed: {error}"
-                        )))))
-                        .await;
+                    // Rows the database returned always serialise: a bug.
+                    let bug = ReadError::Bug(format!("export encoding failed: {error}"));
+                    let _ = chunks.send(Err(bug.into())).await;
                     return;
                 }
             };

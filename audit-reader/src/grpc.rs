@@ -1,15 +1,17 @@
-//! Thin handlers: wait for the caller's token, run one `audit_db::reads`
-//! query on the replica, convert rows to protobuf.
+//! Thin handlers: decode the request ([`crate::request`]), wait for the
+//! caller's token ([`crate::consistency`]), run one [`crate::queries`]
+//! query on the replica, encode the rows.
 
 use crate::consistency::Consistency;
-use crate::export;
-use crate::request;
-use audit_core::DomainError;
-use audit_core::convert::{to_duration, to_timestamp};
-use audit_db::reads::{self, encode_token};
-use audit_db::{PgPool, event_to_proto, invalid, replication, signal_to_proto};
+use crate::error::{ReadError, respond};
+use crate::queries::{encode_token, events, signals};
+use crate::{export, request};
+use audit_core::{DomainError, stage_durations};
+use audit_db::{PgPool, replication};
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_reader_service_server::SignalReaderService;
+use audit_wire::convert::{self, status_to_proto, to_duration, to_timestamp};
+use audit_wire::encode::{event_to_proto, signal_to_proto};
 use chrono::TimeDelta;
 use tonic::{Request, Response, Status};
 
@@ -39,9 +41,12 @@ impl SignalReaderService for ReaderService {
         &self,
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
-        Ok(Response::new(
-            crate::tail::start(self.pool.clone(), request.get_ref(), self.tail_poll).await?,
+        respond(crate::tail::start(
+            self.pool.clone(),
+            request.get_ref(),
+            self.tail_poll,
         ))
+        .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -49,46 +54,41 @@ impl SignalReaderService for ReaderService {
         &self,
         request: Request<pb::ExportSignalsRequest>,
     ) -> Result<Response<Self::ExportSignalsStream>, Status> {
-        let export_request = request.get_ref();
-        let format = match pb::ExportFormat::try_from(export_request.format) {
-            Ok(pb::ExportFormat::Unspecified | pb::ExportFormat::Csv) => export::Format::Csv,
-            Ok(pb::ExportFormat::JsonLines) => export::Format::JsonLines,
-            Err(_) => {
-                return Err(invalid(DomainError::invalid(
-                    "format",
-                    format!("unknown value {}", export_request.format),
-                )));
+        respond(async {
+            let export_request = request.get_ref();
+            let format = match pb::ExportFormat::try_from(export_request.format) {
+                Ok(pb::ExportFormat::Unspecified | pb::ExportFormat::Csv) => export::Format::Csv,
+                Ok(pb::ExportFormat::JsonLines) => export::Format::JsonLines,
+                Err(_) => {
+                    return Err(DomainError::invalid(
+                        "format",
+                        format!("unknown value {}", export_request.format),
+                    )
+                    .into());
+                }
+            };
+            if export_request.limit < 0 {
+                return Err(DomainError::invalid("limit", "must not be negative").into());
             }
-        };
-        if export_request.limit < 0 {
-            return Err(invalid(DomainError::invalid(
-                "limit",
-                "must not be negative",
-            )));
-        }
-        let limit = (export_request.limit > 0).then_some(export_request.limit);
-        let mut query = request::signal_query(&pb::ListSignalsRequest {
-            filter: export_request.filter.clone(),
-            sort_by: export_request.sort_by,
-            direction: export_request.direction,
-            page_size: 1000,
-            ..Default::default()
+            let limit = (export_request.limit > 0).then_some(export_request.limit);
+            let mut query = request::signal_query(&pb::ListSignalsRequest {
+                filter: export_request.filter.clone(),
+                sort_by: export_request.sort_by,
+                direction: export_request.direction,
+                page_size: 1000,
+                ..Default::default()
+            })?;
+            query.include_total = false;
+            self.consistency
+                .wait(
+                    &self.pool,
+                    export_request.consistency_token.as_ref(),
+                    request.metadata(),
+                )
+                .await?;
+            Ok::<_, ReadError>(export::export(self.pool.clone(), query, format, limit))
         })
-        .map_err(invalid)?;
-        query.include_total = false;
-        self.consistency
-            .wait(
-                &self.pool,
-                export_request.consistency_token.as_ref(),
-                request.metadata(),
-            )
-            .await?;
-        Ok(Response::new(export::export(
-            self.pool.clone(),
-            query,
-            format,
-            limit,
-        )))
+        .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -96,29 +96,32 @@ impl SignalReaderService for ReaderService {
         &self,
         request: Request<pb::GetSignalRequest>,
     ) -> Result<Response<pb::GetSignalResponse>, Status> {
-        let signal_id = audit_core::convert::uuid("signal_id", &request.get_ref().signal_id)
-            .map_err(invalid)?;
-        self.consistency
-            .wait(
-                &self.pool,
-                request.get_ref().consistency_token.as_ref(),
-                request.metadata(),
-            )
-            .await?;
-        let (signal, events) = reads::get_signal(&self.pool, signal_id).await?;
-        let stages = reads::stage_durations(&events)
-            .into_iter()
-            .map(|(from, to, spent)| pb::StageDuration {
-                from_status: pb::SignalStatus::from(from).into(),
-                to_status: pb::SignalStatus::from(to).into(),
-                duration: Some(to_duration(spent)),
+        respond(async {
+            let signal_id = convert::uuid("signal_id", &request.get_ref().signal_id)?;
+            self.consistency
+                .wait(
+                    &self.pool,
+                    request.get_ref().consistency_token.as_ref(),
+                    request.metadata(),
+                )
+                .await?;
+            let (signal, events) = signals::get_signal(&self.pool, signal_id).await?;
+            let timeline: Vec<_> = events.iter().map(|e| (e.event_type, e.ts)).collect();
+            let stages = stage_durations(&timeline)
+                .into_iter()
+                .map(|stage| pb::StageDuration {
+                    from_status: status_to_proto(stage.from).into(),
+                    to_status: status_to_proto(stage.to).into(),
+                    duration: Some(to_duration(stage.spent)),
+                })
+                .collect();
+            Ok(pb::GetSignalResponse {
+                signal: Some(signal_to_proto(signal)),
+                events: events.into_iter().map(event_to_proto).collect(),
+                stages,
             })
-            .collect();
-        Ok(Response::new(pb::GetSignalResponse {
-            signal: Some(signal_to_proto(signal)),
-            events: events.into_iter().map(event_to_proto).collect(),
-            stages,
-        }))
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -126,20 +129,23 @@ impl SignalReaderService for ReaderService {
         &self,
         request: Request<pb::ListSignalsRequest>,
     ) -> Result<Response<pb::ListSignalsResponse>, Status> {
-        let query = request::signal_query(request.get_ref()).map_err(invalid)?;
-        self.consistency
-            .wait(
-                &self.pool,
-                request.get_ref().consistency_token.as_ref(),
-                request.metadata(),
-            )
-            .await?;
-        let page = reads::list_signals(&self.pool, &query).await?;
-        Ok(Response::new(pb::ListSignalsResponse {
-            signals: page.signals.into_iter().map(signal_to_proto).collect(),
-            next_page_token: page.next.as_ref().map(encode_token).unwrap_or_default(),
-            total_count: page.total.unwrap_or(0),
-        }))
+        respond(async {
+            let query = request::signal_query(request.get_ref())?;
+            self.consistency
+                .wait(
+                    &self.pool,
+                    request.get_ref().consistency_token.as_ref(),
+                    request.metadata(),
+                )
+                .await?;
+            let page = signals::list_signals(&self.pool, &query).await?;
+            Ok(pb::ListSignalsResponse {
+                signals: page.signals.into_iter().map(signal_to_proto).collect(),
+                next_page_token: page.next.as_ref().map(encode_token).unwrap_or_default(),
+                total_count: page.total.unwrap_or(0),
+            })
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -147,26 +153,22 @@ impl SignalReaderService for ReaderService {
         &self,
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
-        let query = request::event_query(request.get_ref()).map_err(invalid)?;
-        self.consistency
-            .wait(
-                &self.pool,
-                request.get_ref().consistency_token.as_ref(),
-                request.metadata(),
-            )
-            .await?;
-        let (events, next) = reads::list_events(
-            &self.pool,
-            &query.filter,
-            query.page_size,
-            query.after.as_ref(),
-            query.fingerprint,
-        )
-        .await?;
-        Ok(Response::new(pb::ListEventsResponse {
-            events: events.into_iter().map(event_to_proto).collect(),
-            next_page_token: next.as_ref().map(encode_token).unwrap_or_default(),
-        }))
+        respond(async {
+            let query = request::event_query(request.get_ref())?;
+            self.consistency
+                .wait(
+                    &self.pool,
+                    request.get_ref().consistency_token.as_ref(),
+                    request.metadata(),
+                )
+                .await?;
+            let (events, next) = events::list_events(&self.pool, &query).await?;
+            Ok(pb::ListEventsResponse {
+                events: events.into_iter().map(event_to_proto).collect(),
+                next_page_token: next.as_ref().map(encode_token).unwrap_or_default(),
+            })
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -174,13 +176,16 @@ impl SignalReaderService for ReaderService {
         &self,
         _request: Request<pb::GetReplicationStatusRequest>,
     ) -> Result<Response<pb::GetReplicationStatusResponse>, Status> {
-        let status = replication::replication_status(&self.pool).await?;
-        Ok(Response::new(pb::GetReplicationStatusResponse {
-            replay_lsn: status.replay_lsn.unwrap_or_default(),
-            receive_lsn: status.receive_lsn.unwrap_or_default(),
-            replay_lag: Some(to_duration(TimeDelta::microseconds(status.replay_lag_us))),
-            last_replayed_commit_at: status.last_replayed_commit_at.map(to_timestamp),
-            in_recovery: status.in_recovery,
-        }))
+        respond(async {
+            let status = replication::replication_status(&self.pool).await?;
+            Ok(pb::GetReplicationStatusResponse {
+                replay_lsn: status.replay_lsn.unwrap_or_default(),
+                receive_lsn: status.receive_lsn.unwrap_or_default(),
+                replay_lag: Some(to_duration(TimeDelta::microseconds(status.replay_lag_us))),
+                last_replayed_commit_at: status.last_replayed_commit_at.map(to_timestamp),
+                in_recovery: status.in_recovery,
+            })
+        })
+        .await
     }
 }

@@ -5,16 +5,22 @@
 //! mistake and never loads the primary. A request may carry the consistency
 //! token of an earlier write; [`consistency`] holds the call until the
 //! replica has replayed it (within the call's deadline) or answers
-//! UNAVAILABLE. [`request`] turns protobuf filters into `audit_db::reads`
-//! queries; [`grpc`] holds the thin handlers; [`server::run`] wires them with
-//! health, reflection, tracing and graceful shutdown.
+//! UNAVAILABLE. [`request`] turns protobuf filters into [`queries`];
+//! [`grpc`] holds the reader's thin handlers (with [`export`] and [`tail`]
+//! for the streaming calls), [`analytics`] the analytics service's, one
+//! module per RPC family, answered from rollups and materialized views and
+//! cached in [`cache`]. Failures are [`error::ReadError`], mapped to a gRPC
+//! status in one place. [`server::run`] wires them with health, reflection,
+//! tracing and graceful shutdown.
 
 pub mod analytics;
 pub mod cache;
 pub mod config;
 pub mod consistency;
+pub mod error;
 pub mod export;
 pub mod grpc;
+pub mod queries;
 pub mod request;
 pub mod server;
 pub mod tail;

@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match audit_reader::server::run(args, listener, audit_telemetry::shutdown_signal()).await {
+    match audit_reader::server::run(args, listener, audit_server::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "audit-reader failed");

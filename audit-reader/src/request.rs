@@ -1,13 +1,16 @@
-//! Protobuf read requests into `audit_db::reads` queries, with every bad
+//! Protobuf read requests into [`crate::queries`] queries, with every bad
 //! argument reported against its field.
 
-use audit_core::{DomainError, convert, normalise_ticker, validate};
-use audit_db::reads::{
-    self, Direction, EventCursor, EventFilter, SignalCursor, SignalFilter, SignalQuery, SortField,
-    TagMatch,
+use crate::queries::events::{EventCursor, EventFilter, EventQuery};
+use crate::queries::signals::{
+    Direction, SignalCursor, SignalFilter, SignalQuery, SortField, TagMatch,
 };
+use crate::queries::{decode_token, page_size};
+use audit_core::rules::{self, Limits};
+use audit_core::{DomainError, normalise_ticker};
 use audit_proto::v1 as pb;
-use chrono::{DateTime, Utc};
+use audit_wire::convert;
+use audit_wire::decode::time_range;
 use prost::Message;
 
 /// FNV-1a: a stable hash of the request shape a page token belongs to.
@@ -21,38 +24,6 @@ fn fingerprint(parts: &[&[u8]]) -> u64 {
         hash = hash.rotate_left(5);
     }
     hash
-}
-
-type Range = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-
-pub fn time_range(field: &str, range: Option<&pb::TimeRange>) -> Result<Range, DomainError> {
-    let Some(range) = range else {
-        return Ok((None, None));
-    };
-    let start = range
-        .start
-        .as_ref()
-        .map(|t| convert::timestamp(&format!("{field}.start"), t))
-        .transpose()?;
-    let end = range
-        .end
-        .as_ref()
-        .map(|t| convert::timestamp(&format!("{field}.end"), t))
-        .transpose()?;
-    if let (Some(start), Some(end)) = (start, end)
-        && start >= end
-    {
-        return Err(DomainError::invalid(
-            field,
-            format!("start {start} is not before end {end}"),
-        ));
-    }
-    Ok((start, end))
-}
-
-fn non_empty(value: &str) -> Option<String> {
-    let value = value.trim();
-    (!value.is_empty()).then(|| value.to_owned())
 }
 
 pub fn signal_filter(filter: &pb::SignalFilter) -> Result<SignalFilter, DomainError> {
@@ -93,8 +64,12 @@ pub fn signal_filter(filter: &pb::SignalFilter) -> Result<SignalFilter, DomainEr
         }
     };
     Ok(SignalFilter {
-        ticker: non_empty(&filter.ticker),
-        normalised_ticker: non_empty(&filter.normalised_ticker).map(|t| normalise_ticker(&t)),
+        ticker: rules::query_text("filter.ticker", &filter.ticker)?,
+        normalised_ticker: rules::query_text(
+            "filter.normalised_ticker",
+            &filter.normalised_ticker,
+        )?
+        .map(|t| normalise_ticker(&t)),
         statuses,
         location: convert::optional_location("filter.location", filter.location)?,
         created_from,
@@ -104,7 +79,7 @@ pub fn signal_filter(filter: &pb::SignalFilter) -> Result<SignalFilter, DomainEr
         errors_only: filter.errors_only,
         min_processing_time,
         max_processing_time,
-        tags: validate::tags("filter.tags", &filter.tags, &validate::Limits::default())?,
+        tags: rules::tags("filter.tags", &filter.tags, &Limits::default())?,
         tag_match,
     })
 }
@@ -144,7 +119,7 @@ pub fn signal_query(request: &pb::ListSignalsRequest) -> Result<SignalQuery, Dom
     let after = if request.page_token.is_empty() {
         None
     } else {
-        let cursor: SignalCursor = reads::decode_token("page_token", &request.page_token)?;
+        let cursor: SignalCursor = decode_token("page_token", &request.page_token)?;
         if cursor.fingerprint != fingerprint || cursor.sort != sort || cursor.direction != direction
         {
             return Err(DomainError::invalid(
@@ -158,22 +133,15 @@ pub fn signal_query(request: &pb::ListSignalsRequest) -> Result<SignalQuery, Dom
         filter,
         sort,
         direction,
-        page_size: reads::page_size("page_size", request.page_size)?,
+        page_size: page_size("page_size", request.page_size)?,
         after,
         include_total: request.include_total_count,
         fingerprint,
     })
 }
 
-pub struct EventQuery {
-    pub filter: EventFilter,
-    pub page_size: i64,
-    pub after: Option<EventCursor>,
-    pub fingerprint: u64,
-}
-
 pub fn event_query(request: &pb::ListEventsRequest) -> Result<EventQuery, DomainError> {
-    let signal_id = non_empty(&request.signal_id)
+    let signal_id = rules::query_text("signal_id", &request.signal_id)?
         .map(|id| convert::uuid("signal_id", &id))
         .transpose()?;
     let (from, to) = time_range("time_range", request.time_range.as_ref())?;
@@ -185,7 +153,7 @@ pub fn event_query(request: &pb::ListEventsRequest) -> Result<EventQuery, Domain
     let after = if request.page_token.is_empty() {
         None
     } else {
-        let cursor: EventCursor = reads::decode_token("page_token", &request.page_token)?;
+        let cursor: EventCursor = decode_token("page_token", &request.page_token)?;
         if cursor.fingerprint != fingerprint {
             return Err(DomainError::invalid(
                 "page_token",
@@ -201,7 +169,7 @@ pub fn event_query(request: &pb::ListEventsRequest) -> Result<EventQuery, Domain
             from,
             to,
         },
-        page_size: reads::page_size("page_size", request.page_size)?,
+        page_size: page_size("page_size", request.page_size)?,
         after,
         fingerprint,
     })

@@ -1,5 +1,5 @@
-//! Wiring: the reader service, served through the shared plumbing (health,
-//! reflection, per-call spans, shutdown).
+//! Wiring: the reader and analytics services, served through the shared
+//! plumbing of `audit-server` (health, reflection, spans, shutdown).
 
 use crate::analytics::AnalyticsService;
 use crate::cache::AnswerCache;
@@ -9,19 +9,12 @@ use crate::grpc::ReaderService;
 use audit_db::{build_pool, replication};
 use audit_proto::v1::signal_analytics_service_server::SignalAnalyticsServiceServer;
 use audit_proto::v1::signal_reader_service_server::SignalReaderServiceServer;
+use audit_server::ServeError;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::service::Routes;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error(transparent)]
-    Database(#[from] audit_db::DbError),
-    #[error(transparent)]
-    Serve(#[from] audit_telemetry::ServeError),
-}
 
 /// Serves on `listener` until `shutdown` resolves, then reports NOT_SERVING,
 /// stops accepting, lets in-flight calls finish and returns.
@@ -30,7 +23,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let pool = build_pool(&args.pool())?;
+    let pool = build_pool(&args.pool());
     let reader = SignalReaderServiceServer::new(ReaderService::new(
         pool.clone(),
         Consistency {
@@ -50,7 +43,7 @@ pub async fn run(
     let analytics = SignalAnalyticsServiceServer::new(AnalyticsService::new(pool.clone(), cache))
         .max_decoding_message_size(args.max_request_bytes);
 
-    Ok(audit_telemetry::serve(
+    audit_server::serve(
         &[
             SignalReaderServiceServer::<ReaderService>::NAME,
             SignalAnalyticsServiceServer::<AnalyticsService>::NAME,
@@ -64,5 +57,5 @@ pub async fn run(
         },
         shutdown,
     )
-    .await?)
+    .await
 }

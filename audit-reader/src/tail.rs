@@ -1,12 +1,15 @@
-//! StreamEvents: polls the replica's tail (see `audit_db::tail`) and
+//! StreamEvents: polls the replica's tail (see [`crate::queries::tail`]) and
 //! forwards events through a bounded channel; a slow client slows the
 //! polling, and a client that leaves stops it.
 
-use audit_core::{DomainError, convert, normalise_ticker};
-use audit_db::reads::{decode_token, encode_token};
-use audit_db::tail::{self, TailPosition};
-use audit_db::{PgPool, event_to_proto, invalid};
+use crate::error::ReadError;
+use crate::queries::tail::{self, TailPosition};
+use crate::queries::{decode_token, encode_token};
+use audit_core::{DomainError, normalise_ticker, rules};
+use audit_db::PgPool;
 use audit_proto::v1 as pb;
+use audit_wire::convert;
+use audit_wire::encode::event_to_proto;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -22,8 +25,10 @@ pub async fn start(
     pool: PgPool,
     request: &pb::StreamEventsRequest,
     poll: Duration,
-) -> Result<TailStream, Status> {
-    let ticker = normalise_ticker(request.ticker.trim());
+) -> Result<TailStream, ReadError> {
+    let ticker = rules::query_text("ticker", &request.ticker)?
+        .map(|t| normalise_ticker(&t))
+        .unwrap_or_default();
     let event_types = request
         .event_types
         .iter()
@@ -31,12 +36,11 @@ pub async fn start(
         .map(|(i, t)| {
             convert::status(&format!("event_types[{i}]"), *t).map(|s| s.as_str().to_owned())
         })
-        .collect::<Result<Vec<_>, DomainError>>()
-        .map_err(invalid)?;
+        .collect::<Result<Vec<_>, DomainError>>()?;
     let mut position: TailPosition = if request.resume_token.is_empty() {
         tail::start_position(&pool).await?
     } else {
-        decode_token("resume_token", &request.resume_token).map_err(invalid)?
+        decode_token("resume_token", &request.resume_token)?
     };
     let (events, stream) = mpsc::channel(256);
     tokio::spawn(async move {
@@ -45,7 +49,7 @@ pub async fn start(
             {
                 Ok(batch) => batch,
                 Err(error) => {
-                    let _ = events.send(Err(Status::from(error))).await;
+                    let _ = events.send(Err(ReadError::from(error).into())).await;
                     return;
                 }
             };

@@ -1,7 +1,7 @@
 //! Command line and environment. Every option has an `AUDIT_…` variable and
 //! a default, so `audit-writer --help` is the configuration reference.
 
-use audit_core::validate::Limits;
+use audit_core::rules::Limits;
 use audit_db::PoolConfig;
 use chrono::TimeDelta;
 use clap::{Args, Parser, Subcommand};
@@ -18,7 +18,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
-    pub telemetry: audit_telemetry::TelemetryArgs,
+    pub telemetry: audit_server::TelemetryArgs,
 }
 
 /// `audit-writer` with no command: serve, configured from the environment.
@@ -63,15 +63,8 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// Connections kept open even when idle.
-    #[arg(long, env = "AUDIT_POOL_MIN", default_value_t = 20)]
-    pub pool_min: u32,
-    /// Most connections open at once.
-    #[arg(long, env = "AUDIT_POOL_MAX", default_value_t = 50)]
-    pub pool_max: u32,
-    /// How long a call waits for a pooled connection before UNAVAILABLE.
-    #[arg(long, env = "AUDIT_POOL_TIMEOUT_MS", default_value_t = 2_000)]
-    pub pool_timeout_ms: u64,
+    #[command(flatten)]
+    pub pool: audit_server::PoolArgs,
     /// PostgreSQL statement_timeout for every connection.
     #[arg(long, env = "AUDIT_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
     pub statement_timeout_ms: u64,
@@ -136,15 +129,19 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     pub fn pool(&self) -> PoolConfig {
-        PoolConfig {
-            url: self.database.database_url.clone(),
-            min_idle: self.pool_min,
-            max_size: self.pool_max,
-            connect_timeout: Duration::from_millis(self.pool_timeout_ms),
-            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
-            application_name: "audit-writer".into(),
-            test_on_checkout: false,
-            read_only: false,
+        self.pool.config(
+            &self.database.database_url,
+            "audit-writer",
+            Duration::from_millis(self.statement_timeout_ms),
+            false,
+        )
+    }
+
+    pub fn schedule(&self) -> crate::jobs::Schedule {
+        crate::jobs::Schedule {
+            partition_maintenance: Duration::from_secs(self.partition_maintenance_secs.max(1)),
+            rollup_refresh: Duration::from_millis(self.rollup_refresh_ms.max(10)),
+            matview_refresh: Duration::from_secs(self.matview_refresh_secs.max(1)),
         }
     }
 

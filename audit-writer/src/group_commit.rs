@@ -13,8 +13,9 @@
 //! is retried in a transaction of its own, so one poisonous item never takes
 //! its neighbours down with it. A full queue answers RESOURCE_EXHAUSTED.
 
-use audit_core::validate::{NewEvent, NewSignal};
-use audit_db::writes::{self, Committed, RecordedEvent, RecordedSignal};
+use crate::error::WriteError;
+use crate::store::{self, Committed, RecordedEvent, RecordedSignal};
+use audit_core::{Lsn, NewEvent, NewSignal};
 use audit_db::{DbError, PgPool};
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -51,30 +52,29 @@ impl GroupCommit {
     pub async fn record_signal(
         &self,
         signal: NewSignal,
-    ) -> Result<Committed<RecordedSignal>, DbError> {
+    ) -> Result<Committed<RecordedSignal>, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Signal(signal, reply))?;
-        answer.await.map_err(|_| gone())?
+        Ok(answer.await.map_err(|_| WriteError::ShuttingDown)??)
     }
 
-    pub async fn record_event(&self, event: NewEvent) -> Result<Committed<RecordedEvent>, DbError> {
+    pub async fn record_event(
+        &self,
+        event: NewEvent,
+    ) -> Result<Committed<RecordedEvent>, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Event(event, reply))?;
-        answer.await.map_err(|_| gone())?
+        Ok(answer.await.map_err(|_| WriteError::ShuttingDown)??)
     }
 
-    fn submit(&self, job: Job) -> Result<(), DbError> {
+    fn submit(&self, job: Job) -> Result<(), WriteError> {
         self.jobs.try_send(job).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => {
-                DbError::Overloaded("the group commit queue is full, retry with backoff".into())
+                WriteError::Saturated("the group commit queue is full, retry with backoff")
             }
-            mpsc::error::TrySendError::Closed(_) => gone(),
+            mpsc::error::TrySendError::Closed(_) => WriteError::ShuttingDown,
         })
     }
-}
-
-fn gone() -> DbError {
-    DbError::Unavailable("the writer is shutting down".into())
 }
 
 async fn collect(mut queue: mpsc::Receiver<Job>, pool: PgPool, config: GroupCommitConfig) {
@@ -121,7 +121,7 @@ async fn commit(pool: &PgPool, jobs: Vec<Job>) {
         events = events.len(),
         "group commit"
     );
-    match writes::record_group(pool, &signals, &events).await {
+    match store::record_group(pool, &signals, &events).await {
         Ok(committed) => {
             let lsn = committed.lsn;
             let applied = committed.value;
@@ -138,21 +138,21 @@ async fn commit(pool: &PgPool, jobs: Vec<Job>) {
         Err(error) => {
             tracing::warn!(%error, "group transaction failed, retrying its items one by one");
             for (signal, reply) in signals.into_iter().zip(signal_replies) {
-                let _ = reply.send(writes::record_signal(pool, signal).await);
+                let _ = reply.send(store::record_signal(pool, signal).await);
             }
             for (event, reply) in events.into_iter().zip(event_replies) {
-                let _ = reply.send(writes::record_event(pool, event).await);
+                let _ = reply.send(store::record_event(pool, event).await);
             }
         }
     }
 }
 
-fn answer<T>(replies: Vec<Reply<T>>, results: Vec<Result<T, DbError>>, lsn: &str) {
+fn answer<T>(replies: Vec<Reply<T>>, results: Vec<Result<T, DbError>>, lsn: &Lsn) {
     for (reply, result) in replies.into_iter().zip(results) {
         // The caller may have gone (deadline); its write stands regardless.
         let _ = reply.send(result.map(|value| Committed {
             value,
-            lsn: lsn.to_owned(),
+            lsn: lsn.clone(),
         }));
     }
 }

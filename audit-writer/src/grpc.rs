@@ -1,12 +1,19 @@
-//! Thin handlers: proto in, one `audit_db::writes` call, proto out.
+//! Thin handlers: decode the request (`audit_wire::decode`), one call into
+//! [`crate::store`] or group commit, encode the answer.
 
+use crate::error::WriteError;
 use crate::group_commit::GroupCommit;
 use crate::ingest::{self, AckStream, IngestConfig};
-use audit_core::{DomainError, convert, validate};
-use audit_db::writes::{self, Committed};
-use audit_db::{PgPool, invalid, signal_to_proto};
+use crate::store::{self, Committed};
+use audit_core::DomainError;
+use audit_core::rules::{self, Limits};
+use audit_core::{NewEvent, NewSignal};
+use audit_db::PgPool;
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_writer_service_server::SignalWriterService;
+use audit_wire::convert;
+use audit_wire::decode::{self, required};
+use audit_wire::encode::{event_to_proto, signal_to_proto};
 use chrono::Utc;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -14,7 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub struct WriterService {
     pool: PgPool,
-    limits: validate::Limits,
+    limits: Limits,
     max_batch_items: usize,
     group_commit: GroupCommit,
     ingest_slots: Arc<Semaphore>,
@@ -24,7 +31,7 @@ pub struct WriterService {
 impl WriterService {
     pub fn new(
         pool: PgPool,
-        limits: validate::Limits,
+        limits: Limits,
         max_batch_items: usize,
         group_commit: GroupCommit,
         ingest_slots: usize,
@@ -41,49 +48,55 @@ impl WriterService {
     }
 }
 
-fn required<T>(field: &str, value: Option<T>) -> Result<T, Status> {
-    value.ok_or_else(|| invalid(DomainError::invalid(field, "is required")))
-}
-
 fn token<T>(committed: &Committed<T>) -> Option<pb::ConsistencyToken> {
     Some(pb::ConsistencyToken {
-        lsn: committed.lsn.clone(),
+        lsn: committed.lsn.to_string(),
     })
+}
+
+/// Runs a handler's work, where `?` turns any failure into a [`WriteError`],
+/// and answers with it or with the error's one mapping to a status.
+async fn respond<T>(
+    work: impl std::future::Future<Output = Result<T, WriteError>>,
+) -> Result<Response<T>, Status> {
+    work.await.map(Response::new).map_err(Status::from)
+}
+
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// Checks a batch or ingest chunk: size bound first, then every item, each
 /// error naming the item (`signals[3].price`).
-fn validate_batch(
-    limits: &validate::Limits,
+pub(crate) fn decode_batch(
+    limits: &Limits,
     max_items: usize,
     signals: &[pb::NewSignal],
     events: &[pb::NewEvent],
-) -> Result<(Vec<validate::NewSignal>, Vec<validate::NewEvent>), Status> {
+) -> Result<(Vec<NewSignal>, Vec<NewEvent>), DomainError> {
     let items = signals.len() + events.len();
     if items == 0 {
-        return Err(invalid(DomainError::invalid("signals", "batch is empty")));
+        return Err(DomainError::invalid("signals", "batch is empty"));
     }
     if items > max_items {
-        return Err(invalid(DomainError::invalid(
+        return Err(DomainError::invalid(
             "signals",
             format!("batch of {items} signals and events exceeds the limit of {max_items}"),
-        )));
+        ));
     }
     let now = Utc::now();
     let signals = signals
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            validate::new_signal(s, limits, now)
-                .map_err(|e| invalid(e.within(&format!("signals[{i}]."))))
+            decode::new_signal(s, limits, now).map_err(|e| e.within(&format!("signals[{i}].")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let events = events
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            validate::new_event(e, limits, now)
-                .map_err(|err| invalid(err.within(&format!("events[{i}]."))))
+            decode::new_event(e, limits, now).map_err(|err| err.within(&format!("events[{i}].")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((signals, events))
@@ -100,15 +113,15 @@ impl SignalWriterService for WriterService {
     ) -> Result<Response<Self::IngestStream>, Status> {
         let limits = self.limits.clone();
         let max_items = self.max_batch_items;
-        let validate: ingest::Validate = Arc::new(move |chunk: &pb::IngestRequest| {
-            validate_batch(&limits, max_items, &chunk.signals, &chunk.events)
+        let decode: ingest::Decode = Arc::new(move |chunk: &pb::IngestRequest| {
+            decode_batch(&limits, max_items, &chunk.signals, &chunk.events)
         });
         Ok(Response::new(ingest::acknowledge(
             request.into_inner(),
             self.pool.clone(),
             self.ingest_slots.clone(),
             self.ingest.clone(),
-            validate,
+            decode,
         )))
     }
 
@@ -117,16 +130,19 @@ impl SignalWriterService for WriterService {
         &self,
         request: Request<pb::RecordSignalRequest>,
     ) -> Result<Response<pb::RecordSignalResponse>, Status> {
-        let signal = required("signal", request.into_inner().signal)?;
-        let signal = validate::new_signal(&signal, &self.limits, Utc::now())
-            .map_err(|e| invalid(e.within("signal.")))?;
-        tracing::info!(signal_id = %signal.signal_id, ticker = %signal.ticker, "record signal");
-        let committed = self.group_commit.record_signal(signal).await?;
-        Ok(Response::new(pb::RecordSignalResponse {
-            consistency_token: token(&committed),
-            created: committed.value.created,
-            signal: Some(signal_to_proto(committed.value.signal)),
-        }))
+        respond(async {
+            let signal = required("signal", request.into_inner().signal)?;
+            let signal = decode::new_signal(&signal, &self.limits, Utc::now())
+                .map_err(|e| e.within("signal."))?;
+            tracing::debug!(signal_id = %signal.signal_id, ticker = %signal.ticker, "record signal");
+            let committed = self.group_commit.record_signal(signal).await?;
+            Ok(pb::RecordSignalResponse {
+                consistency_token: token(&committed),
+                created: committed.value.created,
+                signal: Some(signal_to_proto(committed.value.signal)),
+            })
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -134,24 +150,27 @@ impl SignalWriterService for WriterService {
         &self,
         request: Request<pb::RecordEventRequest>,
     ) -> Result<Response<pb::RecordEventResponse>, Status> {
-        let event = required("event", request.into_inner().event)?;
-        let event = validate::new_event(&event, &self.limits, Utc::now())
-            .map_err(|e| invalid(e.within("event.")))?;
-        tracing::info!(
-            signal_id = %event.signal_id,
-            event_id = %event.event_id,
-            event_type = event.event_type.as_str(),
-            "record event"
-        );
-        let committed = self.group_commit.record_event(event).await?;
-        let token = token(&committed);
-        let recorded = committed.value;
-        Ok(Response::new(pb::RecordEventResponse {
-            event: Some(audit_db::event_to_proto(recorded.event)),
-            signal: Some(signal_to_proto(recorded.signal)),
-            created: recorded.created,
-            consistency_token: token,
-        }))
+        respond(async {
+            let event = required("event", request.into_inner().event)?;
+            let event = decode::new_event(&event, &self.limits, Utc::now())
+                .map_err(|e| e.within("event."))?;
+            tracing::debug!(
+                signal_id = %event.signal_id,
+                event_id = %event.event_id,
+                event_type = event.event_type.as_str(),
+                "record event"
+            );
+            let committed = self.group_commit.record_event(event).await?;
+            let token = token(&committed);
+            let recorded = committed.value;
+            Ok(pb::RecordEventResponse {
+                event: Some(event_to_proto(recorded.event)),
+                signal: Some(signal_to_proto(recorded.signal)),
+                created: recorded.created,
+                consistency_token: token,
+            })
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -159,26 +178,28 @@ impl SignalWriterService for WriterService {
         &self,
         request: Request<pb::RecordBatchRequest>,
     ) -> Result<Response<pb::RecordBatchResponse>, Status> {
-        let batch = request.into_inner();
-        let (signals, events) = validate_batch(
-            &self.limits,
-            self.max_batch_items,
-            &batch.signals,
-            &batch.events,
-        )?;
-        tracing::info!(
-            signals = signals.len(),
-            events = events.len(),
-            "record batch"
-        );
-        let committed = writes::record_batch(&self.pool, signals, events).await?;
-        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-        Ok(Response::new(pb::RecordBatchResponse {
-            signals_created: count(committed.value.signals_created),
-            events_created: count(committed.value.events_created),
-            duplicates: count(committed.value.duplicates),
-            consistency_token: token(&committed),
-        }))
+        respond(async {
+            let batch = request.into_inner();
+            let (signals, events) = decode_batch(
+                &self.limits,
+                self.max_batch_items,
+                &batch.signals,
+                &batch.events,
+            )?;
+            tracing::debug!(
+                signals = signals.len(),
+                events = events.len(),
+                "record batch"
+            );
+            let committed = store::record_batch(&self.pool, signals, events).await?;
+            Ok(pb::RecordBatchResponse {
+                signals_created: count(committed.value.signals_created),
+                events_created: count(committed.value.events_created),
+                duplicates: count(committed.value.duplicates),
+                consistency_token: token(&committed),
+            })
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -186,13 +207,16 @@ impl SignalWriterService for WriterService {
         &self,
         request: Request<pb::AddTagsRequest>,
     ) -> Result<Response<pb::AddTagsResponse>, Status> {
-        let request = request.into_inner();
-        let (signal_id, tags) = self.tag_request(&request.signal_id, &request.tags)?;
-        let committed = writes::add_tags(&self.pool, signal_id, tags).await?;
-        Ok(Response::new(pb::AddTagsResponse {
-            consistency_token: token(&committed),
-            signal: Some(signal_to_proto(committed.value)),
-        }))
+        respond(async {
+            let request = request.into_inner();
+            let (signal_id, tags) = self.tag_request(&request.signal_id, &request.tags)?;
+            let committed = store::add_tags(&self.pool, signal_id, tags).await?;
+            Ok(pb::AddTagsResponse {
+                consistency_token: token(&committed),
+                signal: Some(signal_to_proto(committed.value)),
+            })
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -200,13 +224,16 @@ impl SignalWriterService for WriterService {
         &self,
         request: Request<pb::RemoveTagsRequest>,
     ) -> Result<Response<pb::RemoveTagsResponse>, Status> {
-        let request = request.into_inner();
-        let (signal_id, tags) = self.tag_request(&request.signal_id, &request.tags)?;
-        let committed = writes::remove_tags(&self.pool, signal_id, tags).await?;
-        Ok(Response::new(pb::RemoveTagsResponse {
-            consistency_token: token(&committed),
-            signal: Some(signal_to_proto(committed.value)),
-        }))
+        respond(async {
+            let request = request.into_inner();
+            let (signal_id, tags) = self.tag_request(&request.signal_id, &request.tags)?;
+            let committed = store::remove_tags(&self.pool, signal_id, tags).await?;
+            Ok(pb::RemoveTagsResponse {
+                consistency_token: token(&committed),
+                signal: Some(signal_to_proto(committed.value)),
+            })
+        })
+        .await
     }
 }
 
@@ -215,14 +242,11 @@ impl WriterService {
         &self,
         signal_id: &str,
         tags: &[String],
-    ) -> Result<(uuid::Uuid, Vec<String>), Status> {
-        let signal_id = convert::uuid("signal_id", signal_id).map_err(invalid)?;
-        let tags = validate::tags("tags", tags, &self.limits).map_err(invalid)?;
+    ) -> Result<(uuid::Uuid, Vec<String>), WriteError> {
+        let signal_id = convert::uuid("signal_id", signal_id)?;
+        let tags = rules::tags("tags", tags, &self.limits)?;
         if tags.is_empty() {
-            return Err(invalid(DomainError::invalid(
-                "tags",
-                "must name at least one tag",
-            )));
+            return Err(DomainError::invalid("tags", "must name at least one tag").into());
         }
         Ok((signal_id, tags))
     }

@@ -1,15 +1,18 @@
-//! Client-streaming ingest for high-volume producers.
+//! Ingest: a bidirectional stream for high-volume producers, chunks in and
+//! one acknowledgement per chunk out.
 //!
 //! A stream's chunks are each one all-or-nothing transaction. Up to
 //! `in_flight` chunks of one stream are committed concurrently and
 //! acknowledged in the order they arrived; once that many are pending the
 //! stream is not read further, so HTTP/2 flow control slows the producer
-//! instead of a queue growing. Across all streams at most `max_concurrent`
-//! chunk transactions run; a chunk that cannot get a slot within `wait` is
+//! instead of a queue growing. Across all streams at most `ingest_slots`
+//! (`AUDIT_INGEST_SLOTS`) chunk transactions run; a chunk that cannot get a slot within `wait` is
 //! acknowledged with RESOURCE_EXHAUSTED (the producer resends it later).
 
-use audit_core::validate::{NewEvent, NewSignal};
-use audit_db::{PgPool, writes};
+use crate::error::WriteError;
+use crate::store;
+use audit_core::{DomainError, NewEvent, NewSignal};
+use audit_db::PgPool;
 use audit_proto::v1 as pb;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,9 +30,11 @@ pub struct IngestConfig {
 
 pub type AckStream = Pin<Box<dyn Stream<Item = Result<pb::IngestResponse, Status>> + Send>>;
 
-/// Turns a chunk into validated items, or the status that refuses it.
-pub type Validate = Arc<
-    dyn Fn(&pb::IngestRequest) -> Result<(Vec<NewSignal>, Vec<NewEvent>), Status> + Send + Sync,
+/// Turns a chunk into checked items, or the error that refuses it.
+pub type Decode = Arc<
+    dyn Fn(&pb::IngestRequest) -> Result<(Vec<NewSignal>, Vec<NewEvent>), DomainError>
+        + Send
+        + Sync,
 >;
 
 pub fn acknowledge(
@@ -37,7 +42,7 @@ pub fn acknowledge(
     pool: PgPool,
     slots: Arc<Semaphore>,
     config: IngestConfig,
-    validate: Validate,
+    decode: Decode,
 ) -> AckStream {
     let in_flight = config.in_flight.max(1);
     let (acks, ack_stream) = mpsc::channel(in_flight);
@@ -58,7 +63,7 @@ pub fn acknowledge(
                 pool.clone(),
                 slots.clone(),
                 config.wait,
-                validate.clone(),
+                decode.clone(),
             ));
             if pending.send(task).await.is_err() {
                 break;
@@ -69,7 +74,7 @@ pub fn acknowledge(
         while let Some(task) = pending_rx.recv().await {
             let ack = task
                 .await
-                .map_err(|e| Status::internal(format!("chunk task failed: {e}")));
+                .map_err(|e| Status::from(WriteError::Bug(format!("chunk task failed: {e}"))));
             if acks.send(ack).await.is_err() {
                 break;
             }
@@ -78,7 +83,8 @@ pub fn acknowledge(
     Box::pin(ReceiverStream::new(ack_stream))
 }
 
-fn refused(chunk_id: u64, status: &Status) -> pb::IngestResponse {
+fn refused(chunk_id: u64, error: WriteError) -> pb::IngestResponse {
+    let status = Status::from(error);
     pb::IngestResponse {
         chunk_id,
         code: status.code() as i32,
@@ -92,22 +98,20 @@ async fn commit_chunk(
     pool: PgPool,
     slots: Arc<Semaphore>,
     wait: Duration,
-    validate: Validate,
+    decode: Decode,
 ) -> pb::IngestResponse {
     let chunk_id = chunk.chunk_id;
-    let (signals, events) = match validate(&chunk) {
+    let (signals, events) = match decode(&chunk) {
         Ok(items) => items,
-        Err(status) => return refused(chunk_id, &status),
+        Err(error) => return refused(chunk_id, error.into()),
     };
     let Ok(Ok(_slot)) = tokio::time::timeout(wait, slots.acquire_owned()).await else {
         return refused(
             chunk_id,
-            &Status::resource_exhausted(
-                "writer saturated: no ingest slot free, resend this chunk later",
-            ),
+            WriteError::Saturated("no ingest slot free, resend this chunk later"),
         );
     };
-    match writes::record_batch(&pool, signals, events).await {
+    match store::record_batch(&pool, signals, events).await {
         Ok(committed) => {
             let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
             pb::IngestResponse {
@@ -117,9 +121,11 @@ async fn commit_chunk(
                 signals_created: count(committed.value.signals_created),
                 events_created: count(committed.value.events_created),
                 duplicates: count(committed.value.duplicates),
-                consistency_token: Some(pb::ConsistencyToken { lsn: committed.lsn }),
+                consistency_token: Some(pb::ConsistencyToken {
+                    lsn: committed.lsn.to_string(),
+                }),
             }
         }
-        Err(error) => refused(chunk_id, &Status::from(error)),
+        Err(error) => refused(chunk_id, error.into()),
     }
 }

@@ -1,24 +1,18 @@
-//! Wiring: the writer service with its background tasks, served through
-//! the shared plumbing (health, reflection, per-call spans, shutdown).
+//! Wiring: the writer service with its periodic jobs, served through the
+//! shared plumbing of `audit-server` (health, reflection, spans, shutdown).
 
 use crate::config::ServeArgs;
 use crate::group_commit::GroupCommit;
 use crate::grpc::WriterService;
-use audit_db::{build_pool, maintenance, replication, rollups};
+use crate::jobs;
+use audit_db::{build_pool, replication};
 use audit_proto::v1::signal_writer_service_server::SignalWriterServiceServer;
+use audit_server::ServeError;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::service::Routes;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error(transparent)]
-    Database(#[from] audit_db::DbError),
-    #[error(transparent)]
-    Serve(#[from] audit_telemetry::ServeError),
-}
 
 /// Serves on `listener` until `shutdown` resolves, then reports NOT_SERVING,
 /// stops accepting, lets in-flight calls (and their group commits) finish.
@@ -27,19 +21,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let pool = build_pool(&args.pool())?;
-    let maintenance_task = tokio::spawn(partition_maintenance(
-        pool.clone(),
-        Duration::from_secs(args.partition_maintenance_secs.max(1)),
-    ));
-    let rollup_task = tokio::spawn(refresh_rollups(
-        pool.clone(),
-        Duration::from_millis(args.rollup_refresh_ms.max(10)),
-    ));
-    let matview_task = tokio::spawn(refresh_materialized_views(
-        pool.clone(),
-        Duration::from_secs(args.matview_refresh_secs.max(1)),
-    ));
+    let pool = build_pool(&args.pool());
+    let jobs = jobs::start(&pool, &args.schedule());
     let group_commit = GroupCommit::start(pool.clone(), args.group_commit());
     let writer = SignalWriterServiceServer::new(WriterService::new(
         pool.clone(),
@@ -51,7 +34,7 @@ pub async fn run(
     ))
     .max_decoding_message_size(args.max_request_bytes);
 
-    let result = audit_telemetry::serve(
+    let result = audit_server::serve(
         &[SignalWriterServiceServer::<WriterService>::NAME],
         Routes::new(writer),
         listener,
@@ -63,49 +46,8 @@ pub async fn run(
         shutdown,
     )
     .await;
-    maintenance_task.abort();
-    rollup_task.abort();
-    matview_task.abort();
-    Ok(result?)
-}
-
-/// pg_partman keeps daily partitions premade ahead of time; run it at
-/// start-up and then periodically, so events always have a partition to
-/// land in besides the default one.
-async fn partition_maintenance(pool: audit_db::PgPool, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    loop {
-        ticker.tick().await;
-        match maintenance::run_partition_maintenance(&pool).await {
-            Ok(()) => tracing::debug!("partition maintenance done"),
-            Err(error) => tracing::warn!(%error, "partition maintenance failed"),
-        }
+    for job in jobs {
+        job.abort();
     }
-}
-
-/// Recomputes the metric buckets that new events touched (the replica
-/// cannot, being read-only), so dashboards lag raw events by about one period.
-async fn refresh_rollups(pool: audit_db::PgPool, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        match rollups::refresh(&pool).await {
-            Ok(0) => {}
-            Ok(buckets) => tracing::debug!(buckets, "rollups refreshed"),
-            Err(error) => tracing::warn!(%error, "rollup refresh failed"),
-        }
-    }
-}
-
-/// Materialized views are refreshed here because the replica cannot.
-async fn refresh_materialized_views(pool: audit_db::PgPool, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        if let Err(error) = rollups::refresh_materialized_views(&pool).await {
-            tracing::warn!(%error, "materialized view refresh failed");
-        }
-    }
+    result
 }

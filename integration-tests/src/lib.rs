@@ -451,7 +451,7 @@ pub fn new_event(
         signal_id: signal_id.into(),
         event_type: status.into(),
         location: location.into(),
-        timestamp: at.map(audit_core::convert::to_timestamp),
+        timestamp: at.map(audit_wire::convert::to_timestamp),
         worker_id: "worker-1".into(),
         ..Default::default()
     }

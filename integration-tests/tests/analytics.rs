@@ -33,7 +33,7 @@ async fn history(app: &TestApp) -> DateTime<Utc> {
         let t0 = start + TimeDelta::seconds(rng.random_range(0..80 * 60));
         let mut signal = new_signal(TICKERS[i % 3]);
         signal.signal_id = id.clone();
-        signal.received_at = Some(audit_core::convert::to_timestamp(t0));
+        signal.received_at = Some(audit_wire::convert::to_timestamp(t0));
         batch.signals.push(signal);
         let mut at = t0;
         let mut step = |status: S, location: L, ms: i64, rng: &mut rand::rngs::StdRng| {
@@ -91,12 +91,11 @@ async fn history(app: &TestApp) -> DateTime<Utc> {
     let mut writer = app.writer.clone();
     writer.record_batch(batch).await.unwrap();
     let pool =
-        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool())
-            .unwrap();
-    audit_db::rollups::refresh(&pool).await.unwrap();
+        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool());
+    audit_writer::store::rollups::refresh(&pool).await.unwrap();
     writer.record_batch(late).await.unwrap();
     assert!(
-        audit_db::rollups::refresh(&pool).await.unwrap() > 0,
+        audit_writer::store::rollups::refresh(&pool).await.unwrap() > 0,
         "late events dirtied buckets"
     );
     app.wait_replica().await;
@@ -246,8 +245,8 @@ async fn merged_percentiles_are_within_two_percent_of_percentile_cont() {
         let total = analytics
             .get_metrics(pb::GetMetricsRequest {
                 time_range: Some(pb::TimeRange {
-                    start: Some(audit_core::convert::to_timestamp(now - TimeDelta::days(2))),
-                    end: Some(audit_core::convert::to_timestamp(now + TimeDelta::hours(1))),
+                    start: Some(audit_wire::convert::to_timestamp(now - TimeDelta::days(2))),
+                    end: Some(audit_wire::convert::to_timestamp(now + TimeDelta::hours(1))),
                 }),
                 bucket_size: pb::BucketSize::Hour.into(),
                 ticker: if ticker == "*" {
@@ -289,8 +288,8 @@ async fn merged_percentiles_are_within_two_percent_of_percentile_cont() {
 
 fn range(start: DateTime<Utc>, minutes: i64) -> Option<pb::TimeRange> {
     Some(pb::TimeRange {
-        start: Some(audit_core::convert::to_timestamp(start)),
-        end: Some(audit_core::convert::to_timestamp(
+        start: Some(audit_wire::convert::to_timestamp(start)),
+        end: Some(audit_wire::convert::to_timestamp(
             start + TimeDelta::minutes(minutes),
         )),
     })
@@ -444,8 +443,8 @@ async fn bad_arguments_are_invalid_naming_the_field() {
     let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
     let now = Utc::now();
     let inverted = Some(pb::TimeRange {
-        start: Some(audit_core::convert::to_timestamp(now)),
-        end: Some(audit_core::convert::to_timestamp(now - TimeDelta::hours(1))),
+        start: Some(audit_wire::convert::to_timestamp(now)),
+        end: Some(audit_wire::convert::to_timestamp(now - TimeDelta::hours(1))),
     });
     let cases = vec![
         (
@@ -564,7 +563,7 @@ async fn the_writer_refreshes_rollups_by_itself() {
     // first, so only the rollup refresh is being waited for below.
     app.wait_replica().await;
     let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
-    let created = audit_core::convert::timestamp("t", signal.created_at.as_ref().unwrap()).unwrap();
+    let created = audit_wire::convert::timestamp("t", signal.created_at.as_ref().unwrap()).unwrap();
     for _ in 0..200 {
         let total = analytics
             .get_metrics(pb::GetMetricsRequest {
@@ -941,9 +940,8 @@ async fn stage_latencies_match_a_recomputation_from_the_timelines() {
         .into_inner();
     assert!(before.stages.is_empty(), "{:?}", before.stages);
     let pool =
-        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool())
-            .unwrap();
-    audit_db::rollups::refresh_materialized_views(&pool)
+        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool());
+    audit_writer::store::rollups::refresh_materialized_views(&pool)
         .await
         .unwrap();
     app.wait_replica().await;
@@ -1053,7 +1051,7 @@ async fn series(app: &TestApp, ticker: &str, start: DateTime<Utc>, counts: &[usi
     for (minute, &n) in counts.iter().enumerate() {
         for k in 0..n {
             let mut signal = new_signal(ticker);
-            signal.received_at = Some(audit_core::convert::to_timestamp(
+            signal.received_at = Some(audit_wire::convert::to_timestamp(
                 start + TimeDelta::minutes(minute as i64) + TimeDelta::seconds(k as i64 % 50),
             ));
             batch.signals.push(signal);
@@ -1073,9 +1071,8 @@ async fn trends_and_correlations_follow_the_series() {
     series(&app, "DOWN", start, &falling).await;
     series(&app, "FLAT", start, &[3; 10]).await;
     let pool =
-        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool())
-            .unwrap();
-    audit_db::rollups::refresh(&pool).await.unwrap();
+        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool());
+    audit_writer::store::rollups::refresh(&pool).await.unwrap();
     app.wait_replica().await;
     let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
 
@@ -1166,7 +1163,7 @@ fn window_batch(
         let t0 = from + TimeDelta::seconds((i * 600 / n) as i64);
         let mut signal = new_signal(ticker);
         signal.signal_id = id.clone();
-        signal.received_at = Some(audit_core::convert::to_timestamp(t0));
+        signal.received_at = Some(audit_wire::convert::to_timestamp(t0));
         batch.signals.push(signal);
         let mut done = new_event(
             &id,
@@ -1200,9 +1197,8 @@ async fn regressions_are_found_with_their_figures_and_noise_is_not() {
         writer.record_batch(batch).await.unwrap();
     }
     let pool =
-        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool())
-            .unwrap();
-    audit_db::rollups::refresh(&pool).await.unwrap();
+        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool());
+    audit_writer::store::rollups::refresh(&pool).await.unwrap();
     app.wait_replica().await;
     let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
     let found = analytics
@@ -1266,10 +1262,10 @@ async fn ticker_activity_comes_from_the_refreshed_materialized_view() {
     let today = Utc::now().duration_trunc(TimeDelta::days(1)).unwrap();
     let request = || pb::GetTickerActivityRequest {
         time_range: Some(pb::TimeRange {
-            start: Some(audit_core::convert::to_timestamp(
+            start: Some(audit_wire::convert::to_timestamp(
                 today - TimeDelta::days(2),
             )),
-            end: Some(audit_core::convert::to_timestamp(
+            end: Some(audit_wire::convert::to_timestamp(
                 today + TimeDelta::days(1),
             )),
         }),
@@ -1301,9 +1297,8 @@ async fn ticker_activity_comes_from_the_refreshed_materialized_view() {
     );
 
     let pool =
-        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool())
-            .unwrap();
-    audit_db::rollups::refresh_materialized_views(&pool)
+        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool());
+    audit_writer::store::rollups::refresh_materialized_views(&pool)
         .await
         .unwrap();
     app.wait_replica().await;

@@ -9,9 +9,9 @@
     reason = "tests fail loudly on purpose"
 )]
 
-use audit_core::convert::to_timestamp;
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_analytics_service_client::SignalAnalyticsServiceClient;
+use audit_wire::convert::to_timestamp;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use diesel_async::SimpleAsyncConnection;
 use integration_tests::{TestApp, channel, new_event, new_signal};
@@ -27,9 +27,8 @@ async fn start_app() -> TestApp {
 
 async fn refresh(app: &TestApp) {
     let pool =
-        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool())
-            .unwrap();
-    audit_db::rollups::refresh(&pool).await.unwrap();
+        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool());
+    audit_writer::store::rollups::refresh(&pool).await.unwrap();
 }
 
 /// A signal received at `at`, failing with an HTTP 502 two seconds later.
@@ -187,7 +186,7 @@ async fn raw_event_answers_are_as_of_the_replica() {
     let (signal, _) = app.record_signal("AAPL").await;
     app.wait_replica().await;
     let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
-    let created = audit_core::convert::timestamp("t", signal.created_at.as_ref().unwrap()).unwrap();
+    let created = audit_wire::convert::timestamp("t", signal.created_at.as_ref().unwrap()).unwrap();
     let before = Utc::now();
     let answer = analytics
         .get_stage_latencies(pb::GetStageLatenciesRequest {
@@ -202,7 +201,7 @@ async fn raw_event_answers_are_as_of_the_replica() {
         .await
         .unwrap()
         .into_inner();
-    let as_of = audit_core::convert::timestamp("as_of", answer.as_of.as_ref().unwrap()).unwrap();
+    let as_of = audit_wire::convert::timestamp("as_of", answer.as_of.as_ref().unwrap()).unwrap();
     // A caught-up replica answers as of the call (its transaction start);
     // PostgreSQL's clock is this machine's.
     assert!(

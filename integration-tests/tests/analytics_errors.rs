@@ -68,7 +68,7 @@ async fn failures(app: &TestApp) {
         let t0 = now - TimeDelta::seconds(rng.random_range(600..3 * 86_400));
         let mut signal = new_signal(TICKERS[i % TICKERS.len()]);
         signal.signal_id = id.clone();
-        signal.received_at = Some(audit_core::convert::to_timestamp(t0));
+        signal.received_at = Some(audit_wire::convert::to_timestamp(t0));
         batch.signals.push(signal);
         batch.events.push(new_event(
             &id,
@@ -99,12 +99,11 @@ async fn failures(app: &TestApp) {
     let mut writer = app.writer.clone();
     writer.record_batch(batch).await.unwrap();
     let pool =
-        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool())
-            .unwrap();
-    audit_db::rollups::refresh(&pool).await.unwrap();
+        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool());
+    audit_writer::store::rollups::refresh(&pool).await.unwrap();
     writer.record_batch(late).await.unwrap();
     assert!(
-        audit_db::rollups::refresh(&pool).await.unwrap() > 0,
+        audit_writer::store::rollups::refresh(&pool).await.unwrap() > 0,
         "late failures dirtied buckets"
     );
     app.wait_replica().await;
@@ -298,8 +297,8 @@ async fn error_breakdown_over_any_range_matches_a_raw_count() {
             let answer = analytics
                 .get_error_breakdown(pb::GetErrorBreakdownRequest {
                     time_range: Some(pb::TimeRange {
-                        start: Some(audit_core::convert::to_timestamp(from)),
-                        end: Some(audit_core::convert::to_timestamp(to)),
+                        start: Some(audit_wire::convert::to_timestamp(from)),
+                        end: Some(audit_wire::convert::to_timestamp(to)),
                     }),
                     ticker: ticker.map(|t| t.replace("USD", "-USD")).unwrap_or_default(),
                 })
@@ -329,8 +328,8 @@ async fn error_breakdown_refuses_bad_arguments_naming_the_field() {
     let now = Utc::now();
     let range = |from: DateTime<Utc>, to: DateTime<Utc>| {
         Some(pb::TimeRange {
-            start: Some(audit_core::convert::to_timestamp(from)),
-            end: Some(audit_core::convert::to_timestamp(to)),
+            start: Some(audit_wire::convert::to_timestamp(from)),
+            end: Some(audit_wire::convert::to_timestamp(to)),
         })
     };
     let cases = [

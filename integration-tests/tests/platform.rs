@@ -59,10 +59,10 @@ async fn health_is_serving_with_a_database_and_not_serving_without() {
         l.local_addr().unwrap().port()
     };
     let mut args = writer_args(format!("postgres://postgres@127.0.0.1:{dead}/nope"));
-    args.pool_timeout_ms = 200;
+    args.pool.pool_timeout_ms = 200;
     let writer = spawn_writer(args).await;
     let mut args = reader_args(format!("postgres://postgres@127.0.0.1:{dead}/nope"));
-    args.pool_timeout_ms = 200;
+    args.pool.pool_timeout_ms = 200;
     let reader = spawn_reader(args).await;
     wait_health(writer.addr, "", ServingStatus::NotServing).await;
     wait_health(
@@ -197,20 +197,20 @@ async fn migrations_go_up_down_and_up_again() {
 async fn the_reader_pool_cannot_write_even_against_the_primary() {
     let app = TestApp::start().await;
     let mut args = reader_args(app.primary_url.clone());
-    args.pool_min = 0;
-    let pool = audit_db::build_pool(&args.pool()).unwrap();
-    let signal = audit_core::validate::new_signal(
+    args.pool.pool_min = 0;
+    let pool = audit_db::build_pool(&args.pool());
+    let signal = audit_wire::decode::new_signal(
         &integration_tests::new_signal("AAPL"),
-        &audit_core::validate::Limits::default(),
+        &audit_core::rules::Limits::default(),
         chrono::Utc::now(),
     )
     .unwrap();
-    let error = audit_db::writes::record_signal(&pool, signal)
+    let error = audit_writer::store::record_signal(&pool, signal)
         .await
         .unwrap_err();
     assert!(matches!(error, audit_db::DbError::ReadOnly(_)), "{error:?}");
     assert_eq!(
-        tonic::Status::from(error).code(),
+        audit_wire::db_status(error).code(),
         tonic::Code::FailedPrecondition
     );
     let mut db = app.primary().await;

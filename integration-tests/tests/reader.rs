@@ -20,7 +20,7 @@ async fn get_signal_returns_the_timeline_in_order_with_stage_times() {
     let app = TestApp::start().await;
     let t0 = Utc::now() - TimeDelta::seconds(100);
     let mut request = new_signal("AAPL");
-    request.received_at = Some(audit_core::convert::to_timestamp(t0));
+    request.received_at = Some(audit_wire::convert::to_timestamp(t0));
     let signal = app
         .writer
         .clone()
@@ -204,7 +204,7 @@ async fn seed(app: &TestApp) -> Vec<pb::Signal> {
         let ticker = ["NASDAQ:AAPL", "MSFT.US", "BTC-USD"][(i % 3) as usize];
         let mut signal = new_signal(ticker);
         signal.signal_id = id.clone();
-        signal.received_at = Some(audit_core::convert::to_timestamp(
+        signal.received_at = Some(audit_wire::convert::to_timestamp(
             t0 + TimeDelta::seconds(i),
         ));
         signal.tags = match i % 4 {
@@ -456,7 +456,7 @@ async fn list_signals_rejects_bad_arguments() {
     let app = TestApp::start().await;
     seed(&app).await;
     let mut reader = app.reader.clone();
-    let now = audit_core::convert::to_timestamp(Utc::now());
+    let now = audit_wire::convert::to_timestamp(Utc::now());
     let cases = vec![
         (
             "page_size",

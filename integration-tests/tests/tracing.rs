@@ -59,7 +59,8 @@ async fn spans_are_exported_and_continue_the_callers_trace() {
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     let endpoint = format!("http://{addr}");
-    let telemetry = audit_telemetry::init("audit-writer-test", false, Some(&endpoint)).unwrap();
+    let telemetry =
+        audit_server::telemetry::init("audit-writer-test", false, Some(&endpoint)).unwrap();
 
     let app = TestApp::start().await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -83,7 +83,7 @@ async fn events_move_state_count_errors_retries_and_processing_time() {
     let app = TestApp::start().await;
     let t0 = Utc::now() - TimeDelta::seconds(60);
     let mut request = new_signal("ETH-USD");
-    request.received_at = Some(audit_core::convert::to_timestamp(t0));
+    request.received_at = Some(audit_wire::convert::to_timestamp(t0));
     let signal = app
         .writer
         .clone()
@@ -126,7 +126,7 @@ async fn events_move_state_count_errors_retries_and_processing_time() {
 
     // Terminal events arriving out of order still measure to the latest one.
     let mut request = new_signal("BTC/USD");
-    request.received_at = Some(audit_core::convert::to_timestamp(t0));
+    request.received_at = Some(audit_wire::convert::to_timestamp(t0));
     let created = app
         .writer
         .clone()
@@ -181,7 +181,7 @@ async fn late_event_is_stored_but_never_moves_state_backwards() {
     let app = TestApp::start().await;
     let mut request = new_signal("SPY");
     let t0 = Utc::now() - TimeDelta::seconds(30);
-    request.received_at = Some(audit_core::convert::to_timestamp(t0));
+    request.received_at = Some(audit_wire::convert::to_timestamp(t0));
     let signal = app
         .writer
         .clone()
@@ -304,7 +304,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_writes_nothing() {
         (
             "signal.received_at",
             Box::new(|s| {
-                s.received_at = Some(audit_core::convert::to_timestamp(
+                s.received_at = Some(audit_wire::convert::to_timestamp(
                     Utc::now() + TimeDelta::days(1),
                 ))
             }),
@@ -351,7 +351,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_writes_nothing() {
         (
             "event.timestamp",
             Box::new(|e| {
-                e.timestamp = Some(audit_core::convert::to_timestamp(
+                e.timestamp = Some(audit_wire::convert::to_timestamp(
                     Utc::now() + TimeDelta::hours(2),
                 ))
             }),

@@ -6,8 +6,10 @@ use super::{Budget, Context, Measured, Meter, Tally, Unit, join};
 use crate::BenchError;
 use crate::args::PhaseName;
 use crate::workload::Workload;
-use audit_core::validate::{self, Limits};
-use audit_db::{PgPool, writes};
+use audit_core::rules::Limits;
+use audit_db::PgPool;
+use audit_wire::decode;
+use audit_writer::store;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinSet;
@@ -58,11 +60,11 @@ async fn batches(
     while let Some(items) = budget.claim(chunk_size) {
         let now = chrono::Utc::now();
         let signals = items
-            .map(|i| validate::new_signal(&workload.signal(i), &Limits::default(), now))
+            .map(|i| decode::new_signal(&workload.signal(i), &Limits::default(), now))
             .collect::<Result<Vec<_>, _>>()?;
         let count = signals.len();
         let started = Instant::now();
-        writes::record_batch(&pool, signals, Vec::new()).await?;
+        store::record_batch(&pool, signals, Vec::new()).await?;
         tally.done(count, started);
     }
     Ok(tally)

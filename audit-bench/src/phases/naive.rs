@@ -6,11 +6,13 @@
 use super::{Context, Measured, Meter, Tally, Unit, join};
 use crate::BenchError;
 use crate::args::PhaseName;
-use audit_core::validate::{self, Limits, NewEvent, NewSignal};
+use audit_core::rules::Limits;
+use audit_core::{NewEvent, NewSignal};
 use audit_core::{SignalLocation, SignalStatus};
 use audit_db::DbError;
 use audit_db::models::{EventIdRow, NewEventRow, SignalRow};
 use audit_db::schema::{signal_event_ids, signal_events, signals};
+use audit_wire::decode;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use std::time::Instant;
 use tokio::task::JoinSet;
@@ -32,7 +34,7 @@ pub async fn run(cx: &Context<'_>) -> Result<Measured, BenchError> {
             let mut tally = Tally::default();
             while let Some(items) = budget.claim(1) {
                 for i in items {
-                    let signal = validate::new_signal(
+                    let signal = decode::new_signal(
                         &workload.signal(i),
                         &Limits::default(),
                         chrono::Utc::now(),

@@ -6,7 +6,7 @@ Chart name, truncated to the 63 characters Kubernetes allows in names.
 {{- end }}
 
 {{/*
-Release-qualified name. Component names (writer, reader, migrate) are
+Release-qualified name. Suffixes (-writer-headless, -database, ...) are
 appended to it, so it is kept to 52 characters.
 */}}
 {{- define "signal-audit.fullname" -}}
@@ -27,6 +27,30 @@ appended to it, so it is kept to 52 characters.
 {{- end }}
 
 {{/*
+What tells the two services apart; every per-service template ranges over
+this map, so writer and reader objects come from one definition.
+  binary       the executable, OTEL_SERVICE_NAME and the scrape job's name
+  listenEnv    the variable holding the gRPC listen address
+  database     which entry of .Values.database it connects to
+  databaseEnv  the variable holding that URL
+  grpcService  the gRPC service the readiness probe and `helm test` ask about
+*/}}
+{{- define "signal-audit.components" -}}
+writer:
+  binary: audit-writer
+  listenEnv: AUDIT_WRITER_LISTEN
+  database: primary
+  databaseEnv: AUDIT_DATABASE_URL
+  grpcService: signal_audit.v1.SignalWriterService
+reader:
+  binary: audit-reader
+  listenEnv: AUDIT_READER_LISTEN
+  database: replica
+  databaseEnv: AUDIT_REPLICA_URL
+  grpcService: signal_audit.v1.SignalReaderService
+{{- end }}
+
+{{/*
 Labels on every object. Call with (dict "root" $ "component" "writer").
 */}}
 {{- define "signal-audit.labels" -}}
@@ -35,6 +59,9 @@ helm.sh/chart: {{ include "signal-audit.chart" .root }}
 app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 app.kubernetes.io/part-of: signal-audit
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -47,22 +74,54 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-Image reference. Call with (dict "root" $ "image" .Values.writer.image).
+The `annotations:` block of an object's metadata (indented for it, or
+nothing at all): commonAnnotations plus the object's own, which win.
+Call as {{- include "signal-audit.annotations" (dict "root" $ "extra" $map) }}
+right after the labels.
 */}}
-{{- define "signal-audit.image" -}}
-{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
+{{- define "signal-audit.annotations" -}}
+{{- with merge (dict) (.extra | default dict) .root.Values.commonAnnotations }}
+{{- printf "annotations:\n%s" (toYaml . | indent 2) | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/*
-A database URL taken from the chart's Secret.
-Call with (dict "root" $ "name" "AUDIT_DATABASE_URL" "key" .Values.database.primaryUrlKey).
+Image reference: repository@digest when a digest is given, else
+repository:tag (tag defaulting to the chart's appVersion).
+Call with (dict "root" $ "image" .Values.writer.image).
 */}}
-{{- define "signal-audit.secretEnv" -}}
+{{- define "signal-audit.image" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the Secret the chart creates for inline database URLs.
+*/}}
+{{- define "signal-audit.databaseSecretName" -}}
+{{- include "signal-audit.fullname" . }}-database
+{{- end }}
+
+{{/*
+A database URL as an env entry read from a Secret: the chart's own Secret
+when the URL is given inline, otherwise the existing Secret named in the
+values. Call with (dict "root" $ "name" "AUDIT_DATABASE_URL" "database" "primary").
+*/}}
+{{- define "signal-audit.databaseEnv" -}}
+{{- $db := index .root.Values.database .database }}
 - name: {{ .name }}
   valueFrom:
     secretKeyRef:
-      name: {{ required "database.secretName is required" .root.Values.database.secretName }}
-      key: {{ .key }}
+      {{- if $db.url }}
+      name: {{ include "signal-audit.databaseSecretName" .root }}
+      key: {{ printf "%s-url" .database }}
+      {{- else }}
+      name: {{ required (printf "database.%s: set url or existingSecret.name" .database) $db.existingSecret.name }}
+      key: {{ $db.existingSecret.key }}
+      {{- end }}
 {{- end }}
 
 {{/*
@@ -83,17 +142,57 @@ Call with (dict "root" $ "serviceName" "audit-writer").
 {{- end }}
 
 {{/*
-Pod-level settings shared by every pod of the chart.
+The ServiceAccount pods run as; empty means the namespace's default.
+*/}}
+{{- define "signal-audit.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "signal-audit.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod-level settings shared by every pod of the chart (services, migration
+Job, test). The pods never call the Kubernetes API: no token is mounted.
+Call with (dict "root" $), or (dict "root" $ "hook" true) for a pod of a
+pre-install hook: a ServiceAccount the chart creates does not exist yet when
+that runs, so such a pod keeps the namespace's default one.
 */}}
 {{- define "signal-audit.podCommon" -}}
+{{- $values := .root.Values -}}
 automountServiceAccountToken: false
 securityContext:
-  {{- toYaml .Values.podSecurityContext | nindent 2 }}
-{{- with .Values.serviceAccountName }}
+  {{- toYaml $values.podSecurityContext | nindent 2 }}
+{{- if not (and .hook $values.serviceAccount.create) }}
+{{- with (include "signal-audit.serviceAccountName" .root) }}
 serviceAccountName: {{ . }}
 {{- end }}
-{{- with .Values.imagePullSecrets }}
+{{- end }}
+{{- with $values.imagePullSecrets }}
 imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Scheduling settings of a component's pods (also used by the migration Job
+with the writer's values). Call with the component's values.
+*/}}
+{{- define "signal-audit.scheduling" -}}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}

@@ -1,0 +1,17 @@
+//! The gRPC edge both services share, and nothing else: protobuf stays on
+//! this side, domain types (`audit-core`) and rows (`audit-db`) on the other.
+//!
+//! - [`convert`]: protobuf scalars and enums to domain values and back;
+//! - [`decode`]: write requests to checked [`audit_core::NewSignal`] /
+//!   [`audit_core::NewEvent`], every error naming its protobuf field;
+//! - [`encode`]: stored rows to protobuf messages;
+//! - [`db_status`]: how a storage failure reads as a gRPC status. Each
+//!   service's own error enum delegates its storage variant here, so a
+//!   given failure reads the same whichever service reports it.
+
+pub mod convert;
+pub mod decode;
+pub mod encode;
+mod status;
+
+pub use status::db_status;

@@ -1,0 +1,15 @@
+//! Housekeeping the writer runs against the primary.
+
+use audit_db::{DbError, PgPool};
+use diesel_async::RunQueryDsl;
+
+/// Creates the premade daily partitions of `signal_events` (and retires old
+/// ones when retention is configured). A procedure, because it commits per
+/// partition set; it must not run inside a transaction.
+pub async fn run_partition_maintenance(pool: &PgPool) -> Result<(), DbError> {
+    let mut conn = pool.get().await?;
+    diesel::sql_query("CALL partman.run_maintenance_proc()")
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}

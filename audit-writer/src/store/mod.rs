@@ -1,0 +1,208 @@
+//! Everything the writer stores, one transaction per request or batch:
+//! [`signals`] inserts signals (with their `received` event), [`events`]
+//! applies events to their signals through the state machine of
+//! `audit_core::SignalState`, [`tags`] edits tags under the row lock;
+//! [`statements`] holds their constant-shape SQL. [`rollups`] and
+//! [`maintenance`] are the writer's periodic jobs on the primary.
+//!
+//! All writes go through one set-based path, [`apply`]: a handful of
+//! multi-row statements per batch whatever its size (insert signals, claim
+//! event ids, insert events, one `UPDATE … FROM unnest(…)` for the signals
+//! the events touched), so a batch of 500 costs about as many round trips as
+//! a batch of one. Signals touched by events are locked first, in id order
+//! (`FOR NO KEY UPDATE`, which still lets other events' foreign-key checks
+//! through), so concurrent batches serialise per signal, counters stay
+//! exact, and two batches cannot deadlock.
+//!
+//! Expected per-item failures (unknown signal, an id reused with different
+//! content) are found by lookups, not by failing statements, so the
+//! transaction stays usable: [`record_batch`] turns any of them into a
+//! rollback (all or nothing) while group commit ([`record_group`]) commits
+//! the good items and fails only the bad ones.
+
+mod events;
+pub mod maintenance;
+pub mod rollups;
+mod signals;
+mod statements;
+mod tags;
+
+use audit_core::Lsn;
+use audit_core::{NewEvent, NewSignal};
+use audit_db::models::{EventRow, SignalRow};
+use audit_db::replication::current_wal_lsn;
+use audit_db::{DbError, PgPool};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use uuid::Uuid;
+
+pub use tags::{add_tags, remove_tags};
+
+/// A write and the WAL position that holds it.
+#[derive(Debug)]
+pub struct Committed<T> {
+    pub value: T,
+    pub lsn: Lsn,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordedSignal {
+    pub signal: SignalRow,
+    pub created: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordedEvent {
+    pub event: EventRow,
+    /// The signal after every event of the transaction was applied.
+    pub signal: SignalRow,
+    pub created: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    pub signals_created: usize,
+    pub events_created: usize,
+    pub duplicates: usize,
+}
+
+/// Per-item results of one transaction, in input order.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub signals: Vec<Result<RecordedSignal, DbError>>,
+    pub events: Vec<Result<RecordedEvent, DbError>>,
+}
+
+impl Applied {
+    /// The first failed item, named by its position (`events[3]`).
+    fn first_error(&mut self) -> Option<DbError> {
+        if let Some(i) = self.signals.iter().position(Result::is_err) {
+            return self
+                .signals
+                .swap_remove(i)
+                .err()
+                .map(|e| e.in_item(format!("signals[{i}]")));
+        }
+        let i = self.events.iter().position(Result::is_err)?;
+        self.events
+            .swap_remove(i)
+            .err()
+            .map(|e| e.in_item(format!("events[{i}]")))
+    }
+
+    fn outcome(&self) -> BatchOutcome {
+        let mut outcome = BatchOutcome::default();
+        for signal in self.signals.iter().flatten() {
+            if signal.created {
+                outcome.signals_created += 1;
+            } else {
+                outcome.duplicates += 1;
+            }
+        }
+        for event in self.events.iter().flatten() {
+            if event.created {
+                outcome.events_created += 1;
+            } else {
+                outcome.duplicates += 1;
+            }
+        }
+        outcome
+    }
+}
+
+async fn committed<T>(conn: &mut AsyncPgConnection, value: T) -> Result<Committed<T>, DbError> {
+    let lsn = current_wal_lsn(conn).await?;
+    Ok(Committed { value, lsn })
+}
+
+pub async fn record_signal(
+    pool: &PgPool,
+    signal: NewSignal,
+) -> Result<Committed<RecordedSignal>, DbError> {
+    let mut conn = pool.get().await?;
+    let mut applied = conn
+        .transaction::<_, DbError, _>(async |conn| {
+            apply(conn, std::slice::from_ref(&signal), &[]).await
+        })
+        .await?;
+    let recorded = applied.signals.pop().ok_or_else(missing_result)??;
+    committed(&mut conn, recorded).await
+}
+
+pub async fn record_event(
+    pool: &PgPool,
+    event: NewEvent,
+) -> Result<Committed<RecordedEvent>, DbError> {
+    let mut conn = pool.get().await?;
+    let mut applied = conn
+        .transaction::<_, DbError, _>(async |conn| {
+            apply(conn, &[], std::slice::from_ref(&event)).await
+        })
+        .await?;
+    let recorded = applied.events.pop().ok_or_else(missing_result)??;
+    committed(&mut conn, recorded).await
+}
+
+fn missing_result() -> DbError {
+    DbError::Query(diesel::result::Error::NotFound)
+}
+
+/// All signals, then all events, in one transaction: one bad item rolls
+/// back the whole batch and the error names it (`events[3]`).
+pub async fn record_batch(
+    pool: &PgPool,
+    signals: Vec<NewSignal>,
+    events: Vec<NewEvent>,
+) -> Result<Committed<BatchOutcome>, DbError> {
+    let mut conn = pool.get().await?;
+    let outcome = conn
+        .transaction::<_, DbError, _>(async |conn| {
+            let mut applied = apply(conn, &signals, &events).await?;
+            match applied.first_error() {
+                Some(error) => Err(error),
+                None => Ok(applied.outcome()),
+            }
+        })
+        .await?;
+    committed(&mut conn, outcome).await
+}
+
+/// Group commit: independent callers' items in one transaction. Items that
+/// cannot be applied fail on their own; the rest commit together.
+pub async fn record_group(
+    pool: &PgPool,
+    signals: &[NewSignal],
+    events: &[NewEvent],
+) -> Result<Committed<Applied>, DbError> {
+    let mut conn = pool.get().await?;
+    if events.is_empty() && !signals.is_empty() {
+        return signals::record_pipelined(&mut conn, signals).await;
+    }
+    let applied = conn
+        .transaction::<_, DbError, _>(async |conn| apply(conn, signals, events).await)
+        .await?;
+    committed(&mut conn, applied).await
+}
+
+/// Applies signals, then events, inside the caller's transaction.
+pub async fn apply(
+    conn: &mut AsyncPgConnection,
+    signals: &[NewSignal],
+    events: &[NewEvent],
+) -> Result<Applied, DbError> {
+    let mut applied = Applied {
+        signals: signals::insert(conn, signals).await?,
+        events: Vec::new(),
+    };
+    if !events.is_empty() {
+        applied.events = events::apply(conn, events).await?;
+    }
+    Ok(applied)
+}
+
+fn conflict(what: &'static str, id: Uuid, reason: String) -> DbError {
+    DbError::Conflict {
+        what,
+        id: id.to_string(),
+        reason,
+    }
+}

@@ -1,0 +1,317 @@
+//! Keeps `signal_metrics_summary` and `signal_error_summary` exact (see the
+//! migrations that create them for the design). Runs on the primary, from
+//! the writer.
+//!
+//! One pass, one transaction: take the dirty (minute, ticker) keys the
+//! `signal_events` trigger queued, recompute those minutes from raw events,
+//! the overall ('*') minutes from the per-ticker minutes, then the hours and
+//! days containing them from the finer rows. Nothing a writer does waits on
+//! this; a key dirtied while a pass runs stays queued for the next pass.
+//!
+//! Raw SQL: the recomputation is one aggregate per dirty key with FILTER
+//! clauses, a nested histogram aggregation and upserts, which diesel's DSL
+//! cannot express.
+
+use audit_core::Period;
+use audit_db::{DbError, PgPool};
+use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{Array, Text, Timestamptz};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+/// Columns summed from finer buckets into coarser ones.
+const COUNTS: &str = "total_events, total_signals, queued_processing, processing, approved_signals, \
+    rejected_signals, queued_forwarding, forwarding, forwarded_success, forwarded_timeout, \
+    forwarded_http_error, forwarded_generic_error, discarded, error_status, error_events, \
+    terminal_events, processing_time_sum_us";
+
+/// The dirty keys, and the contiguous runs of their minutes (gaps and
+/// islands): each run is read with one range scan of `signal_events`
+/// instead of one scan per (minute, ticker) key, which would read every
+/// minute once per ticker. Events are kept only for keys that are dirty.
+const KEYED_EVENTS: &str = "
+keys AS (
+    SELECT DISTINCT bucket, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)
+), runs AS (
+    SELECT min(bucket) AS lo, max(bucket) + interval '1 minute' AS hi
+    FROM (SELECT bucket, bucket - row_number() OVER (ORDER BY bucket) * interval '1 minute' AS island
+          FROM (SELECT DISTINCT bucket FROM keys) d) t
+    GROUP BY island
+), keyed AS (
+    SELECT k.bucket, k.ticker, e.event_type, e.error_info, e.http_status, e.ts, s.created_at
+    FROM runs r
+    JOIN signal_events e ON e.ts >= r.lo AND e.ts < r.hi
+    JOIN signals s ON s.signal_id = e.signal_id
+    JOIN keys k ON k.bucket = date_trunc('minute', e.ts) AND k.ticker = s.normalised_ticker
+)";
+
+/// Recomputes the minute buckets of the given keys from raw events.
+fn minutes_from_events() -> String {
+    format!(
+        "WITH {KEYED_EVENTS}, ev AS (
+    SELECT bucket, ticker, event_type, error_info, http_status,
+           signal_status_is_terminal(event_type) AS terminal,
+           GREATEST(0, (EXTRACT(EPOCH FROM ts - created_at) * 1000000)::bigint) AS latency_us
+    FROM keyed
+), hist AS (
+    SELECT bucket, ticker, jsonb_object_agg(b, n) AS h
+    FROM (SELECT bucket, ticker, latency_bucket(latency_us) AS b, count(*) AS n
+          FROM ev WHERE terminal GROUP BY 1, 2, 3) t
+    GROUP BY 1, 2
+), agg AS (
+    SELECT bucket, ticker, count(*) AS total_events,
+           count(*) FILTER (WHERE event_type = 'received') AS total_signals,
+           count(*) FILTER (WHERE event_type = 'queued_processing') AS queued_processing,
+           count(*) FILTER (WHERE event_type = 'processing') AS processing,
+           count(*) FILTER (WHERE event_type = 'approved') AS approved_signals,
+           count(*) FILTER (WHERE event_type = 'rejected') AS rejected_signals,
+           count(*) FILTER (WHERE event_type = 'queued_forwarding') AS queued_forwarding,
+           count(*) FILTER (WHERE event_type = 'forwarding') AS forwarding,
+           count(*) FILTER (WHERE event_type = 'forwarded_success') AS forwarded_success,
+           count(*) FILTER (WHERE event_type = 'forwarded_timeout') AS forwarded_timeout,
+           count(*) FILTER (WHERE event_type = 'forwarded_http_error') AS forwarded_http_error,
+           count(*) FILTER (WHERE event_type = 'forwarded_generic_error') AS forwarded_generic_error,
+           count(*) FILTER (WHERE event_type = 'discarded') AS discarded,
+           count(*) FILTER (WHERE event_type = 'error') AS error_status,
+           count(*) FILTER (WHERE error_info IS NOT NULL OR http_status >= 400) AS error_events,
+           count(*) FILTER (WHERE terminal) AS terminal_events,
+           COALESCE(sum(latency_us) FILTER (WHERE terminal), 0)::bigint AS processing_time_sum_us
+    FROM ev GROUP BY 1, 2
+)
+INSERT INTO signal_metrics_summary (period_type, period_start, period_end, normalised_ticker,
+    {COUNTS}, latency_histogram)
+SELECT 'minute', a.bucket, a.bucket + interval '1 minute', a.ticker, {COUNTS}, COALESCE(h.h, '{{}}')
+FROM agg a LEFT JOIN hist h USING (bucket, ticker)
+ON CONFLICT (period_type, normalised_ticker, period_start) DO UPDATE SET {updates},
+    latency_histogram = EXCLUDED.latency_histogram, created_at = now()",
+        updates = updates()
+    )
+}
+
+/// `c = EXCLUDED.c` for every summed column.
+fn updates() -> String {
+    COUNTS
+        .split(", ")
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Which finer rows a coarser bucket is summed from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// The rows of the key's own ticker.
+    SameTicker,
+    /// Every ticker's rows: the overall ('*') bucket.
+    AllTickers,
+}
+
+impl Source {
+    fn condition(self) -> &'static str {
+        match self {
+            Self::SameTicker => "m.normalised_ticker = k.ticker",
+            Self::AllTickers => "m.normalised_ticker <> '*'",
+        }
+    }
+}
+
+/// Rebuilds `to` buckets of the given tickers from the finer `from` rows:
+/// sums and histogram merges, so the result is exactly what raw events would
+/// give. Histograms are merged as a set (every row's buckets expanded,
+/// summed per bucket index) rather than with the `histogram_merge`
+/// aggregate, which rebuilds a JSONB per row.
+fn roll_up(from: Period, to: Period, source: Source) -> String {
+    let ticker_filter = source.condition();
+    let sums: String = COUNTS
+        .split(", ")
+        .map(|c| format!("sum({c})::bigint AS {c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "WITH keys AS ({keys}), \
+         src AS (SELECT k.bucket, k.ticker, m.* FROM keys k JOIN signal_metrics_summary m \
+                   ON m.period_type = '{from}' AND m.period_start >= k.bucket \
+                  AND m.period_start < k.bucket + interval '1 {to}' AND {ticker_filter}), \
+         sums AS (SELECT bucket, ticker, {sums} FROM src GROUP BY bucket, ticker), \
+         hist AS (SELECT bucket, ticker, jsonb_object_agg(b, n) AS h \
+                  FROM (SELECT bucket, ticker, j.key AS b, sum(j.value::bigint) AS n \
+                        FROM src, jsonb_each_text(src.latency_histogram) AS j \
+                        GROUP BY 1, 2, 3) t \
+                  GROUP BY bucket, ticker) \
+         INSERT INTO signal_metrics_summary (period_type, period_start, period_end, normalised_ticker, \
+             {COUNTS}, latency_histogram) \
+         SELECT '{to}', s.bucket, s.bucket + interval '1 {to}', s.ticker, {COUNTS}, COALESCE(h.h, '{{}}') \
+         FROM sums s LEFT JOIN hist h USING (bucket, ticker) \
+         ON CONFLICT (period_type, normalised_ticker, period_start) DO UPDATE SET {updates}, \
+             latency_histogram = EXCLUDED.latency_histogram, created_at = now()",
+        keys = keys_by(to),
+        updates = updates()
+    )
+}
+
+/// Failed events of the dirty keys, by stage, error type and HTTP status.
+fn error_minutes_from_events() -> String {
+    format!(
+        "WITH {KEYED_EVENTS}
+INSERT INTO signal_error_summary (period_type, period_start, normalised_ticker, stage, error_type,
+    http_status, events)
+SELECT 'minute', bucket, ticker, event_type,
+       left(COALESCE(error_info ->> 'type', error_info ->> 'kind',
+                     CASE WHEN error_info IS NULL THEN 'http' ELSE 'unknown' END), 64) AS error_type,
+       COALESCE(http_status, 0) AS http_status, count(*)
+FROM keyed
+WHERE error_info IS NOT NULL OR http_status >= 400
+GROUP BY bucket, ticker, event_type, error_type, http_status"
+    )
+}
+
+/// The distinct (`period` bucket, ticker) pairs of the bound key arrays.
+fn keys_by(period: Period) -> String {
+    format!(
+        "SELECT DISTINCT date_trunc('{period}', bucket) AS bucket, ticker \
+         FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)"
+    )
+}
+
+/// Drops the `period` error rows of the keys' buckets, so that a combination
+/// that no longer occurs does not linger (an upsert would keep it).
+fn errors_clear(period: Period) -> String {
+    format!(
+        "DELETE FROM signal_error_summary m USING ({}) k \
+         WHERE m.period_type = '{period}' AND m.period_start = k.bucket \
+           AND m.normalised_ticker = k.ticker",
+        keys_by(period)
+    )
+}
+
+/// Rebuilds the `to` error rows of the keys' buckets from the `from` rows.
+fn errors_roll_up(from: Period, to: Period) -> String {
+    format!(
+        "WITH keys AS ({}) \
+         INSERT INTO signal_error_summary (period_type, period_start, normalised_ticker, stage, \
+             error_type, http_status, events) \
+         SELECT '{to}', k.bucket, k.ticker, m.stage, m.error_type, m.http_status, sum(m.events)::bigint \
+         FROM keys k JOIN signal_error_summary m \
+           ON m.period_type = '{from}' AND m.period_start >= k.bucket \
+          AND m.period_start < k.bucket + interval '1 {to}' AND m.normalised_ticker = k.ticker \
+         GROUP BY k.bucket, k.ticker, m.stage, m.error_type, m.http_status",
+        keys_by(to)
+    )
+}
+
+#[derive(QueryableByName)]
+struct DirtyKey {
+    #[diesel(sql_type = Timestamptz)]
+    bucket_minute: DateTime<Utc>,
+    #[diesel(sql_type = Text)]
+    normalised_ticker: String,
+}
+
+/// Brings every dirty bucket up to date; returns how many minute buckets
+/// were recomputed. One transaction: readers never see half a refresh.
+pub async fn refresh(pool: &PgPool) -> Result<usize, DbError> {
+    let mut conn = pool.get().await?;
+    conn.transaction::<_, DbError, _>(async |conn| refresh_in(conn).await)
+        .await
+}
+
+/// Any constant shared by all refreshers: the advisory lock that keeps two
+/// of them (two writer replicas, or a test) from racing, which could let an
+/// older snapshot overwrite a newer one after its dirty keys were taken.
+const REFRESH_LOCK: i64 = 0x5167_6e61_6c52_6f6c;
+
+async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<usize, DbError> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+        .bind::<diesel::sql_types::BigInt, _>(REFRESH_LOCK)
+        .execute(conn)
+        .await?;
+    let mut keys: Vec<(DateTime<Utc>, String)> =
+        diesel::sql_query("DELETE FROM rollup_dirty RETURNING bucket_minute, normalised_ticker")
+            .load::<DirtyKey>(conn)
+            .await?
+            .into_iter()
+            .map(|k| (k.bucket_minute, k.normalised_ticker))
+            .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if !keys.is_empty() {
+        let (minutes, tickers): (Vec<DateTime<Utc>>, Vec<String>) = keys.iter().cloned().unzip();
+        let everyone: Vec<String> = vec!["*".to_owned(); minutes.len()];
+        let run = async |conn: &mut AsyncPgConnection, sql: String, tickers: &Vec<String>| {
+            diesel::sql_query(sql)
+                .bind::<Array<Timestamptz>, _>(&minutes)
+                .bind::<Array<Text>, _>(tickers)
+                .execute(conn)
+                .await
+        };
+        use Period::{Day, Hour, Minute};
+        run(conn, minutes_from_events(), &tickers).await?;
+        run(conn, roll_up(Minute, Minute, Source::AllTickers), &everyone).await?;
+        for ticker_set in [&tickers, &everyone] {
+            run(conn, roll_up(Minute, Hour, Source::SameTicker), ticker_set).await?;
+            run(conn, roll_up(Hour, Day, Source::SameTicker), ticker_set).await?;
+        }
+        // Failed events by dimension: per ticker only (see the migration).
+        run(conn, errors_clear(Minute), &tickers).await?;
+        run(conn, error_minutes_from_events(), &tickers).await?;
+        for (from, to) in [(Minute, Hour), (Hour, Day)] {
+            run(conn, errors_clear(to), &tickers).await?;
+            run(conn, errors_roll_up(from, to), &tickers).await?;
+        }
+    }
+    diesel::sql_query("UPDATE rollup_state SET refreshed_at = now()")
+        .execute(conn)
+        .await?;
+    Ok(keys.len())
+}
+
+/// Materialized views the writer keeps fresh, in groups refreshed in one
+/// transaction each: a view derived from another is refreshed right after
+/// it, so the two always agree and share one refresh time. Each view has a
+/// unique index so it can be refreshed CONCURRENTLY (readers are never
+/// blocked). Each refresh recomputes whole views, hence the configurable
+/// interval.
+pub const MATERIALIZED_VIEWS: &[&[&str]] = &[
+    &["mv_daily_ticker_activity"],
+    &[
+        "mv_hourly_stage_latencies",
+        "mv_hourly_stage_latencies_by_ticker",
+    ],
+];
+
+/// A refresh recomputes a whole view (minutes on tens of millions of
+/// events), far beyond the pool's statement timeout; this bounds it instead.
+const MATVIEW_REFRESH_TIMEOUT: &str = "15min";
+
+/// Refreshes every materialized view and records when, one transaction per
+/// group of [`MATERIALIZED_VIEWS`]: the recorded time (the transaction's start, just before the
+/// refresh takes its snapshot) becomes visible together with the contents,
+/// and never claims data newer than the refresh read.
+pub async fn refresh_materialized_views(pool: &PgPool) -> Result<(), DbError> {
+    let mut conn = pool.get().await?;
+    for group in MATERIALIZED_VIEWS {
+        conn.transaction::<_, DbError, _>(async |conn| {
+            diesel::sql_query(format!(
+                "SET LOCAL statement_timeout = '{MATVIEW_REFRESH_TIMEOUT}'"
+            ))
+            .execute(conn)
+            .await?;
+            for view in *group {
+                // Names come from the constant above, never from a request.
+                diesel::sql_query(format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {view}"))
+                    .execute(conn)
+                    .await?;
+                diesel::sql_query(
+                    "INSERT INTO matview_refreshes (view_name, refreshed_at) VALUES ($1, now()) \
+                     ON CONFLICT (view_name) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at",
+                )
+                .bind::<Text, _>(*view)
+                .execute(conn)
+                .await?;
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(())
+}

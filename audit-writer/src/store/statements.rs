@@ -1,0 +1,296 @@
+//! The write path's statements in constant shape: every column travels as
+//! one array parameter and `unnest` turns the arrays back into rows, so the
+//! SQL text is the same for one row or five thousand.
+//!
+//! Why: diesel marks multi-row `VALUES` inserts, upserts and `sql_query` as
+//! not cacheable, and diesel-async then prepares every such statement afresh
+//! (a Parse round trip, a plan, then the Bind/Execute round trip). These
+//! types carry a static [`QueryId`], so diesel-async prepares each once per
+//! connection and every later call is a single round trip with a cached
+//! plan. Group commit issues several of them per transaction, so this is
+//! where the round trips of a unary write went.
+//!
+//! Raw SQL: diesel's DSL has no `INSERT … SELECT FROM unnest(…)` or
+//! `UPDATE … FROM unnest(…)`. Rows come back through `QueryableByName`.
+
+use audit_core::NewEvent;
+use audit_db::models::{EventIdRow, SignalRow};
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::result::QueryResult;
+use diesel::sql_types::{
+    Array, BigInt, Int4, Jsonb, Nullable, Numeric, Text, Timestamptz, Untyped, Uuid as SqlUuid,
+};
+use uuid::Uuid;
+
+/// A statement whose SQL never changes: cacheable by type, rows untyped.
+macro_rules! constant_statement {
+    ($name:ident) => {
+        impl QueryId for $name {
+            type QueryId = $name;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        }
+        impl Query for $name {
+            type SqlType = Untyped;
+        }
+    };
+    ($name:ident<'_>) => {
+        impl QueryId for $name<'_> {
+            type QueryId = $name<'static>;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        }
+        impl Query for $name<'_> {
+            type SqlType = Untyped;
+        }
+    };
+}
+
+/// The `signals` columns [`SignalRow`] reads.
+const SIGNAL_COLUMNS: &str = "signal_id, ticker, normalised_ticker, side, action, price, \
+    original_signal, current_status, current_location, created_at, updated_at, \
+    total_processing_time, error_count, retry_count, tags";
+
+/// The `signal_events` columns `EventRow` reads.
+const EVENT_COLUMNS: &str = "sequence, event_id, signal_id, ts, event_type, location, worker_id, \
+    details, error_info, http_status, response_data, recorded_at";
+
+/// New signals (status `received`) with their first event and its id claim,
+/// in one statement (data-modifying CTEs): ids already stored are skipped,
+/// and only the signals inserted get a `received` event. The inserted
+/// signal rows come back.
+pub struct InsertSignals<'a> {
+    ids: Vec<Uuid>,
+    tickers: Vec<&'a str>,
+    normalised: Vec<&'a str>,
+    sides: Vec<&'a str>,
+    actions: Vec<&'a str>,
+    prices: Vec<&'a BigDecimal>,
+    payloads: Vec<&'a serde_json::Value>,
+    received: Vec<DateTime<Utc>>,
+    // text[] per row cannot ride in a 1-D array: each row's tags as a JSON array.
+    tags: Vec<serde_json::Value>,
+    received_ids: Vec<Uuid>,
+}
+
+impl<'a> InsertSignals<'a> {
+    /// `received_ids[i]` is the id of `rows[i]`'s first event.
+    pub fn new(rows: &'a [SignalRow], received_ids: Vec<Uuid>) -> Self {
+        Self {
+            ids: rows.iter().map(|r| r.signal_id).collect(),
+            tickers: rows.iter().map(|r| r.ticker.as_str()).collect(),
+            normalised: rows.iter().map(|r| r.normalised_ticker.as_str()).collect(),
+            sides: rows.iter().map(|r| r.side.as_str()).collect(),
+            actions: rows.iter().map(|r| r.action.as_str()).collect(),
+            prices: rows.iter().map(|r| &r.price).collect(),
+            payloads: rows.iter().map(|r| &r.original_signal).collect(),
+            received: rows.iter().map(|r| r.created_at).collect(),
+            tags: rows.iter().map(|r| serde_json::json!(r.tags)).collect(),
+            received_ids,
+        }
+    }
+}
+
+constant_statement!(InsertSignals<'_>);
+
+impl QueryFragment<Pg> for InsertSignals<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH t AS (SELECT * FROM unnest(");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.tickers)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.normalised)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.sides)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.actions)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Numeric>, _>(&self.prices)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Jsonb>, _>(&self.payloads)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Timestamptz>, _>(&self.received)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Jsonb>, _>(&self.tags)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.received_ids)?;
+        out.push_sql(
+            ") AS t(id, ticker, normalised, side, action, price, payload, at, tags, received_id)), \
+             ins AS ( \
+                 INSERT INTO signals (signal_id, ticker, normalised_ticker, side, action, price, \
+                     original_signal, current_status, current_location, created_at, updated_at, \
+                     error_count, retry_count, tags) \
+                 SELECT id, ticker, normalised, side, action, price, payload, 'received', \
+                        'processing_queue', at, at, 0, 0, \
+                        ARRAY(SELECT jsonb_array_elements_text(tags)) \
+                 FROM t ON CONFLICT (signal_id) DO NOTHING RETURNING ",
+        );
+        out.push_sql(SIGNAL_COLUMNS);
+        out.push_sql(
+            "), claims AS ( \
+                 INSERT INTO signal_event_ids (event_id, signal_id, ts) \
+                 SELECT t.received_id, ins.signal_id, ins.created_at FROM ins JOIN t ON t.id = ins.signal_id), \
+             events AS ( \
+                 INSERT INTO signal_events (event_id, signal_id, ts, event_type, location) \
+                 SELECT t.received_id, ins.signal_id, ins.created_at, 'received', 'processing_queue' \
+                 FROM ins JOIN t ON t.id = ins.signal_id) \
+             SELECT * FROM ins",
+        );
+        Ok(())
+    }
+}
+
+/// Event-id claims: ids already taken are skipped, the ones this statement
+/// took come back.
+pub struct InsertEventIds {
+    event_ids: Vec<Uuid>,
+    signal_ids: Vec<Uuid>,
+    times: Vec<DateTime<Utc>>,
+}
+
+impl InsertEventIds {
+    pub fn new(rows: &[EventIdRow]) -> Self {
+        Self {
+            event_ids: rows.iter().map(|r| r.event_id).collect(),
+            signal_ids: rows.iter().map(|r| r.signal_id).collect(),
+            times: rows.iter().map(|r| r.ts).collect(),
+        }
+    }
+}
+
+constant_statement!(InsertEventIds);
+
+impl QueryFragment<Pg> for InsertEventIds {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT INTO signal_event_ids (event_id, signal_id, ts) SELECT * FROM unnest(",
+        );
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.event_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.signal_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Timestamptz>, _>(&self.times)?;
+        out.push_sql(") ON CONFLICT DO NOTHING RETURNING event_id");
+        Ok(())
+    }
+}
+
+/// New events; the stored rows come back.
+pub struct InsertEvents<'a> {
+    event_ids: Vec<Uuid>,
+    signal_ids: Vec<Uuid>,
+    times: Vec<DateTime<Utc>>,
+    types: Vec<&'static str>,
+    locations: Vec<&'static str>,
+    workers: Vec<Option<&'a str>>,
+    details: Vec<Option<&'a str>>,
+    errors: Vec<Option<&'a serde_json::Value>>,
+    http: Vec<Option<i32>>,
+    responses: Vec<Option<&'a str>>,
+}
+
+impl<'a> InsertEvents<'a> {
+    pub fn new(events: &'a [NewEvent]) -> Self {
+        Self {
+            event_ids: events.iter().map(|e| e.event_id).collect(),
+            signal_ids: events.iter().map(|e| e.signal_id).collect(),
+            times: events.iter().map(|e| e.timestamp).collect(),
+            types: events.iter().map(|e| e.event_type.as_str()).collect(),
+            locations: events.iter().map(|e| e.location.as_str()).collect(),
+            workers: events.iter().map(|e| e.worker_id.as_deref()).collect(),
+            details: events.iter().map(|e| e.details.as_deref()).collect(),
+            errors: events.iter().map(|e| e.error_info.as_ref()).collect(),
+            http: events.iter().map(|e| e.http_status).collect(),
+            responses: events.iter().map(|e| e.response_data.as_deref()).collect(),
+        }
+    }
+}
+
+constant_statement!(InsertEvents<'_>);
+
+impl QueryFragment<Pg> for InsertEvents<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, worker_id, \
+                 details, error_info, http_status, response_data) \
+             SELECT e, s, ts, t::signal_status, l::signal_location, w, d, ei, hs, rd FROM unnest(",
+        );
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.event_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.signal_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Timestamptz>, _>(&self.times)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.types)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.locations)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.workers)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.details)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Jsonb>>, _>(&self.errors)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Int4>>, _>(&self.http)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.responses)?;
+        out.push_sql(") AS u(e, s, ts, t, l, w, d, ei, hs, rd) RETURNING ");
+        out.push_sql(EVENT_COLUMNS);
+        Ok(())
+    }
+}
+
+/// The new state of every signal a batch's events changed, in one statement.
+pub struct UpdateSignals<'a> {
+    pub ids: Vec<Uuid>,
+    pub statuses: Vec<&'a str>,
+    pub locations: Vec<&'a str>,
+    pub updated: Vec<DateTime<Utc>>,
+    pub errors: Vec<i32>,
+    pub retries: Vec<i32>,
+    pub totals_us: Vec<Option<i64>>,
+}
+
+constant_statement!(UpdateSignals<'_>);
+
+impl QueryFragment<Pg> for UpdateSignals<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "UPDATE signals AS s SET \
+                 current_status = v.status::signal_status, \
+                 current_location = v.location::signal_location, \
+                 updated_at = v.updated_at, \
+                 error_count = v.error_count, \
+                 retry_count = v.retry_count, \
+                 total_processing_time = v.total_us * interval '1 microsecond' \
+             FROM unnest(",
+        );
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.statuses)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.locations)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Timestamptz>, _>(&self.updated)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int4>, _>(&self.errors)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int4>, _>(&self.retries)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.totals_us)?;
+        out.push_sql(
+            ") AS v(signal_id, status, location, updated_at, error_count, retry_count, total_us) \
+             WHERE s.signal_id = v.signal_id RETURNING ",
+        );
+        for (i, column) in SIGNAL_COLUMNS.split(", ").enumerate() {
+            if i > 0 {
+                out.push_sql(", ");
+            }
+            out.push_sql("s.");
+            out.push_sql(column.trim());
+        }
+        Ok(())
+    }
+}
