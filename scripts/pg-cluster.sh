@@ -303,6 +303,9 @@ cmd_start() {
     if [[ $BACKUP == 1 ]]; then
         command -v pgbackrest >/dev/null 2>&1 ||
             die "PG_CLUSTER_BACKUP=1 needs pgbackrest: install it (scripts/install-deps.sh)"
+        # Also refuses a STATE_DIR that cannot go into archive_command.
+        "$SCRIPTS_DIR/backup.sh" archive-command "$STATE_DIR" >/dev/null 9>&- ||
+            die "cannot set up backups for $STATE_DIR (see above)"
     fi
 
     # --- primary -----------------------------------------------------------

@@ -189,7 +189,7 @@ start_service() {
 # listen (the services log "cannot listen" and exit when bind() fails).
 die_if_bind_failed() {
     local name=$1 listen=$2 line reason why
-    line=$(log_tail "$name" 2>&1 | grep -m 1 'cannot listen') || return 0
+    line=$(log_tail "$name" 2>&1 | grep -m 1 'cannot listen error=') || return 0
     reason=$(sed -n -E 's/.* error=(.*) listen=.*/\1/p' <<<"$line")
     if why=$(port_conflict "${listen##*:}"); then reason="${reason:-$line}; $why"; fi
     die "audit-$name could not bind $listen: ${reason:-$line} (log: $STACK_DIR/$name.log)"
