@@ -210,4 +210,21 @@ need(g(doc, "in_recovery") is True, "the reader should be reading a replica (in_
 need(LSN.match(g(doc, "replay_lsn", "")), "replay_lsn")
 '
 
+# --- analytics over the last hour, per minute (the README's examples) ----------
+HOUR_AGO=$(date -u -d '-1 hour' +%FT%TZ)
+NOW=$(date -u +%FT%TZ)
+call -d '{"time_range":{"start":"'"$HOUR_AGO"'","end":"'"$NOW"'"},"bucket_size":"BUCKET_SIZE_MINUTE"}' \
+    "$READER" signal_audit.v1.SignalAnalyticsService/GetMetrics
+expect_json '
+need(g(doc, "as_of"), "GetMetrics answers carry as_of")
+need(isinstance(g(doc, "total"), dict), "GetMetrics has a total for the whole range")
+'
+call -d '{"time_range":{"start":"'"$HOUR_AGO"'","end":"'"$NOW"'"},"bucket_size":"BUCKET_SIZE_MINUTE","metric":"METRIC_SIGNALS","moving_average_window":5}' \
+    "$READER" signal_audit.v1.SignalAnalyticsService/GetTimeSeries
+expect_json '
+points = g(doc, "points", [])
+need(60 <= len(points) <= 61, "one point per minute of the hour, gaps filled: %d" % len(points))
+need(g(doc, "as_of"), "GetTimeSeries answers carry as_of")
+'
+
 printf '\ngrpcurl-examples: all %d checks passed\n' "$CHECKS" >&2

@@ -8,6 +8,7 @@
 #   deps      scripts/install-deps.sh (PostgreSQL 15 + extensions, promtool, grpcurl, buf)
 #   cargo     cargo test --workspace --all-targets; the integration tests
 #             start their own PostgreSQL clusters through scripts/pg-cluster.sh
+#   docs      every AUDIT_* variable the services read is in the README
 #   buf       buf lint in proto/
 #   helm      the chart: helm lint + helm template of every values file in
 #             helm/signal-audit/ci/, each rendering validated offline with
@@ -62,6 +63,19 @@ step_deps() {
 
 step_cargo() {
     cargo test --workspace --all-targets
+}
+
+step_docs() {
+    # Every environment variable the services read is documented in the
+    # README's configuration table.
+    local missing=() var
+    while read -r var; do
+        grep -q -- "\`$var\`\|$var\b" README.md || missing+=("$var")
+    done < <(grep -rhoE 'env = "[A-Z_]+"' --include=*.rs audit-writer/src audit-reader/src audit-server/src audit-db/src | sed -E 's/env = "([A-Z_]+)"/\1/' | sort -u)
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        echo "test.sh: not documented in README.md: ${missing[*]}" >&2
+        return 1
+    fi
 }
 
 step_buf() {
@@ -255,7 +269,7 @@ if [[ ${1:-} == --step ]]; then
     exit 0
 fi
 
-steps=(deps cargo buf helm alerts examples image deny backup)
+steps=(deps docs cargo buf helm alerts examples image deny backup)
 if [[ -n ${TEST_STEPS:-} ]]; then
     read -r -a steps <<<"deps $TEST_STEPS"
 fi

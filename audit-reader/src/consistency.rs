@@ -28,12 +28,22 @@ impl Consistency {
             return Ok(());
         };
         let lsn = Lsn::parse("consistency_token.lsn", lsn)?;
-        // Leave a tenth of the caller's deadline to send the answer.
         let wait = grpc_timeout(metadata)
-            .map(|deadline| deadline.mul_f32(0.9))
+            .map(answer_within)
             .map_or(self.max_wait, |d| d.min(self.max_wait));
         Ok(replication::wait_for_lsn(pool, &lsn, Instant::now() + wait, self.poll).await?)
     }
+}
+
+/// How long a call with this deadline may wait for the replica: the rest is
+/// kept to send the answer, a tenth of the deadline but at least 100 ms (a
+/// loaded machine can take tens of milliseconds to get a status out) and at
+/// most half of it.
+fn answer_within(deadline: Duration) -> Duration {
+    let margin = (deadline / 10)
+        .max(Duration::from_millis(100))
+        .min(deadline / 2);
+    deadline - margin
 }
 
 /// The `grpc-timeout` header: an integer and a unit (H, M, S, m, u, n).
@@ -55,6 +65,22 @@ pub fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keeps_time_to_answer_before_the_deadline() {
+        assert_eq!(
+            answer_within(Duration::from_secs(10)),
+            Duration::from_secs(9)
+        );
+        assert_eq!(
+            answer_within(Duration::from_millis(300)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            answer_within(Duration::from_millis(100)),
+            Duration::from_millis(50)
+        );
+    }
 
     #[test]
     fn parses_grpc_timeouts() {

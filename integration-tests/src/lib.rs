@@ -7,6 +7,8 @@
 //! The cluster outlives any single test's runtime, so it is stopped by a
 //! small watchdog process that waits for the test binary to exit.
 
+pub mod analytics;
+
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_reader_service_client::SignalReaderServiceClient;
 use audit_proto::v1::signal_writer_service_client::SignalWriterServiceClient;
@@ -22,6 +24,28 @@ use tokio::sync::{OnceCell, oneshot};
 use tonic::transport::Channel;
 
 const TEMPLATE_DB: &str = "audit_template";
+
+/// Polls `check` every `every` until it yields a value, and returns it; panics
+/// naming `what` when `timeout` passes first. Tests wait for conditions this
+/// way, never for a fixed time.
+pub async fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
 
 /// The primary and replica of this test binary.
 #[derive(Debug, Clone)]
@@ -160,22 +184,21 @@ pub async fn wait_replica(cluster: &Cluster) {
         .await
         .unwrap_or_else(|e| panic!("primary lsn: {e}"));
     let mut replica = connect(&cluster.replica_url("postgres")).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let Flag { ok } = diesel::sql_query("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS ok")
-            .bind::<Text, _>(&lsn)
-            .get_result(&mut replica)
-            .await
-            .unwrap_or_else(|e| panic!("replica lsn: {e}"));
-        if ok {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "replica did not reach {lsn} within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(
+        &format!("the replica to replay {lsn}"),
+        Duration::from_secs(30),
+        Duration::from_millis(5),
+        async || {
+            let Flag { ok } =
+                diesel::sql_query("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS ok")
+                    .bind::<Text, _>(&lsn)
+                    .get_result(&mut replica)
+                    .await
+                    .unwrap_or_else(|e| panic!("replica lsn: {e}"));
+            ok.then_some(())
+        },
+    )
+    .await;
 }
 
 /// Creates an empty (migrated) database for one test.
@@ -302,14 +325,14 @@ pub async fn channel(addr: SocketAddr) -> Channel {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap_or_else(|e| panic!("{e}"));
     // The server task has bound its socket already, but may not be accepting
-    // yet; retry briefly instead of sleeping.
-    for _ in 0..100 {
-        if let Ok(channel) = endpoint.connect().await {
-            return channel;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("cannot connect to {addr}");
+    // yet.
+    wait_until(
+        &format!("{addr} to accept"),
+        Duration::from_secs(2),
+        Duration::from_millis(20),
+        async || endpoint.connect().await.ok(),
+    )
+    .await
 }
 
 /// One test's world: its own database, a writer on the primary and a reader
@@ -469,4 +492,57 @@ pub async fn count_rows(conn: &mut AsyncPgConnection, table: &str) -> i64 {
         .await
         .unwrap_or_else(|e| panic!("count {table}: {e}"));
     n
+}
+
+/// A TCP proxy in front of a server that a test can cut and restore, to take
+/// a database away from one service without touching the shared cluster:
+/// while cut, open connections are dropped and new ones closed at once.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind proxy: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let watch = cut.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut = watch.subscribe();
+                if *cut.borrow() {
+                    continue; // dropping the socket closes it
+                }
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, cut, task }
+    }
+
+    /// Drops every open connection and refuses new ones until [`Self::restore`].
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    pub fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -1,5 +1,5 @@
 //! What surrounds the RPCs: health, reflection, migrations, the read-only
-//! reader pool, graceful shutdown and trace context.
+//! reader pool and graceful shutdown (trace context: tests/tracing.rs).
 
 #![allow(
     clippy::unwrap_used,
@@ -31,13 +31,13 @@ async fn health(addr: std::net::SocketAddr, service: &str) -> i32 {
 }
 
 async fn wait_health(addr: std::net::SocketAddr, service: &str, want: ServingStatus) {
-    for _ in 0..200 {
-        if health(addr, service).await == want as i32 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{service:?} on {addr} never became {want:?}");
+    integration_tests::wait_until(
+        &format!("{service:?} on {addr} to report {want:?}"),
+        Duration::from_secs(10),
+        Duration::from_millis(25),
+        async || (health(addr, service).await == want as i32).then_some(()),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -80,6 +80,43 @@ async fn health_is_serving_with_a_database_and_not_serving_without() {
     .await
     .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reader_follows_its_replica_serving_not_serving_and_back() {
+    let app = TestApp::start().await;
+    let proxy = integration_tests::Proxy::start(
+        format!("127.0.0.1:{}", app.cluster.replica_port)
+            .parse()
+            .unwrap(),
+    )
+    .await;
+    let mut args = reader_args(format!(
+        "postgres://postgres@{}/{}",
+        proxy.addr, app.database.name
+    ));
+    args.pool.pool_timeout_ms = 300;
+    let reader = spawn_reader(args).await;
+    let service = "signal_audit.v1.SignalReaderService";
+    wait_health(reader.addr, service, ServingStatus::Serving).await;
+
+    proxy.cut();
+    wait_health(reader.addr, service, ServingStatus::NotServing).await;
+    let mut client = audit_proto::v1::signal_reader_service_client::SignalReaderServiceClient::new(
+        channel(reader.addr).await,
+    );
+    let status = client
+        .get_replication_status(pb::GetReplicationStatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+
+    proxy.restore();
+    wait_health(reader.addr, service, ServingStatus::Serving).await;
+    client
+        .get_replication_status(pb::GetReplicationStatusRequest {})
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -219,7 +256,15 @@ async fn the_reader_pool_cannot_write_even_against_the_primary() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_lets_in_flight_calls_finish_then_stops_accepting() {
+    use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
     let app = TestApp::start().await;
+    // Hold the call in the database: a SHARE lock on signals blocks its
+    // INSERT until this transaction ends.
+    let mut blocker = app.primary().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE signals IN SHARE MODE")
+        .await
+        .unwrap();
     let mut client = app.writer.clone();
     let batch: Vec<pb::NewSignal> = (0..100)
         .map(|_| integration_tests::new_signal("AAPL"))
@@ -232,7 +277,24 @@ async fn shutdown_lets_in_flight_calls_finish_then_stops_accepting() {
             })
             .await
     });
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut observer = app.primary().await;
+    integration_tests::wait_until(
+        "the batch to wait on the lock",
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        async || {
+            let waiting = diesel::sql_query(
+                "SELECT 1 AS n FROM pg_stat_activity \
+                 WHERE application_name = 'audit-writer' AND wait_event_type = 'Lock'",
+            )
+            .execute(&mut observer)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+
     let addr = app.writer_server.addr;
     let primary_url = app.primary_url.clone();
     let TestApp {
@@ -240,10 +302,28 @@ async fn shutdown_lets_in_flight_calls_finish_then_stops_accepting() {
         database,
         ..
     } = app;
-    writer_server.shutdown().await;
+    let shutdown = tokio::spawn(writer_server.shutdown());
+    integration_tests::wait_until(
+        "the writer to stop accepting",
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        async || {
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    // Shutting down, but the drain cannot finish while the call waits.
+    assert!(!shutdown.is_finished());
+    blocker.batch_execute("COMMIT").await.unwrap();
     // The call was on the wire before the shutdown signal: it completes.
     let finished = in_flight.await.unwrap().unwrap().into_inner();
     assert_eq!(finished.signals_created, 100);
+    shutdown.await.unwrap();
     let mut db = integration_tests::connect(&primary_url).await;
     assert_eq!(integration_tests::count_rows(&mut db, "signals").await, 100);
     assert!(
@@ -256,21 +336,39 @@ async fn shutdown_lets_in_flight_calls_finish_then_stops_accepting() {
     drop(database);
 }
 
+#[derive(diesel::QueryableByName)]
+struct Terminal {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    status: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    terminal: bool,
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_w3c_traceparent_is_accepted() {
-    // Without an OTLP endpoint the span is not exported; the call must still
-    // succeed with the header present and malformed ones ignored.
+async fn terminal_status_means_the_same_in_rust_and_sql() {
+    use audit_core::SignalStatus;
+    use diesel_async::RunQueryDsl;
     let app = TestApp::start().await;
-    for traceparent in [
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        "garbage",
-    ] {
-        let mut request = tonic::Request::new(pb::RecordSignalRequest {
-            signal: Some(integration_tests::new_signal("AAPL")),
-        });
-        request
-            .metadata_mut()
-            .insert("traceparent", traceparent.parse().unwrap());
-        app.writer.clone().record_signal(request).await.unwrap();
-    }
+    let mut db = app.primary().await;
+    let rows: Vec<Terminal> = diesel::sql_query(
+        "SELECT s::text AS status, signal_status_is_terminal(s) AS terminal \
+         FROM unnest(enum_range(NULL::signal_status)) AS s",
+    )
+    .load(&mut db)
+    .await
+    .unwrap();
+    let sql: Vec<(SignalStatus, bool)> = rows
+        .iter()
+        .map(|r| {
+            (
+                SignalStatus::from_name("status", &r.status).unwrap(),
+                r.terminal,
+            )
+        })
+        .collect();
+    let rust: Vec<(SignalStatus, bool)> = SignalStatus::ALL
+        .into_iter()
+        .map(|s| (s, s.is_terminal()))
+        .collect();
+    assert_eq!(sql, rust, "the enum and the terminal statuses agree");
 }

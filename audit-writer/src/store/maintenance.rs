@@ -3,8 +3,9 @@
 use audit_db::{DbError, PgPool};
 use diesel_async::RunQueryDsl;
 
-/// Creates the premade daily partitions of `signal_events` (and retires old
-/// ones when retention is configured). A procedure, because it commits per
+/// Creates the premade daily partitions of `signal_events`. pg_partman's own
+/// retention is not configured: it would detach inside a function, holding
+/// ACCESS EXCLUSIVE on the parent. A procedure, because it commits per
 /// partition set; it must not run inside a transaction.
 pub async fn run_partition_maintenance(pool: &PgPool) -> Result<(), DbError> {
     let mut conn = pool.get().await?;

@@ -5,7 +5,7 @@
 -- trigger on signal_events appends the (minute, ticker) keys an INSERT
 -- touched to rollup_dirty — a plain append with no unique index, so
 -- concurrent writers never wait on each other — and the writer-side
--- refresher (audit-db/src/rollups.rs) periodically takes the dirty keys and
+-- refresher (audit-writer/src/store/rollups.rs) periodically takes the dirty keys and
 -- recomputes exactly those minute buckets from raw events, then the hour and
 -- day buckets containing them from the minute rows, in one transaction.
 --

@@ -3,14 +3,14 @@
 -- reads a few hundred summary rows instead of a day of raw events.
 --
 -- Kept exact the same way as signal_metrics_summary, by the same writer-side
--- refresher (audit-db/src/rollups.rs) in the same transaction: the dirty
+-- refresher (audit-writer/src/store/rollups.rs) in the same transaction: the dirty
 -- (minute, ticker) keys that the signal_events trigger already records are
 -- recomputed from raw events (delete the key's rows, insert the new counts),
 -- then the hour and day rows containing them from the minute rows. Writers
 -- pay nothing extra.
 --
 -- A breakdown over any range is answered by tiling it with whole days,
--- whole hours and whole minutes (see audit-db/src/analytics/errors.rs), so
+-- whole hours and whole minutes (see audit-reader/src/queries/analytics/errors.rs), so
 -- it is exact to the minute whatever its length. There is no '*' ticker here:
 -- the ticker is itself one of the dimensions, and all tickers are their sum.
 

@@ -6,7 +6,7 @@
 --
 -- Derived from mv_hourly_stage_latencies (sums, maxima and histograms add
 -- up exactly), so refreshing it costs little; the writer refreshes both in
--- one transaction (audit-db/src/rollups.rs) so they always agree and share
+-- one transaction (audit-writer/src/store/rollups.rs) so they always agree and share
 -- one as_of in matview_refreshes.
 CREATE MATERIALIZED VIEW mv_hourly_stage_latencies_by_ticker AS
 WITH src AS (

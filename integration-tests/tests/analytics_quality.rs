@@ -1,0 +1,89 @@
+//! CheckDataQuality finds each kind of problem, with ids.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on purpose"
+)]
+
+use audit_proto::v1 as pb;
+use audit_proto::v1::signal_analytics_service_client::SignalAnalyticsServiceClient;
+use diesel::QueryableByName;
+use diesel::sql_types::BigInt;
+use diesel_async::RunQueryDsl;
+use integration_tests::analytics::*;
+use integration_tests::channel;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_quality_finds_each_kind_of_problem_with_ids() {
+    let app = start_app().await;
+    let start = history(&app).await;
+    let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
+    let request = pb::CheckDataQualityRequest {
+        stuck_after: Some(prost_types::Duration {
+            seconds: 30,
+            nanos: 0,
+        }),
+        summary_range: range(start, 120),
+        max_ids: 0,
+    };
+    let clean = analytics
+        .check_data_quality(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let count = |r: &pb::CheckDataQualityResponse, kind: pb::FindingKind| {
+        r.findings
+            .iter()
+            .find(|f| f.kind == kind as i32)
+            .map(|f| (f.count, f.ids.clone()))
+            .unwrap()
+    };
+    assert_eq!(count(&clean, pb::FindingKind::OrphanEvents).0, 0);
+    assert_eq!(count(&clean, pb::FindingKind::CounterMismatch).0, 0);
+    assert_eq!(count(&clean, pb::FindingKind::SummaryMismatch).0, 0);
+    // History signals that never reached a terminal status are stuck (their
+    // last event is minutes old); every one of them must be listed.
+    let mut db = app.replica().await;
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let N { n } = diesel::sql_query(
+        "SELECT count(*) AS n FROM signals WHERE current_status::text NOT IN ('rejected','forwarded_success', \
+         'forwarded_timeout','forwarded_http_error','forwarded_generic_error','discarded','error')",
+    )
+    .get_result(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(count(&clean, pb::FindingKind::StuckSignals).0, n);
+
+    // Break one of each thing behind the services' backs.
+    let mut primary = app.primary().await;
+    use diesel_async::SimpleAsyncConnection;
+    primary
+        .batch_execute(
+            "UPDATE signals SET error_count = error_count + 7 WHERE signal_id = (SELECT signal_id FROM signals ORDER BY signal_id LIMIT 1); \
+             DELETE FROM signal_event_ids WHERE event_id = (SELECT event_id FROM signal_events ORDER BY event_id LIMIT 1); \
+             UPDATE signal_metrics_summary SET total_events = total_events + 1 \
+               WHERE metric_id = (SELECT min(metric_id) FROM signal_metrics_summary WHERE period_type = 'minute');",
+        )
+        .await
+        .unwrap();
+    app.wait_replica().await;
+    let broken = analytics
+        .check_data_quality(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let (orphans, orphan_ids) = count(&broken, pb::FindingKind::OrphanEvents);
+    assert_eq!(orphans, 1);
+    assert_eq!(orphan_ids.len(), 1);
+    let (counters, counter_ids) = count(&broken, pb::FindingKind::CounterMismatch);
+    assert_eq!(counters, 1);
+    assert!(uuid::Uuid::parse_str(&counter_ids[0]).is_ok());
+    let (summaries, summary_ids) = count(&broken, pb::FindingKind::SummaryMismatch);
+    assert_eq!(summaries, 1, "{summary_ids:?}");
+    assert!(summary_ids[0].starts_with("minute "));
+}
