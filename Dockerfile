@@ -62,7 +62,7 @@ COPY --from=builder /out/ /
 ENV PATH=/usr/local/bin:/usr/bin:/bin
 # Numeric, so Kubernetes can verify runAsNonRoot without reading /etc/passwd.
 USER 65532:65532
-EXPOSE 50051 50052
+EXPOSE 15051 15052
 
 # ------------------------------------------------- targets (entrypoints)
 # Both targets are the same image apart from the default entrypoint.

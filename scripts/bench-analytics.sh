@@ -15,9 +15,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 EVENTS=${1:-10000000}
-PRIMARY_PORT=${BENCH_PRIMARY_PORT:-57632}
-REPLICA_PORT=${BENCH_REPLICA_PORT:-57633}
-READER=127.0.0.1:${BENCH_READER_PORT:-57652}
+PRIMARY_PORT=${BENCH_PRIMARY_PORT:-17632}
+REPLICA_PORT=${BENCH_REPLICA_PORT:-17633}
+READER=127.0.0.1:${BENCH_READER_PORT:-17652}
 
 cargo build --release -p audit-writer -p audit-reader -p audit-analytics-bench
 

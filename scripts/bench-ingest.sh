@@ -16,14 +16,14 @@
 # AUDIT_GROUP_COMMIT_MAX_BATCHES=2).
 #
 # Environment:
-#   BENCH_PRIMARY_PORT / BENCH_REPLICA_PORT   cluster ports (57532 / 57533)
+#   BENCH_PRIMARY_PORT / BENCH_REPLICA_PORT   cluster ports (17532 / 17533)
 #   PG_BIN                                    PostgreSQL 15 binaries
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-PRIMARY_PORT=${BENCH_PRIMARY_PORT:-57532}
-REPLICA_PORT=${BENCH_REPLICA_PORT:-57533}
+PRIMARY_PORT=${BENCH_PRIMARY_PORT:-17532}
+REPLICA_PORT=${BENCH_REPLICA_PORT:-17533}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 cargo build --release -p audit-writer -p audit-bench

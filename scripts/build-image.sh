@@ -191,7 +191,7 @@ FROM scratch
 COPY rootfs/ /
 ENV PATH=/usr/local/bin:/usr/bin:/bin
 USER 65532:65532
-EXPOSE 50051 50052
+EXPOSE 15051 15052
 LABEL org.opencontainers.image.title="signal-audit" \\
       org.opencontainers.image.description="Signal Audit Trail: audit-writer and audit-reader gRPC services" \\
       org.opencontainers.image.version="$VERSION" \\

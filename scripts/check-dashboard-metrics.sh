@@ -2,7 +2,7 @@
 # Checks that every metric the Grafana dashboard and the alert rules query is
 # really exported:
 #
-#   scripts/check-dashboard-metrics.sh http://127.0.0.1:19091/metrics http://127.0.0.1:19092/metrics
+#   scripts/check-dashboard-metrics.sh http://127.0.0.1:15091/metrics http://127.0.0.1:15092/metrics
 #   scripts/check-dashboard-metrics.sh --from-file scrape.txt [--from-file other.txt]
 #
 # Every argument is a /metrics URL (fetched) or, after --from-file, a file

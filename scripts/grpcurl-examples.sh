@@ -3,7 +3,7 @@
 # answers, so the documented commands cannot silently rot.
 #
 #   scripts/grpcurl-examples.sh WRITER_ADDR READER_ADDR
-#   scripts/grpcurl-examples.sh 127.0.0.1:50051 127.0.0.1:50052
+#   scripts/grpcurl-examples.sh 127.0.0.1:15051 127.0.0.1:15052
 #
 # Every command is printed (in copy-paste form) before it runs; the first
 # failing check prints the answer it got and exits non-zero.

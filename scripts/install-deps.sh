@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the local stack need beyond the Rust toolchain:
 #   - PostgreSQL 15 server, client, contrib, pg_partman and pg_cron (Debian)
+#   - pgBackRest (Debian), for WAL archiving, backups and point-in-time
+#     recovery (scripts/backup.sh)
 #   - promtool, for the alert rules' checks and unit tests (Debian package
 #     prometheus; installed without recommends, so no node exporter)
 #   - podman, skopeo and umoci (Debian) to build, inspect and unpack the
@@ -27,6 +29,7 @@ APT_PACKAGES=(
     podman
     skopeo
     umoci
+    pgbackrest
 )
 # command on PATH -> PyPI package providing it
 declare -A PIP_PACKAGES=(

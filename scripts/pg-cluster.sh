@@ -12,6 +12,8 @@
 #   primary.log     server log of the primary
 #   replica.log     server log of the replica
 #   .s.PGSQL.<port> unix sockets of both servers (clients should use TCP)
+#   pgbackrest/     with PG_CLUSTER_BACKUP=1: pgBackRest's config, repository,
+#                   lock, log and spool folders (scripts/backup.sh)
 #
 # `start` is idempotent: servers already running are left alone, data
 # directories from an earlier `start` are reused (a stopped cluster just
@@ -23,13 +25,28 @@
 # and free ports, so nothing here may depend on the repository or on the
 # machine's own PostgreSQL (port 5432 and its socket folder are never used).
 #
+# A port that is already bound (a listener, or a connection using it as its
+# local port) stops `start` before anything is created, with a message that
+# names the port and, when `ss -tanp` can tell, the process holding it.
+#
 # Environment:
 #   PG_BIN               PostgreSQL 15 binaries (default /usr/lib/postgresql/15/bin)
 #   PG_CLUSTER_TIMEOUT   seconds to wait for each server / for streaming (default 60)
+#   PG_CLUSTER_BACKUP=1  `start` also sets up backups: WAL archiving from the
+#                        primary (archive_mode=on, archive_command = pgbackrest
+#                        archive-push) into a pgBackRest repository inside
+#                        STATE_DIR, stanza-create and check; then
+#                        scripts/backup.sh backup|info|restore work on STATE_DIR.
+#                        A running primary without archiving is restarted.
 set -euo pipefail
+
+SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/port-check.sh
+source "$SCRIPTS_DIR/port-check.sh"
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 TIMEOUT=${PG_CLUSTER_TIMEOUT:-60}
+BACKUP=${PG_CLUSTER_BACKUP:-0}
 # The Linux limit for a unix socket path (sun_path is 108 bytes with the NUL).
 MAX_SOCKET_PATH=107
 
@@ -187,7 +204,7 @@ preload_settings() {
 # rewritten on every start (so a restart with other ports just works) and
 # included at the end of postgresql.conf.
 write_managed_conf() {
-    local datadir=$1 port=$2 name=$3 sockdir=$4
+    local datadir=$1 port=$2 name=$3 sockdir=$4 archive=${5:-0}
     local conf=$datadir/pg-cluster.conf
     cat >"$conf" <<EOF
 # Written by scripts/pg-cluster.sh on every start; edits are overwritten.
@@ -214,6 +231,16 @@ track_commit_timestamp = on
 $(preload_settings)
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF
+    if [[ $archive == 1 ]]; then
+        cat >>"$conf" <<EOF
+# PG_CLUSTER_BACKUP=1: every WAL segment goes to the pgBackRest repository in
+# STATE_DIR (scripts/backup.sh); a segment is switched at least every minute
+# while there is activity, which bounds what a point-in-time restore can lose.
+archive_mode = on
+archive_command = '$("$SCRIPTS_DIR/backup.sh" archive-command "$STATE_DIR")'
+archive_timeout = 60
+EOF
+    fi
     # Root may write into the postgres-owned data directory; the file is
     # handed to the server's user like the rest of it.
     chmod 0600 -- "$conf"
@@ -239,12 +266,20 @@ start_server() {
     if ! as_pg "$PG_BIN/pg_ctl" -D "$datadir" -l "$logfile" -w -t "$TIMEOUT" start >/dev/null 9>&-; then
         log "$name failed to start; last lines of $logfile:"
         tail -n 30 -- "$logfile" >&2 || true
+        if tail -n 30 -- "$logfile" 2>/dev/null | grep -qE 'could not bind|could not create any TCP/IP sockets'; then
+            die "$name: PostgreSQL could not bind 127.0.0.1:$port. $(port_conflict "$port" || echo "port $port is free again now; something held it briefly")"
+        fi
         exit 1
     fi
 }
 
-# True when anything at all listens on 127.0.0.1:PORT (bash's /dev/tcp).
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Dies when PORT cannot be bound by a server of ours, naming who holds it.
+ensure_port_free() {
+    local name=$1 port=$2 why
+    if why=$(port_conflict "$port"); then
+        die "cannot start the $name on 127.0.0.1:$port: $why"
+    fi
+}
 
 cmd_start() {
     local primary_port=$1 replica_port=$2
@@ -263,11 +298,14 @@ cmd_start() {
 
     # A server of ours that is down must find its port free; checked before
     # any initdb so a clash leaves nothing behind.
-    if ! is_running "$primary" && port_busy "$primary_port"; then
-        die "port $primary_port is already in use by another server"
-    fi
-    if ! is_running "$replica" && port_busy "$replica_port"; then
-        die "port $replica_port is already in use by another server"
+    is_running "$primary" || ensure_port_free primary "$primary_port"
+    is_running "$replica" || ensure_port_free replica "$replica_port"
+    if [[ $BACKUP == 1 ]]; then
+        command -v pgbackrest >/dev/null 2>&1 ||
+            die "PG_CLUSTER_BACKUP=1 needs pgbackrest: install it (scripts/install-deps.sh)"
+        # Also refuses a STATE_DIR that cannot go into archive_command.
+        "$SCRIPTS_DIR/backup.sh" archive-command "$STATE_DIR" >/dev/null 9>&- ||
+            die "cannot set up backups for $STATE_DIR (see above)"
     fi
 
     # --- primary -----------------------------------------------------------
@@ -286,8 +324,27 @@ cmd_start() {
         # change of initdb defaults.
         printf 'host replication all 127.0.0.1/32 trust\n' >>"$primary/pg_hba.conf"
     fi
-    is_running "$primary" || write_managed_conf "$primary" "$primary_port" audit_primary "$sockdir"
+    if ! is_running "$primary"; then
+        write_managed_conf "$primary" "$primary_port" audit_primary "$sockdir" "$BACKUP"
+    elif [[ $BACKUP == 1 && $(query "$primary_port" "SHOW archive_mode" || true) != on ]]; then
+        # archive_mode needs a restart; the replica reconnects by itself.
+        log "primary runs without WAL archiving: restarting it with archive_mode=on"
+        write_managed_conf "$primary" "$primary_port" audit_primary "$sockdir" 1
+        "$SCRIPTS_DIR/backup.sh" configure "$STATE_DIR" 9>&-
+        as_pg "$PG_BIN/pg_ctl" -D "$primary" -l "$STATE_DIR/primary.log" -m fast -w -t "$TIMEOUT" \
+            restart >/dev/null 9>&- || die "restarting the primary failed (log: $STATE_DIR/primary.log)"
+    fi
+    # pgBackRest's configuration must exist before the primary archives.
+    if [[ $BACKUP == 1 ]]; then
+        "$SCRIPTS_DIR/backup.sh" configure "$STATE_DIR" 9>&-
+    fi
     start_server "$primary" "$STATE_DIR/primary.log" "primary on 127.0.0.1:$primary_port" "$primary_port"
+    # The stanza right away, so the first WAL segments (pg_basebackup below
+    # switches one) are archived at once instead of failing until it exists.
+    if [[ $BACKUP == 1 ]]; then
+        "$SCRIPTS_DIR/backup.sh" init "$STATE_DIR" 9>&- ||
+            die "setting up pgBackRest for $STATE_DIR failed (see above; logs in $STATE_DIR/pgbackrest/log)"
+    fi
 
     # --- replica -----------------------------------------------------------
     if [[ ! -f $replica/PG_VERSION ]]; then

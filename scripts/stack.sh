@@ -9,14 +9,25 @@
 #
 # Environment (defaults in brackets):
 #   AUDIT_STACK_DIR           state folder, repo-relative unless absolute [.stack]
-#   AUDIT_STACK_PRIMARY_PORT  primary's port [55432]
-#   AUDIT_STACK_REPLICA_PORT  replica's port [55433]
-#   AUDIT_WRITER_LISTEN       audit-writer's listen address [127.0.0.1:50051]
-#   AUDIT_READER_LISTEN       audit-reader's listen address [127.0.0.1:50052]
+#   AUDIT_STACK_PRIMARY_PORT  primary's port [15432]
+#   AUDIT_STACK_REPLICA_PORT  replica's port [15433]
+#   AUDIT_WRITER_LISTEN       audit-writer's listen address [127.0.0.1:15051]
+#   AUDIT_READER_LISTEN       audit-reader's listen address [127.0.0.1:15052]
+#   AUDIT_WRITER_METRICS_LISTEN / AUDIT_READER_METRICS_LISTEN
+#                             the services' metrics endpoints, passed to each
+#                             as AUDIT_METRICS_LISTEN (docs/metrics.md)
+#                             [127.0.0.1:15091 / 127.0.0.1:15092]; reserved:
+#                             the services do not serve them yet
+#   AUDIT_STACK_BACKUP        1: WAL archiving + pgBackRest repository in the
+#                             state folder (scripts/backup.sh); 0: none [1]
 #   AUDIT_STACK_SKIP_BUILD=1  use the release binaries already built
 #   RUST_LOG                  passed to both services [info]
 # scripts/test.sh runs a second stack on other ports and folder at the same
 # time as a developer's, which is why everything here is configurable.
+# Every default port is below the kernel's ephemeral range (32768-60999 on
+# Linux), so a client connection can never be holding one as its source
+# port; a port that is taken anyway stops `up` with a message naming it and,
+# when `ss -tanp` can tell, the process holding it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,15 +35,21 @@ cd "$ROOT"
 
 STACK_DIR=${AUDIT_STACK_DIR:-.stack}
 [[ $STACK_DIR == /* ]] || STACK_DIR=$ROOT/$STACK_DIR
-PRIMARY_PORT=${AUDIT_STACK_PRIMARY_PORT:-55432}
-REPLICA_PORT=${AUDIT_STACK_REPLICA_PORT:-55433}
-WRITER_LISTEN=${AUDIT_WRITER_LISTEN:-127.0.0.1:50051}
-READER_LISTEN=${AUDIT_READER_LISTEN:-127.0.0.1:50052}
+PRIMARY_PORT=${AUDIT_STACK_PRIMARY_PORT:-15432}
+REPLICA_PORT=${AUDIT_STACK_REPLICA_PORT:-15433}
+WRITER_LISTEN=${AUDIT_WRITER_LISTEN:-127.0.0.1:15051}
+READER_LISTEN=${AUDIT_READER_LISTEN:-127.0.0.1:15052}
+WRITER_METRICS_LISTEN=${AUDIT_WRITER_METRICS_LISTEN:-127.0.0.1:15091}
+READER_METRICS_LISTEN=${AUDIT_READER_METRICS_LISTEN:-127.0.0.1:15092}
+BACKUP=${AUDIT_STACK_BACKUP:-1}
 DB_NAME=signal_audit
 PRIMARY_URL=postgres://postgres@127.0.0.1:$PRIMARY_PORT/$DB_NAME
 REPLICA_URL=postgres://postgres@127.0.0.1:$REPLICA_PORT/$DB_NAME
 HEALTH_TIMEOUT=60
 PSQL=${PG_BIN:-/usr/lib/postgresql/15/bin}/psql
+
+# shellcheck source=scripts/port-check.sh
+source "$ROOT/scripts/port-check.sh"
 
 # grpcurl and buf may come from pip; helm from scripts/install-helm.sh.
 PATH=$ROOT/.tools/bin:$PATH
@@ -58,14 +75,6 @@ connect_addr() {
 }
 WRITER_ADDR=$(connect_addr "$WRITER_LISTEN")
 READER_ADDR=$(connect_addr "$READER_LISTEN")
-
-# True when something accepts TCP connections at HOST:PORT.
-port_busy() {
-    local host=${1%:*} port=${1##*:}
-    host=${host#[}
-    host=${host%]}
-    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
-}
 
 psql_primary() { "$PSQL" -X -q -At -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres "$@"; }
 psql_replica() { "$PSQL" -X -q -At -h 127.0.0.1 -p "$REPLICA_PORT" -U postgres "$@"; }
@@ -124,10 +133,30 @@ stop_service() {
 }
 
 check_listen_free() {
-    local name=$1 listen=$2
-    if port_busy "$(connect_addr "$listen")"; then
-        die "$listen is already in use: is another audit-$name or stack running? (AUDIT_${name^^}_LISTEN picks another address)"
+    local name=$1 listen=$2 why
+    if why=$(port_conflict "${listen##*:}"); then
+        die "audit-$name cannot listen on $listen: $why. Is another audit-$name or stack running? (AUDIT_${name^^}_LISTEN picks another address)"
     fi
+}
+
+# The metrics ports are only reserved today: a clash is worth a warning.
+check_reserved_free() {
+    local what=$1 listen=$2 why
+    if why=$(port_conflict "${listen##*:}"); then
+        log "warning: $listen is reserved for $what, but $why"
+    fi
+}
+
+# True when PID itself listens on PORT (so a health answer is really ours,
+# not from another process on the same port). Without ss: assumed true.
+owns_port() {
+    local pid=$1 port=$2
+    command -v ss >/dev/null 2>&1 || return 0
+    local sockets
+    sockets=$(ss -Hltnp "sport = :$port" 2>/dev/null) || return 0
+    # Without the right to see processes, ss shows no users: cannot tell.
+    [[ $sockets == *users:* ]] || return 0
+    [[ $sockets == *"pid=$pid,"* ]]
 }
 
 # Prints the current run's part of a service log (the file is appended to).
@@ -156,10 +185,35 @@ start_service() {
     echo $! >"$STACK_DIR/$name.pid"
 }
 
+# Dies naming the address when the run's log says the service could not
+# listen (the services log "cannot listen" and exit when bind() fails).
+die_if_bind_failed() {
+    local name=$1 listen=$2 line reason why
+    line=$(log_tail "$name" 2>&1 | grep -m 1 'cannot listen error=') || return 0
+    reason=$(sed -n -E 's/.* error=(.*) listen=.*/\1/p' <<<"$line")
+    if why=$(port_conflict "${listen##*:}"); then reason="${reason:-$line}; $why"; fi
+    die "audit-$name could not bind $listen: ${reason:-$line} (log: $STACK_DIR/$name.log)"
+}
+
+# True while the process started for NAME runs. Not service_pid: right after
+# `start_service` the child may not have exec'd the binary yet.
+started_alive() {
+    local pid
+    pid=$(<"$STACK_DIR/$1.pid") || return 1
+    kill -0 "$pid" 2>/dev/null && [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]]
+}
+
 wait_healthy() {
-    local name=$1 addr=$2 deadline=$((SECONDS + HEALTH_TIMEOUT))
-    until is_serving "$addr" "$name"; do
-        if ! service_pid "$name" >/dev/null; then
+    local name=$1 addr=$2 listen=$3 deadline=$((SECONDS + HEALTH_TIMEOUT)) pid
+    pid=$(<"$STACK_DIR/$name.pid")
+    while :; do
+        # SERVING counts only from our own process: another one answering on
+        # the same address means ours is about to fail to bind (below).
+        if is_serving "$addr" "$name" && owns_port "$pid" "${listen##*:}"; then
+            break
+        fi
+        if ! started_alive "$name"; then
+            die_if_bind_failed "$name" "$listen"
             log "audit-$name exited during startup; its log ($STACK_DIR/$name.log):"
             log_tail "$name"
             exit 1
@@ -167,6 +221,7 @@ wait_healthy() {
         if ((SECONDS >= deadline)); then
             log "audit-$name is not SERVING at $addr after ${HEALTH_TIMEOUT}s; health check said:"
             health "$addr" "$name" | sed 's/^/  /' >&2 || true
+            log "$(port_conflict "${listen##*:}" || echo "nothing else holds port ${listen##*:}")"
             log "its log ($STACK_DIR/$name.log):"
             log_tail "$name"
             exit 1
@@ -174,6 +229,19 @@ wait_healthy() {
         sleep 0.5
     done
     log "audit-$name SERVING at $addr"
+}
+
+backup_help() {
+    [[ $BACKUP == 1 ]] || return 0
+    cat <<EOF
+
+  # backups (pgBackRest, repository in $STACK_DIR/pgbackrest): full, incremental, list,
+  # and a point-in-time copy in a fresh folder on another port
+  scripts/backup.sh backup $STACK_DIR full
+  scripts/backup.sh backup $STACK_DIR incr
+  scripts/backup.sh info $STACK_DIR
+  scripts/backup.sh restore $STACK_DIR --to "\$(date -u '+%F %T+00')" /tmp/audit-restore 15434
+EOF
 }
 
 print_usage_help() {
@@ -213,6 +281,7 @@ Try it (copy-paste):
 
   # all of the above, with the IDs filled in and the answers checked:
   scripts/grpcurl-examples.sh $WRITER_ADDR $READER_ADDR
+$(backup_help)
 
 Stop everything with: scripts/stack.sh down
 EOF
@@ -223,8 +292,14 @@ cmd_up() {
     command -v grpcurl >/dev/null || die "grpcurl is not on PATH (scripts/install-deps.sh installs it)"
 
     mkdir -p -- "$STACK_DIR"
-    log "PostgreSQL primary :$PRIMARY_PORT, replica :$REPLICA_PORT in $STACK_DIR"
-    "$ROOT/scripts/pg-cluster.sh" start "$STACK_DIR" "$PRIMARY_PORT" "$REPLICA_PORT" >/dev/null
+    # Before anything starts: a running service of ours is restarted below,
+    # so only an address that is not ours counts as taken.
+    service_pid writer >/dev/null || check_listen_free writer "$WRITER_LISTEN"
+    service_pid reader >/dev/null || check_listen_free reader "$READER_LISTEN"
+    check_reserved_free "audit-writer's metrics" "$WRITER_METRICS_LISTEN"
+    check_reserved_free "audit-reader's metrics" "$READER_METRICS_LISTEN"
+    log "PostgreSQL primary :$PRIMARY_PORT, replica :$REPLICA_PORT in $STACK_DIR$([[ $BACKUP != 1 ]] || echo ", WAL archiving + pgBackRest (scripts/backup.sh)")"
+    PG_CLUSTER_BACKUP=$BACKUP "$ROOT/scripts/pg-cluster.sh" start "$STACK_DIR" "$PRIMARY_PORT" "$REPLICA_PORT" >/dev/null
 
     if [[ -z $(psql_primary -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'") ]]; then
         log "creating database $DB_NAME"
@@ -262,16 +337,18 @@ cmd_up() {
 
     start_service writer "$WRITER_LISTEN" \
         AUDIT_WRITER_LISTEN="$WRITER_LISTEN" \
+        AUDIT_METRICS_LISTEN="$WRITER_METRICS_LISTEN" \
         AUDIT_DATABASE_URL="$PRIMARY_URL"
     # The reader queries only the replica; AUDIT_PRIMARY_URL is passed for
     # tooling that wants both ends and is ignored by audit-reader today.
     start_service reader "$READER_LISTEN" \
         AUDIT_READER_LISTEN="$READER_LISTEN" \
+        AUDIT_METRICS_LISTEN="$READER_METRICS_LISTEN" \
         AUDIT_REPLICA_URL="$REPLICA_URL" \
         AUDIT_PRIMARY_URL="$PRIMARY_URL"
 
-    wait_healthy writer "$WRITER_ADDR"
-    wait_healthy reader "$READER_ADDR"
+    wait_healthy writer "$WRITER_ADDR" "$WRITER_LISTEN"
+    wait_healthy reader "$READER_ADDR" "$READER_LISTEN"
 
     cat >"$STACK_DIR/env" <<EOF
 # source this file to talk to the stack in $STACK_DIR
@@ -281,6 +358,12 @@ export AUDIT_REPLICA_URL=$REPLICA_URL
 export AUDIT_WRITER_ADDR=$WRITER_ADDR
 export AUDIT_READER_ADDR=$READER_ADDR
 EOF
+    if [[ $BACKUP == 1 ]]; then
+        cat <<EOF >>"$STACK_DIR/env"
+# backups: scripts/backup.sh backup|info|restore $STACK_DIR
+export AUDIT_STACK_BACKUP_DIR=$STACK_DIR
+EOF
+    fi
     print_usage_help
 }
 

@@ -23,6 +23,9 @@
 #   examples  the README's grpcurl examples (scripts/grpcurl-examples.sh)
 #             against a full stack (scripts/stack.sh up) in .stack-test on
 #             ports of its own, so a developer's .stack keeps running
+#   backup    pgBackRest full + incremental backups and a point-in-time
+#             restore into a fresh cluster (scripts/test-backup.sh, own
+#             temporary folder and free ports, bounded to 150 s)
 #   image     the container image: scripts/test-image.sh builds it offline
 #             (scripts/build-image.sh, podman), inspects it and runs both
 #             binaries from its file system as uid 65532 until SERVING
@@ -43,12 +46,16 @@ PATH=$PATH:$HOME/.local/bin
 export PATH
 
 # The stack the examples run against; none of it collides with .stack's
-# defaults (55432/55433/50051/50052).
+# defaults (15432/15433/15051/15052, metrics 15091/15092), and all of it is
+# below the kernel's ephemeral range (32768-60999), so no client connection
+# of the suite can be holding one of these ports as its source port.
 export AUDIT_STACK_DIR=.stack-test
-export AUDIT_STACK_PRIMARY_PORT=56432
-export AUDIT_STACK_REPLICA_PORT=56433
-export AUDIT_WRITER_LISTEN=127.0.0.1:56051
-export AUDIT_READER_LISTEN=127.0.0.1:56052
+export AUDIT_STACK_PRIMARY_PORT=16432
+export AUDIT_STACK_REPLICA_PORT=16433
+export AUDIT_WRITER_LISTEN=127.0.0.1:16051
+export AUDIT_READER_LISTEN=127.0.0.1:16052
+export AUDIT_WRITER_METRICS_LISTEN=127.0.0.1:16091
+export AUDIT_READER_METRICS_LISTEN=127.0.0.1:16092
 
 step_deps() {
     scripts/install-deps.sh
@@ -210,6 +217,10 @@ PY
     echo "test.sh: check-dashboard-metrics.sh passed its fixture tests" >&2
 }
 
+step_backup() {
+    timeout --kill-after=10 150 scripts/test-backup.sh
+}
+
 step_examples() {
     # A clean database every run, and no stack left behind from a run that
     # was killed.
@@ -258,7 +269,7 @@ if [[ ${1:-} == --step ]]; then
     exit 0
 fi
 
-steps=(deps docs cargo buf helm alerts examples image deny)
+steps=(deps docs cargo buf helm alerts examples image deny backup)
 if [[ -n ${TEST_STEPS:-} ]]; then
     read -r -a steps <<<"deps $TEST_STEPS"
 fi

@@ -10,8 +10,8 @@ use rand::{Rng, SeedableRng};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The writer, e.g. http://127.0.0.1:50051.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    /// The writer, e.g. http://127.0.0.1:15051.
+    #[arg(long, default_value = "http://127.0.0.1:15051")]
     writer: String,
     #[arg(long, default_value_t = 5_000)]
     signals: usize,

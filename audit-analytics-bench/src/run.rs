@@ -32,7 +32,7 @@ type Client = SignalAnalyticsServiceClient<Channel>;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(long, default_value = "http://127.0.0.1:50052")]
+    #[arg(long, default_value = "http://127.0.0.1:15052")]
     reader: String,
     /// The replica, for the raw-event queries.
     #[arg(long)]

@@ -11,7 +11,7 @@ pub struct IngestArgs {
         long,
         env = "AUDIT_BENCH_DATABASE_URL",
         hide_env_values = true,
-        default_value = "postgres://postgres@127.0.0.1:57532/bench"
+        default_value = "postgres://postgres@127.0.0.1:17532/bench"
     )]
     pub database_url: String,
     /// The writer binary to start (`serve`) and measure.
@@ -180,7 +180,7 @@ mod tests {
     #[test]
     fn only_loopback_urls_pass() {
         assert_eq!(
-            loopback_host("postgres://postgres@127.0.0.1:57532/bench"),
+            loopback_host("postgres://postgres@127.0.0.1:17532/bench"),
             Some("127.0.0.1")
         );
         assert_eq!(

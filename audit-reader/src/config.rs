@@ -34,13 +34,13 @@ pub struct ServeOnly {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "AUDIT_READER_LISTEN", default_value = "127.0.0.1:50052")]
+    #[arg(long, env = "AUDIT_READER_LISTEN", default_value = "127.0.0.1:15052")]
     pub listen: SocketAddr,
     /// The streaming replica every query runs on.
     #[arg(
         long,
         env = "AUDIT_REPLICA_URL",
-        default_value = "postgres://postgres@127.0.0.1:55433/signal_audit"
+        default_value = "postgres://postgres@127.0.0.1:15433/signal_audit"
     )]
     pub replica_url: String,
     #[command(flatten)]

@@ -42,7 +42,7 @@ pub struct DatabaseArgs {
     #[arg(
         long,
         env = "AUDIT_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:55432/signal_audit"
+        default_value = "postgres://postgres@127.0.0.1:15432/signal_audit"
     )]
     pub database_url: String,
 }
@@ -59,7 +59,7 @@ pub struct MigrateArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "AUDIT_WRITER_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "AUDIT_WRITER_LISTEN", default_value = "127.0.0.1:15051")]
     pub listen: SocketAddr,
     #[command(flatten)]
     pub database: DatabaseArgs,
