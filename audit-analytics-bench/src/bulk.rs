@@ -87,6 +87,7 @@ struct Count {
 
 pub async fn run(args: Args) -> Result<(), Error> {
     let pool = build_pool(&PoolConfig {
+        name: "primary".into(),
         url: args.database_url.clone(),
         min_idle: 0,
         max_size: 2,

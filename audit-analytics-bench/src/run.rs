@@ -528,6 +528,7 @@ async fn answer_raw(url: &str, raw: &Raw, end: DateTime<Utc>) -> Result<usize, E
     // A fresh connection per run, like a dashboard without a warm session;
     // the pool's session settings (UTC buckets) match the reader's.
     let pool = build_pool(&PoolConfig {
+        name: "replica".into(),
         url: url.to_owned(),
         min_idle: 0,
         max_size: 1,

@@ -16,6 +16,7 @@ use std::time::Duration;
 pub async fn run(args: IngestArgs) -> Result<Report, BenchError> {
     args.check().map_err(BenchError::Options)?;
     let pool = build_pool(&PoolConfig {
+        name: "primary".into(),
         url: args.database_url.clone(),
         min_idle: 0,
         max_size: u32::try_from(args.clients + 1).unwrap_or(u32::MAX),

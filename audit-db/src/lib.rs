@@ -5,14 +5,17 @@
 //!
 //! The queries themselves live with their only user: the write path in
 //! `audit-writer`'s `store` module, the read and analytics queries in
-//! `audit-reader`'s `queries` module. This crate knows nothing of gRPC;
-//! each service maps [`DbError`] to its own statuses.
+//! `audit-reader`'s `queries` module. The exception is [`quality`], the
+//! data-quality checks both use (the reader's RPC, the writer's periodic
+//! job). This crate knows nothing of gRPC; each service maps [`DbError`]
+//! to its own statuses.
 
 mod error;
 pub mod models;
 pub mod pool;
+pub mod quality;
 pub mod replication;
 pub mod schema;
 
 pub use error::DbError;
-pub use pool::{PgPool, PoolConfig, build_pool};
+pub use pool::{PgPool, PoolConfig, PooledConnection, build_pool};

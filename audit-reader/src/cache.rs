@@ -9,6 +9,8 @@
 //! The in-process layer (moka) is always on; a shared Redis layer is used
 //! when `AUDIT_REDIS_URL` is set, so several readers share their work.
 //! Redis being unreachable never fails a call: the answer is computed.
+//! Each look-up counts in `audit_reader_cache_requests_total` by tier
+//! (`memory`, `redis`) and result (`hit`, `miss`).
 
 use moka::future::Cache;
 use prost::Message;
@@ -39,6 +41,11 @@ impl AnswerCache {
             },
             None => None,
         };
+        for tier in ["memory"].into_iter().chain(redis.as_ref().map(|_| "redis")) {
+            for result in ["hit", "miss"] {
+                lookup(tier, result).increment(0);
+            }
+        }
         Self {
             local: Cache::builder()
                 .time_to_live(ttl)
@@ -62,14 +69,17 @@ impl AnswerCache {
 
     pub async fn get<T: Message + Default>(&self, key: &str) -> Option<T> {
         if let Some(bytes) = self.local.get(key).await {
+            lookup("memory", "hit").increment(1);
             return T::decode(bytes.as_slice()).ok();
         }
+        lookup("memory", "miss").increment(1);
         let mut redis = self.redis.clone()?;
         let bytes: Option<Vec<u8>> = redis::AsyncCommands::get(&mut redis, key)
             .await
             .map_err(|error| tracing::debug!(%error, "redis get failed"))
             .ok()
             .flatten();
+        lookup("redis", if bytes.is_some() { "hit" } else { "miss" }).increment(1);
         let bytes = bytes?;
         let answer = T::decode(bytes.as_slice()).ok()?;
         self.local.insert(key.to_owned(), bytes).await;
@@ -90,4 +100,8 @@ impl AnswerCache {
         }
         self.local.insert(key, bytes).await;
     }
+}
+
+fn lookup(tier: &'static str, result: &'static str) -> metrics::Counter {
+    metrics::counter!("audit_reader_cache_requests_total", "tier" => tier, "result" => result)
 }

@@ -36,6 +36,11 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "AUDIT_READER_LISTEN", default_value = "127.0.0.1:15052")]
     pub listen: SocketAddr,
+    /// Where Prometheus scrapes GET /metrics (plain HTTP); empty turns it off.
+    #[arg(long, env = "AUDIT_METRICS_LISTEN", default_value = "127.0.0.1:15092")]
+    pub metrics_listen: audit_server::metrics::MetricsListen,
+    #[command(flatten)]
+    pub connection: audit_server::ConnectionArgs,
     /// The streaming replica every query runs on.
     #[arg(
         long,
@@ -71,7 +76,8 @@ pub struct ServeArgs {
     /// How often StreamEvents polls the replica for new commits when idle.
     #[arg(long, env = "AUDIT_TAIL_POLL_MS", default_value_t = 100)]
     pub tail_poll_ms: u64,
-    /// How often the replica is pinged for the health status.
+    /// How often the replica is checked for the health status and the
+    /// replica gauges (reachable, replay lag).
     #[arg(long, env = "AUDIT_HEALTH_CHECK_MS", default_value_t = 2_000)]
     pub health_check_ms: u64,
 }

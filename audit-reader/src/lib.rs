@@ -10,8 +10,9 @@
 //! for the streaming calls), [`analytics`] the analytics service's, one
 //! module per RPC family, answered from rollups and materialized views and
 //! cached in [`cache`]. Failures are [`error::ReadError`], mapped to a gRPC
-//! status in one place. [`server::run`] wires them with health, reflection,
-//! tracing and graceful shutdown.
+//! status in one place. [`server::run`] wires them with health, the
+//! replica gauges of [`replica`], reflection, tracing, metrics and graceful
+//! shutdown.
 
 pub mod analytics;
 pub mod cache;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod export;
 pub mod grpc;
 pub mod queries;
+pub mod replica;
 pub mod request;
 pub mod server;
 pub mod tail;

@@ -1,11 +1,13 @@
 //! Wiring: the reader and analytics services, served through the shared
-//! plumbing of `audit-server` (health, reflection, spans, shutdown).
+//! plumbing of `audit-server` (health, reflection, spans, metrics,
+//! shutdown).
 
 use crate::analytics::AnalyticsService;
 use crate::cache::AnswerCache;
 use crate::config::ServeArgs;
 use crate::consistency::Consistency;
 use crate::grpc::ReaderService;
+use crate::replica;
 use audit_db::build_pool;
 use audit_proto::v1::signal_analytics_service_server::SignalAnalyticsServiceServer;
 use audit_proto::v1::signal_reader_service_server::SignalReaderServiceServer;
@@ -16,6 +18,9 @@ use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 
+/// How often the pool's size gauges are sampled.
+const POOL_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
 /// Serves on `listener` until `shutdown` resolves, then reports NOT_SERVING,
 /// stops accepting, lets in-flight calls finish and returns.
 pub async fn run(
@@ -23,7 +28,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // First, so every instrument below registers with the recorder.
+    let _metrics = audit_server::metrics::listen(
+        args.metrics_listen.0,
+        "audit-reader",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .await?;
     let pool = build_pool(&args.pool());
+    let pool_gauges = pool.watch(POOL_SAMPLE_EVERY);
+    let replica_gauges = replica::watch(pool.clone(), Duration::from_millis(args.health_check_ms));
     let reader = SignalReaderServiceServer::new(ReaderService::new(
         pool.clone(),
         Consistency {
@@ -43,16 +57,20 @@ pub async fn run(
     let analytics = SignalAnalyticsServiceServer::new(AnalyticsService::new(pool.clone(), cache))
         .max_decoding_message_size(args.max_request_bytes);
 
-    audit_server::serve(
+    let result = audit_server::serve(
         &[
             SignalReaderServiceServer::<ReaderService>::NAME,
             SignalAnalyticsServiceServer::<AnalyticsService>::NAME,
         ],
         Routes::new(reader).add_service(analytics),
         listener,
+        &args.connection,
         Duration::from_millis(args.health_check_ms),
         pool,
         shutdown,
     )
-    .await
+    .await;
+    pool_gauges.abort();
+    replica_gauges.abort();
+    result
 }

@@ -26,6 +26,8 @@ impl PoolArgs {
         read_only: bool,
     ) -> PoolConfig {
         PoolConfig {
+            // The primary is written, replicas only read (docs/metrics.md).
+            name: if read_only { "replica" } else { "primary" }.to_owned(),
             url: url.to_owned(),
             min_idle: self.pool_min,
             max_size: self.pool_max,
@@ -38,5 +40,57 @@ impl PoolArgs {
             test_on_checkout: read_only,
             read_only,
         }
+    }
+}
+
+/// Connection life on the gRPC port, so HTTP/2 clients behind a ClusterIP
+/// Service (one connection, pinned to one pod) reconnect now and then and
+/// spread over the current pods. Both take seconds (`300`) or a humantime
+/// duration (`5m`, `30s`); empty means unlimited.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConnectionArgs {
+    /// Age at which a client connection is sent GOAWAY; unlimited when empty.
+    #[arg(long, env = "AUDIT_MAX_CONNECTION_AGE", value_parser = parse_duration, default_value = "")]
+    pub max_connection_age: MaybeDuration,
+    /// How long calls in flight on such a connection may still take before
+    /// it is closed; unlimited when empty.
+    #[arg(long, env = "AUDIT_MAX_CONNECTION_AGE_GRACE", value_parser = parse_duration, default_value = "")]
+    pub max_connection_age_grace: MaybeDuration,
+}
+
+/// A duration that may be unset (an empty value).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaybeDuration(pub Option<Duration>);
+
+/// Seconds (`300`) or a humantime duration (`5m`, `1h 30m`); empty or `0`
+/// for none.
+pub fn parse_duration(value: &str) -> Result<MaybeDuration, String> {
+    let value = value.trim();
+    let duration = if value.is_empty() {
+        None
+    } else if let Ok(seconds) = value.parse::<u64>() {
+        Some(Duration::from_secs(seconds))
+    } else {
+        Some(
+            humantime::parse_duration(value)
+                .map_err(|e| format!("{value:?} is neither seconds nor a duration like 5m: {e}"))?,
+        )
+    };
+    Ok(MaybeDuration(duration.filter(|d| !d.is_zero())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_seconds_or_humantime() {
+        let parsed = |v: &str| parse_duration(v).map(|d| d.0);
+        assert_eq!(parsed(""), Ok(None));
+        assert_eq!(parsed("0"), Ok(None));
+        assert_eq!(parsed("300"), Ok(Some(Duration::from_secs(300))));
+        assert_eq!(parsed("5m"), Ok(Some(Duration::from_secs(300))));
+        assert_eq!(parsed("30s"), Ok(Some(Duration::from_secs(30))));
+        assert!(parsed("five minutes").is_err());
     }
 }

@@ -5,15 +5,21 @@
 //!   export) and the caller's W3C trace context on every call's span;
 //! - [`serve`]: one tonic server with health (from a database ping),
 //!   reflection (v1 and v1alpha), TCP_NODELAY and graceful shutdown;
+//! - [`metrics`]: the process's Prometheus recorder and each service's
+//!   `/metrics` endpoint; [`rpc_metrics`]: the per-call duration and status
+//!   (metric and span);
 //! - [`shutdown_signal`]: SIGTERM or Ctrl-C;
-//! - [`PoolArgs`]: the connection-pool options both services take.
+//! - [`PoolArgs`], [`ConnectionArgs`]: the pool and connection options both
+//!   services take.
 
 mod config;
+pub mod metrics;
+pub mod rpc_metrics;
 mod serve;
 mod shutdown;
 pub mod telemetry;
 
-pub use config::PoolArgs;
+pub use config::{ConnectionArgs, MaybeDuration, PoolArgs};
 pub use serve::{ServeError, reflection_services, serve, watch_health};
 pub use shutdown::shutdown_signal;
 pub use telemetry::{Telemetry, TelemetryArgs, TelemetryError, current_trace_id, grpc_span};

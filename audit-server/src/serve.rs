@@ -1,6 +1,9 @@
 //! One gRPC server around a service's routes: health from real database
-//! state, reflection, a span per call, TCP_NODELAY, graceful shutdown.
+//! state, reflection, a span and RPC metrics per call, connection age,
+//! TCP_NODELAY, graceful shutdown.
 
+use crate::config::ConnectionArgs;
+use crate::rpc_metrics::RpcMetricsLayer;
 use crate::telemetry::grpc_span;
 use audit_db::{PgPool, replication};
 use std::future::Future;
@@ -14,6 +17,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("metrics endpoint: {0}")]
+    Metrics(#[from] std::io::Error),
 }
 
 /// Serves `routes` on `listener` next to health and reflection, one span per
@@ -24,6 +29,7 @@ pub async fn serve(
     services: &[&'static str],
     routes: tonic::service::Routes,
     listener: tokio::net::TcpListener,
+    connection: &ConnectionArgs,
     health_every: Duration,
     database: PgPool,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -51,8 +57,15 @@ pub async fn serve(
         ?services,
         "serving"
     );
-    tonic::transport::Server::builder()
-        .trace_fn(grpc_span)
+    let mut server = tonic::transport::Server::builder().trace_fn(grpc_span);
+    if let Some(age) = connection.max_connection_age.0 {
+        server = server.max_connection_age(age);
+    }
+    if let Some(grace) = connection.max_connection_age_grace.0 {
+        server = server.max_connection_age_grace(grace);
+    }
+    server
+        .layer(RpcMetricsLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             // TCP_NODELAY on every accepted socket: with Nagle on, a small

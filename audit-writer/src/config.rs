@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "AUDIT_WRITER_LISTEN", default_value = "127.0.0.1:15051")]
     pub listen: SocketAddr,
+    /// Where Prometheus scrapes GET /metrics (plain HTTP); empty turns it off.
+    #[arg(long, env = "AUDIT_METRICS_LISTEN", default_value = "127.0.0.1:15091")]
+    pub metrics_listen: audit_server::metrics::MetricsListen,
+    #[command(flatten)]
+    pub connection: audit_server::ConnectionArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
@@ -122,6 +127,11 @@ pub struct ServeArgs {
     /// events (BENCHMARKS.md), hence minutes rather than seconds.
     #[arg(long, env = "AUDIT_MATVIEW_REFRESH_SECS", default_value_t = 300)]
     pub matview_refresh_secs: u64,
+    /// How often the data-quality checks run on the primary (orphans,
+    /// stuck signals, counters, rollups of the last period; as
+    /// `audit_data_quality_findings`). Each run reads every signal.
+    #[arg(long, env = "AUDIT_DATA_QUALITY_SECS", default_value_t = 3_600)]
+    pub data_quality_secs: u64,
     /// How often the database is pinged for the health status.
     #[arg(long, env = "AUDIT_HEALTH_CHECK_MS", default_value_t = 2_000)]
     pub health_check_ms: u64,
@@ -142,6 +152,7 @@ impl ServeArgs {
             partition_maintenance: Duration::from_secs(self.partition_maintenance_secs.max(1)),
             rollup_refresh: Duration::from_millis(self.rollup_refresh_ms.max(10)),
             matview_refresh: Duration::from_secs(self.matview_refresh_secs.max(1)),
+            data_quality: Duration::from_secs(self.data_quality_secs.max(1)),
         }
     }
 

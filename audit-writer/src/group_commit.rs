@@ -12,6 +12,10 @@
 //! alone while the others commit. If the transaction itself fails, every job
 //! is retried in a transaction of its own, so one poisonous item never takes
 //! its neighbours down with it. A full queue answers RESOURCE_EXHAUSTED.
+//!
+//! Metrics: `audit_writer_group_commit_size` per group,
+//! `audit_writer_group_commit_queue_depth` as calls come and groups form,
+//! `audit_writer_refusals_total{reason="queue_full"}`.
 
 use crate::error::WriteError;
 use crate::store::{self, Committed, RecordedEvent, RecordedSignal};
@@ -44,7 +48,11 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     pub fn start(pool: PgPool, config: GroupCommitConfig) -> Self {
-        let (jobs, queue) = mpsc::channel(config.queue.max(1));
+        let capacity = config.queue.max(1);
+        let (jobs, queue) = mpsc::channel(capacity);
+        metrics::gauge!("audit_writer_group_commit_queue_capacity").set(capacity as f64);
+        metrics::gauge!("audit_writer_group_commit_queue_depth").set(0.0);
+        metrics::counter!("audit_writer_refusals_total", "reason" => "queue_full").increment(0);
         tokio::spawn(collect(queue, pool, config));
         Self { jobs }
     }
@@ -68,13 +76,21 @@ impl GroupCommit {
     }
 
     fn submit(&self, job: Job) -> Result<(), WriteError> {
-        self.jobs.try_send(job).map_err(|error| match error {
+        let sent = self.jobs.try_send(job).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => {
+                metrics::counter!("audit_writer_refusals_total", "reason" => "queue_full")
+                    .increment(1);
                 WriteError::Saturated("the group commit queue is full, retry with backoff")
             }
             mpsc::error::TrySendError::Closed(_) => WriteError::ShuttingDown,
-        })
+        });
+        queue_depth(self.jobs.max_capacity() - self.jobs.capacity());
+        sent
     }
+}
+
+fn queue_depth(waiting: usize) {
+    metrics::gauge!("audit_writer_group_commit_queue_depth").set(waiting as f64);
 }
 
 async fn collect(mut queue: mpsc::Receiver<Job>, pool: PgPool, config: GroupCommitConfig) {
@@ -91,6 +107,7 @@ async fn collect(mut queue: mpsc::Receiver<Job>, pool: PgPool, config: GroupComm
                 Err(_) => break,
             }
         }
+        queue_depth(queue.len());
         let pool = pool.clone();
         tokio::spawn(async move {
             commit(&pool, jobs).await;
@@ -121,6 +138,8 @@ async fn commit(pool: &PgPool, jobs: Vec<Job>) {
         events = events.len(),
         "group commit"
     );
+    metrics::histogram!("audit_writer_group_commit_size")
+        .record((signals.len() + events.len()) as f64);
     match store::record_group(pool, &signals, &events).await {
         Ok(committed) => {
             let lsn = committed.lsn;

@@ -42,7 +42,7 @@ impl WriterService {
             limits,
             max_batch_items,
             group_commit,
-            ingest_slots: Arc::new(Semaphore::new(ingest_slots.max(1))),
+            ingest_slots: ingest::slots(ingest_slots),
             ingest,
         }
     }

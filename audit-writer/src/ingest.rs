@@ -7,7 +7,9 @@
 //! stream is not read further, so HTTP/2 flow control slows the producer
 //! instead of a queue growing. Across all streams at most `ingest_slots`
 //! (`AUDIT_INGEST_SLOTS`) chunk transactions run; a chunk that cannot get a slot within `wait` is
-//! acknowledged with RESOURCE_EXHAUSTED (the producer resends it later).
+//! acknowledged with RESOURCE_EXHAUSTED (the producer resends it later),
+//! counted in `audit_writer_refusals_total{reason="ingest_slots"}`; the slots
+//! held show in `audit_writer_ingest_streams_in_use`.
 
 use crate::error::WriteError;
 use crate::store;
@@ -17,7 +19,7 @@ use audit_proto::v1 as pb;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
@@ -83,6 +85,33 @@ pub fn acknowledge(
     Box::pin(ReceiverStream::new(ack_stream))
 }
 
+/// The ingest slots and their gauges.
+pub fn slots(count: usize) -> Arc<Semaphore> {
+    let count = count.max(1);
+    metrics::gauge!("audit_writer_ingest_streams_max").set(count as f64);
+    metrics::gauge!("audit_writer_ingest_streams_in_use").set(0.0);
+    metrics::counter!("audit_writer_refusals_total", "reason" => "ingest_slots").increment(0);
+    Arc::new(Semaphore::new(count))
+}
+
+/// A slot held by one chunk's transaction, counted while held.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        metrics::gauge!("audit_writer_ingest_streams_in_use").increment(1.0);
+        Self { _permit: permit }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        metrics::gauge!("audit_writer_ingest_streams_in_use").decrement(1.0);
+    }
+}
+
 fn refused(chunk_id: u64, error: WriteError) -> pb::IngestResponse {
     let status = Status::from(error);
     pb::IngestResponse {
@@ -105,12 +134,14 @@ async fn commit_chunk(
         Ok(items) => items,
         Err(error) => return refused(chunk_id, error.into()),
     };
-    let Ok(Ok(_slot)) = tokio::time::timeout(wait, slots.acquire_owned()).await else {
+    let Ok(Ok(permit)) = tokio::time::timeout(wait, slots.acquire_owned()).await else {
+        metrics::counter!("audit_writer_refusals_total", "reason" => "ingest_slots").increment(1);
         return refused(
             chunk_id,
             WriteError::Saturated("no ingest slot free, resend this chunk later"),
         );
     };
+    let _slot = Slot::new(permit);
     match store::record_batch(&pool, signals, events).await {
         Ok(committed) => {
             let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);

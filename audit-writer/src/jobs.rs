@@ -1,31 +1,65 @@
 //! The writer's periodic jobs on the primary (the replica cannot write):
-//! pg_partman maintenance, the rollup refresh and the materialized views.
+//! pg_partman maintenance, the rollup refresh, the materialized views and
+//! the data-quality checks; and the sampler of the gauges that say whether
+//! they keep up (rollup backlog, view ages, partitions premade).
+//!
+//! Each job's runs are counted in `audit_job_runs_total`, timed in
+//! `audit_job_duration_seconds` and stamped in
+//! `audit_job_last_success_timestamp_seconds` (docs/metrics.md).
 
-use crate::store::{maintenance, rollups};
+use crate::store::{maintenance, rollups, status};
+use audit_db::quality::Check;
 use audit_db::{DbError, PgPool};
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
+
+/// How often the backlog gauges are read: about a scrape interval.
+const SAMPLE_EVERY: Duration = Duration::from_secs(15);
 
 /// Runs `job` now and then every `period` until aborted; a run that fails
 /// is logged and the next one tries again. A run that overruns delays the
-/// next one instead of queueing catch-up runs.
+/// next one instead of queueing catch-up runs. Its series exist from now
+/// on, with zero runs, so alerts see them before the first failure.
 pub fn every<F, Fut>(name: &'static str, period: Duration, job: F) -> JoinHandle<()>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), DbError>> + Send,
 {
+    let ok = metrics::counter!("audit_job_runs_total", "job_name" => name, "outcome" => "ok");
+    let failed = metrics::counter!("audit_job_runs_total", "job_name" => name, "outcome" => "error");
+    let duration = metrics::histogram!("audit_job_duration_seconds", "job_name" => name);
+    ok.increment(0);
+    failed.increment(0);
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            match job().await {
-                Ok(()) => tracing::debug!(job = name, "done"),
-                Err(error) => tracing::warn!(job = name, %error, "failed"),
+            let started = Instant::now();
+            let result = job().await;
+            duration.record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(()) => {
+                    ok.increment(1);
+                    // Registered at the first success: absent until then.
+                    metrics::gauge!("audit_job_last_success_timestamp_seconds", "job_name" => name)
+                        .set(unix_now());
+                    tracing::debug!(job = name, "done");
+                }
+                Err(error) => {
+                    failed.increment(1);
+                    tracing::warn!(job = name, %error, "failed");
+                }
             }
         }
     })
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// How often each job runs.
@@ -34,11 +68,13 @@ pub struct Schedule {
     pub partition_maintenance: Duration,
     pub rollup_refresh: Duration,
     pub matview_refresh: Duration,
+    pub data_quality: Duration,
 }
 
-/// Starts every job; abort the handles to stop them.
+/// Starts every job and the gauge sampler; abort the handles to stop them.
 pub fn start(pool: &PgPool, schedule: &Schedule) -> Vec<JoinHandle<()>> {
-    let (p1, p2, p3) = (pool.clone(), pool.clone(), pool.clone());
+    let (p1, p2, p3, p4) = (pool.clone(), pool.clone(), pool.clone(), pool.clone());
+    let quality_period = schedule.data_quality;
     vec![
         // pg_partman keeps daily partitions premade ahead of time, so events
         // always have a partition to land in besides the default one.
@@ -59,5 +95,53 @@ pub fn start(pool: &PgPool, schedule: &Schedule) -> Vec<JoinHandle<()>> {
             let pool = p3.clone();
             async move { rollups::refresh_materialized_views(&pool).await }
         }),
+        data_quality(p4, quality_period),
+        sample(pool.clone()),
     ]
+}
+
+/// The data-quality checks, as gauges: findings by kind (0 from start-up,
+/// so a clean writer shows clean series) and the stuck signals.
+fn data_quality(pool: PgPool, period: Duration) -> JoinHandle<()> {
+    for check in Check::ALL {
+        metrics::gauge!("audit_data_quality_findings", "kind" => check.as_str()).set(0.0);
+    }
+    metrics::gauge!("audit_stuck_signals").set(0.0);
+    every("data_quality", period, move || {
+        let pool = pool.clone();
+        async move {
+            for finding in status::data_quality(&pool, period).await? {
+                let count = finding.count as f64;
+                metrics::gauge!("audit_data_quality_findings", "kind" => finding.check.as_str())
+                    .set(count);
+                if finding.check == Check::StuckSignals {
+                    metrics::gauge!("audit_stuck_signals").set(count);
+                }
+            }
+            Ok(())
+        }
+    })
+}
+
+/// Reads the backlog gauges every [`SAMPLE_EVERY`]; not a job (no runs
+/// counted): a failure only leaves the last values in place.
+fn sample(pool: PgPool) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(SAMPLE_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match status::read(&pool).await {
+                Ok(status) => {
+                    metrics::gauge!("audit_rollup_backlog_seconds").set(status.rollup_backlog_secs);
+                    for (view, age) in status.view_ages_secs {
+                        metrics::gauge!("audit_matview_age_seconds", "view" => view).set(age);
+                    }
+                    metrics::gauge!("audit_partitions_premade_days")
+                        .set(status.partitions_premade_days);
+                }
+                Err(error) => tracing::debug!(%error, "cannot read the backlog gauges"),
+            }
+        }
+    })
 }

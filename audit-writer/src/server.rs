@@ -1,5 +1,6 @@
 //! Wiring: the writer service with its periodic jobs, served through the
-//! shared plumbing of `audit-server` (health, reflection, spans, shutdown).
+//! shared plumbing of `audit-server` (health, reflection, spans, metrics,
+//! shutdown).
 
 use crate::config::ServeArgs;
 use crate::group_commit::GroupCommit;
@@ -14,6 +15,9 @@ use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 
+/// How often the pool's size gauges are sampled.
+const POOL_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
 /// Serves on `listener` until `shutdown` resolves, then reports NOT_SERVING,
 /// stops accepting, lets in-flight calls (and their group commits) finish.
 pub async fn run(
@@ -21,8 +25,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // First, so every instrument below registers with the recorder.
+    let _metrics = audit_server::metrics::listen(
+        args.metrics_listen.0,
+        "audit-writer",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .await?;
     let pool = build_pool(&args.pool());
-    let jobs = jobs::start(&pool, &args.schedule());
+    let mut jobs = jobs::start(&pool, &args.schedule());
+    jobs.push(pool.watch(POOL_SAMPLE_EVERY));
     let group_commit = GroupCommit::start(pool.clone(), args.group_commit());
     let writer = SignalWriterServiceServer::new(WriterService::new(
         pool.clone(),
@@ -38,6 +50,7 @@ pub async fn run(
         &[SignalWriterServiceServer::<WriterService>::NAME],
         Routes::new(writer),
         listener,
+        &args.connection,
         Duration::from_millis(args.health_check_ms),
         pool,
         shutdown,

@@ -3,7 +3,7 @@
 
 use super::{AnalyticsService, snapshot};
 use crate::error::ReadError;
-use crate::queries::analytics::quality::{self, Check};
+use audit_db::quality::{self, Check};
 use audit_core::DomainError;
 use audit_proto::v1 as pb;
 use audit_wire::convert::{self, to_timestamp};

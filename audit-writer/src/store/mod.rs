@@ -3,7 +3,8 @@
 //! applies events to their signals through the state machine of
 //! `audit_core::SignalState`, [`tags`] edits tags under the row lock;
 //! [`statements`] holds their constant-shape SQL. [`rollups`] and
-//! [`maintenance`] are the writer's periodic jobs on the primary.
+//! [`maintenance`] are the writer's periodic jobs on the primary, [`status`]
+//! what its gauges read.
 //!
 //! All writes go through one set-based path, [`apply`]: a handful of
 //! multi-row statements per batch whatever its size (insert signals, claim
@@ -25,6 +26,7 @@ pub mod maintenance;
 pub mod rollups;
 mod signals;
 mod statements;
+pub mod status;
 mod tags;
 
 use audit_core::Lsn;

@@ -8,7 +8,6 @@ pub mod activity;
 pub mod errors;
 pub mod histogram;
 pub mod metrics;
-pub mod quality;
 pub mod regressions;
 pub mod search;
 pub mod stages;

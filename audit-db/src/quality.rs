@@ -1,8 +1,11 @@
-//! CheckDataQuality: each check is one query listing the ids at fault and
-//! how many there are in all. Raw SQL: anti-joins, correlated recounts and
-//! window counts.
+//! The data-quality checks: each is one query listing the ids at fault and
+//! how many there are in all. Two users: the reader's `CheckDataQuality`
+//! (on the replica, ids and all) and the writer's periodic `data_quality`
+//! job (on the primary, counts for `audit_data_quality_findings`). Raw SQL:
+//! anti-joins, correlated recounts and window counts. Run inside one
+//! repeatable-read transaction, so the checks see one snapshot.
 
-use audit_db::DbError;
+use crate::DbError;
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Interval, Text, Timestamptz};
@@ -14,6 +17,26 @@ pub enum Check {
     StuckSignals,
     CounterMismatch,
     SummaryMismatch,
+}
+
+impl Check {
+    pub const ALL: [Check; 4] = [
+        Check::OrphanEvents,
+        Check::StuckSignals,
+        Check::CounterMismatch,
+        Check::SummaryMismatch,
+    ];
+
+    /// The `kind` label of `audit_data_quality_findings`: the contract's
+    /// `FindingKind` in lower case, without its prefix.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::OrphanEvents => "orphan_events",
+            Check::StuckSignals => "stuck_signals",
+            Check::CounterMismatch => "counter_mismatch",
+            Check::SummaryMismatch => "summary_mismatch",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
