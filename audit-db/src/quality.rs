@@ -140,6 +140,7 @@ fn finding(check: Check, rows: Vec<Row>) -> Finding {
 }
 
 /// Runs every check; `stuck_after_us` is the stuck threshold in microseconds.
+#[tracing::instrument(name = "SELECT data_quality", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "data_quality"))]
 pub async fn check(
     conn: &mut AsyncPgConnection,
     stuck_after_us: i64,

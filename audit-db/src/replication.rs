@@ -66,6 +66,7 @@ struct Replayed {
 /// Waits until the server this pool points at has replayed `lsn`, polling
 /// every `interval` until `deadline`. A primary (no replay position) counts as
 /// caught up: it has the write by definition.
+#[tracing::instrument(name = "SELECT pg_last_wal_replay_lsn", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "pg_last_wal_replay_lsn"))]
 pub async fn wait_for_lsn(
     pool: &PgPool,
     lsn: &Lsn,

@@ -13,6 +13,7 @@ use audit_db::{DbError, PgPool};
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 /// How often the backlog gauges are read: about a scrape interval.
 const SAMPLE_EVERY: Duration = Duration::from_secs(15);
@@ -37,7 +38,9 @@ where
         loop {
             ticker.tick().await;
             let started = Instant::now();
-            let result = job().await;
+            // One trace per run; its database work nests under it.
+            let span = tracing::info_span!("job", otel.name = name, job_name = name);
+            let result = job().instrument(span).await;
             duration.record(started.elapsed().as_secs_f64());
             match result {
                 Ok(()) => {

@@ -75,7 +75,9 @@ fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on right now (for servers that take an address,
+/// not a listener).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -223,6 +225,8 @@ pub fn writer_args(database_url: String) -> audit_writer::config::ServeArgs {
     audit_writer::config::ServeOnly::try_parse_from([
         "audit-writer",
         "--listen=127.0.0.1:0",
+        // Off: tests that scrape set an address (tests/metrics.rs).
+        "--metrics-listen=",
         &format!("--database-url={database_url}"),
         "--pool-min=1",
         "--pool-max=24",
@@ -242,6 +246,7 @@ pub fn reader_args(replica_url: String) -> audit_reader::config::ServeArgs {
     audit_reader::config::ServeOnly::try_parse_from([
         "audit-reader",
         "--listen=127.0.0.1:0",
+        "--metrics-listen=",
         &format!("--replica-url={replica_url}"),
         "--pool-min=1",
         "--pool-max=8",

@@ -35,6 +35,7 @@ pub struct EventQuery {
     pub fingerprint: u64,
 }
 
+#[tracing::instrument(name = "SELECT signal_events", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signal_events"))]
 pub async fn list_events(
     pool: &PgPool,
     query: &EventQuery,

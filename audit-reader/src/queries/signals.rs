@@ -154,6 +154,7 @@ macro_rules! keyset {
     }};
 }
 
+#[tracing::instrument(name = "SELECT signals", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signals"))]
 pub async fn list_signals(pool: &PgPool, query: &SignalQuery) -> Result<SignalPage, DbError> {
     let mut conn = pool.get().await?;
     let q = filtered(&query.filter);
@@ -269,6 +270,7 @@ fn processing_time_keyset(
     }
 }
 
+#[tracing::instrument(name = "SELECT signals", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signals"))]
 pub async fn get_signal(
     pool: &PgPool,
     signal_id: Uuid,

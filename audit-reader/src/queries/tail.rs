@@ -43,6 +43,7 @@ struct Now {
 }
 
 /// A position before every event committed from now on.
+#[tracing::instrument(name = "SELECT signal_events", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signal_events"))]
 pub async fn start_position(pool: &PgPool) -> Result<TailPosition, DbError> {
     let mut conn = pool.get().await?;
     let Now { now } = diesel::sql_query("SELECT now() AS now")
@@ -55,6 +56,7 @@ pub async fn start_position(pool: &PgPool) -> Result<TailPosition, DbError> {
 }
 
 /// The next events after `after`, oldest commit first, at most `limit`.
+#[tracing::instrument(level = "debug", name = "SELECT signal_events", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signal_events"))]
 pub async fn next_events(
     pool: &PgPool,
     after: TailPosition,

@@ -7,6 +7,7 @@ use diesel_async::RunQueryDsl;
 /// retention is not configured: it would detach inside a function, holding
 /// ACCESS EXCLUSIVE on the parent. A procedure, because it commits per
 /// partition set; it must not run inside a transaction.
+#[tracing::instrument(name = "CALL partman.run_maintenance_proc", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "CALL", db.collection.name = "partman.run_maintenance_proc"))]
 pub async fn run_partition_maintenance(pool: &PgPool) -> Result<(), DbError> {
     let mut conn = pool.get().await?;
     diesel::sql_query("CALL partman.run_maintenance_proc()")

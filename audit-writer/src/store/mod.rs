@@ -116,6 +116,7 @@ async fn committed<T>(conn: &mut AsyncPgConnection, value: T) -> Result<Committe
     Ok(Committed { value, lsn })
 }
 
+#[tracing::instrument(name = "INSERT signals", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "signals"))]
 pub async fn record_signal(
     pool: &PgPool,
     signal: NewSignal,
@@ -130,6 +131,7 @@ pub async fn record_signal(
     committed(&mut conn, recorded).await
 }
 
+#[tracing::instrument(name = "INSERT signal_events", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "signal_events"))]
 pub async fn record_event(
     pool: &PgPool,
     event: NewEvent,
@@ -150,6 +152,7 @@ fn missing_result() -> DbError {
 
 /// All signals, then all events, in one transaction: one bad item rolls
 /// back the whole batch and the error names it (`events[3]`).
+#[tracing::instrument(name = "INSERT signals signal_events", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "signals signal_events"))]
 pub async fn record_batch(
     pool: &PgPool,
     signals: Vec<NewSignal>,
@@ -170,6 +173,7 @@ pub async fn record_batch(
 
 /// Group commit: independent callers' items in one transaction. Items that
 /// cannot be applied fail on their own; the rest commit together.
+#[tracing::instrument(name = "INSERT signals signal_events", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "signals signal_events"))]
 pub async fn record_group(
     pool: &PgPool,
     signals: &[NewSignal],

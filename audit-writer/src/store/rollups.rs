@@ -209,6 +209,7 @@ struct DirtyKey {
 
 /// Brings every dirty bucket up to date; returns how many minute buckets
 /// were recomputed. One transaction: readers never see half a refresh.
+#[tracing::instrument(name = "REFRESH signal_metrics_summary", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "REFRESH", db.collection.name = "signal_metrics_summary"))]
 pub async fn refresh(pool: &PgPool) -> Result<usize, DbError> {
     let mut conn = pool.get().await?;
     conn.transaction::<_, DbError, _>(async |conn| refresh_in(conn).await)
@@ -287,6 +288,7 @@ const MATVIEW_REFRESH_TIMEOUT: &str = "15min";
 /// group of [`MATERIALIZED_VIEWS`]: the recorded time (the transaction's start, just before the
 /// refresh takes its snapshot) becomes visible together with the contents,
 /// and never claims data newer than the refresh read.
+#[tracing::instrument(name = "REFRESH MATERIALIZED VIEW mv_*", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "REFRESH MATERIALIZED VIEW", db.collection.name = "mv_*"))]
 pub async fn refresh_materialized_views(pool: &PgPool) -> Result<(), DbError> {
     let mut conn = pool.get().await?;
     for group in MATERIALIZED_VIEWS {

@@ -8,6 +8,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+#[tracing::instrument(name = "UPDATE signals", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "signals"))]
 pub async fn add_tags(
     pool: &PgPool,
     signal_id: Uuid,
@@ -23,6 +24,7 @@ pub async fn add_tags(
     .await
 }
 
+#[tracing::instrument(name = "UPDATE signals", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "signals"))]
 pub async fn remove_tags(
     pool: &PgPool,
     signal_id: Uuid,

@@ -37,6 +37,7 @@ pub struct DayRow {
     pub as_of: DateTime<Utc>,
 }
 
+#[tracing::instrument(name = "SELECT mv_daily_ticker_activity", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "mv_daily_ticker_activity"))]
 pub async fn daily(
     conn: &mut AsyncPgConnection,
     from: DateTime<Utc>,

@@ -64,6 +64,7 @@ pub fn tiles(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Tile> {
 }
 
 /// Counts per dimension, largest first; `ticker` empty means all tickers.
+#[tracing::instrument(name = "SELECT signal_error_summary", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signal_error_summary"))]
 pub async fn breakdown(
     conn: &mut AsyncPgConnection,
     from: DateTime<Utc>,

@@ -123,6 +123,7 @@ fn with_quantiles(
 
 /// Per-bucket rows, oldest first, and the whole range merged (sums of the
 /// same rows, histograms merged), read in one query.
+#[tracing::instrument(name = "SELECT signal_metrics_summary", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signal_metrics_summary"))]
 pub async fn metrics(
     conn: &mut AsyncPgConnection,
     period: Period,
@@ -197,6 +198,7 @@ pub struct SeriesPoint {
 
 /// Every bucket of the range (generate_series fills the gaps with 0) and a
 /// trailing moving average over `window` buckets (a window function).
+#[tracing::instrument(name = "SELECT signal_metrics_summary", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signal_metrics_summary"))]
 pub async fn time_series(
     conn: &mut AsyncPgConnection,
     period: Period,

@@ -65,6 +65,7 @@ fn p95_ms(h: &serde_json::Value) -> Option<f64> {
 /// Histograms are merged as a set in SQL (bucket counts summed per window)
 /// and their p95 taken in Rust; the per-row `histogram_merge` aggregate took
 /// seconds over a day of minute rows.
+#[tracing::instrument(name = "SELECT signal_metrics_summary", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signal_metrics_summary"))]
 pub async fn windows(
     conn: &mut AsyncPgConnection,
     period: Period,

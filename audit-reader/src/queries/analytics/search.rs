@@ -24,6 +24,7 @@ pub struct SearchHit {
 /// The text every event is searched on, as the generated column builds it.
 const DOCUMENT: &str = "coalesce(details, '') || ' ' || coalesce(error_info::text, '') || ' ' || coalesce(response_data, '')";
 
+#[tracing::instrument(name = "SELECT signal_events", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signal_events"))]
 pub async fn search(
     conn: &mut AsyncPgConnection,
     query: &str,

@@ -88,6 +88,7 @@ struct MergedRow {
 /// the view was refreshed. Histograms are merged as a set in SQL (every
 /// row's buckets expanded and summed per bucket) rather than with the
 /// per-row `histogram_merge` aggregate; quantiles are taken here.
+#[tracing::instrument(name = "SELECT mv_hourly_stage_latencies", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "mv_hourly_stage_latencies"))]
 pub async fn hourly(
     conn: &mut AsyncPgConnection,
     from: DateTime<Utc>,
@@ -155,6 +156,7 @@ pub async fn hourly(
 /// (lag() over each whole timeline of the signals with an event in range),
 /// those whose later event lies in [`from`, `to`). Costs a scan of those
 /// timelines, so callers keep the range short.
+#[tracing::instrument(name = "SELECT signal_events", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signal_events"))]
 pub async fn exact(
     conn: &mut AsyncPgConnection,
     from: DateTime<Utc>,

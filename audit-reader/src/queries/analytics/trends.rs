@@ -23,6 +23,7 @@ pub struct Fit {
 }
 
 /// Least-squares fit of `metric` against time (hours) over the buckets with data.
+#[tracing::instrument(name = "SELECT signal_metrics_summary", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signal_metrics_summary"))]
 pub async fn trend(
     conn: &mut AsyncPgConnection,
     period: Period,
@@ -54,6 +55,7 @@ struct Ticker {
 }
 
 /// The `limit` tickers with the most signals in the range.
+#[tracing::instrument(name = "SELECT signal_metrics_summary", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signal_metrics_summary"))]
 pub async fn busiest_tickers(
     conn: &mut AsyncPgConnection,
     period: Period,
@@ -90,6 +92,7 @@ pub struct Pair {
 
 /// Every unordered pair of `tickers` (in their order), correlated over all
 /// buckets of the range.
+#[tracing::instrument(name = "SELECT signal_metrics_summary", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signal_metrics_summary"))]
 pub async fn correlations(
     conn: &mut AsyncPgConnection,
     period: Period,
