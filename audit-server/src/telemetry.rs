@@ -243,3 +243,89 @@ pub fn current_trace_id() -> String {
         .trace_id()
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What one event inside a span, and one outside any, log as.
+    fn logged(json: bool) -> (String, String) {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let make_writer = move || writer.clone();
+        let fmt = if json {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .event_format(WithTraceId {
+                    inner: format::Format::default().json(),
+                    json: true,
+                })
+                .with_writer(make_writer)
+                .boxed()
+        } else {
+            tracing_subscriber::fmt::layer()
+                .event_format(WithTraceId {
+                    inner: format::Format::default(),
+                    json: false,
+                })
+                .with_ansi(false)
+                .with_writer(make_writer)
+                .boxed()
+        };
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(fmt)
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let trace_id = tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("call");
+            let trace_id = span.context().span().span_context().trace_id();
+            span.in_scope(|| tracing::info!("inside"));
+            tracing::info!("outside");
+            trace_id.to_string()
+        });
+        let text = String::from_utf8(lines.0.lock().map(|l| l.clone()).unwrap_or_default())
+            .unwrap_or_default();
+        (text, trace_id)
+    }
+
+    #[test]
+    fn text_lines_in_a_trace_end_with_its_id() {
+        let (text, trace_id) = logged(false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("inside"), "{text}");
+        assert!(lines[0].ends_with(&format!(" trace_id={trace_id}")), "{text}");
+        assert!(!lines[1].contains("trace_id"), "{text}");
+    }
+
+    #[test]
+    fn json_lines_in_a_trace_carry_its_id() {
+        let (text, trace_id) = logged(true);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].starts_with(&format!("{{\"trace_id\":\"{trace_id}\",")),
+            "{text}"
+        );
+        assert!(lines[0].ends_with('}'), "{text}");
+        assert!(!lines[1].contains("trace_id"), "{text}");
+    }
+}

@@ -23,12 +23,22 @@ use audit_core::{Lsn, NewEvent, NewSignal};
 use audit_db::{DbError, PgPool};
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::{Instrument, Span};
 
 type Reply<T> = oneshot::Sender<Result<Committed<T>, DbError>>;
 
 enum Job {
-    Signal(NewSignal, Reply<RecordedSignal>),
-    Event(NewEvent, Reply<RecordedEvent>),
+    Signal(NewSignal, Reply<RecordedSignal>, Span),
+    Event(NewEvent, Reply<RecordedEvent>, Span),
+}
+
+impl Job {
+    /// The span of the call that queued the job.
+    fn span(&self) -> &Span {
+        match self {
+            Job::Signal(_, _, span) | Job::Event(_, _, span) => span,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -62,7 +72,7 @@ impl GroupCommit {
         signal: NewSignal,
     ) -> Result<Committed<RecordedSignal>, WriteError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Signal(signal, reply))?;
+        self.submit(Job::Signal(signal, reply, Span::current()))?;
         Ok(answer.await.map_err(|_| WriteError::ShuttingDown)??)
     }
 
@@ -71,7 +81,7 @@ impl GroupCommit {
         event: NewEvent,
     ) -> Result<Committed<RecordedEvent>, WriteError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Event(event, reply))?;
+        self.submit(Job::Event(event, reply, Span::current()))?;
         Ok(answer.await.map_err(|_| WriteError::ShuttingDown)??)
     }
 
@@ -108,11 +118,20 @@ async fn collect(mut queue: mpsc::Receiver<Job>, pool: PgPool, config: GroupComm
             }
         }
         queue_depth(queue.len());
+        // The group's trace: a child of the call that opened it, linked
+        // from every other call it answers.
+        let span = tracing::info_span!(parent: jobs[0].span(), "group_commit", items = jobs.len());
+        for job in &jobs[1..] {
+            span.follows_from(job.span());
+        }
         let pool = pool.clone();
-        tokio::spawn(async move {
-            commit(&pool, jobs).await;
-            drop(permit);
-        });
+        tokio::spawn(
+            async move {
+                commit(&pool, jobs).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -123,11 +142,11 @@ async fn commit(pool: &PgPool, jobs: Vec<Job>) {
     let mut event_replies = Vec::new();
     for job in jobs {
         match job {
-            Job::Signal(signal, reply) => {
+            Job::Signal(signal, reply, _) => {
                 signals.push(signal);
                 signal_replies.push(reply);
             }
-            Job::Event(event, reply) => {
+            Job::Event(event, reply, _) => {
                 events.push(event);
                 event_replies.push(reply);
             }
