@@ -16,8 +16,7 @@
 #   AUDIT_WRITER_METRICS_LISTEN / AUDIT_READER_METRICS_LISTEN
 #                             the services' metrics endpoints, passed to each
 #                             as AUDIT_METRICS_LISTEN (docs/metrics.md)
-#                             [127.0.0.1:15091 / 127.0.0.1:15092]; reserved:
-#                             the services do not serve them yet
+#                             [127.0.0.1:15091 / 127.0.0.1:15092]
 #   AUDIT_STACK_BACKUP        1: WAL archiving + pgBackRest repository in the
 #                             state folder (scripts/backup.sh); 0: none [1]
 #   AUDIT_STACK_SKIP_BUILD=1  use the release binaries already built
@@ -75,6 +74,8 @@ connect_addr() {
 }
 WRITER_ADDR=$(connect_addr "$WRITER_LISTEN")
 READER_ADDR=$(connect_addr "$READER_LISTEN")
+WRITER_METRICS_URL=http://$(connect_addr "$WRITER_METRICS_LISTEN")/metrics
+READER_METRICS_URL=http://$(connect_addr "$READER_METRICS_LISTEN")/metrics
 
 psql_primary() { "$PSQL" -X -q -At -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres "$@"; }
 psql_replica() { "$PSQL" -X -q -At -h 127.0.0.1 -p "$REPLICA_PORT" -U postgres "$@"; }
@@ -139,11 +140,12 @@ check_listen_free() {
     fi
 }
 
-# The metrics ports are only reserved today: a clash is worth a warning.
-check_reserved_free() {
-    local what=$1 listen=$2 why
+# The /metrics endpoints: a service that cannot bind its own stops at
+# start-up, so say why before starting it.
+check_metrics_free() {
+    local name=$1 listen=$2 why
     if why=$(port_conflict "${listen##*:}"); then
-        log "warning: $listen is reserved for $what, but $why"
+        die "audit-$name cannot serve /metrics on $listen: $why. (AUDIT_${name^^}_METRICS_LISTEN picks another address)"
     fi
 }
 
@@ -252,6 +254,7 @@ Signal Audit Trail stack is up.
   replica (read-only)   $REPLICA_URL
   audit-writer          $WRITER_ADDR   log $STACK_DIR/writer.log
   audit-reader          $READER_ADDR   log $STACK_DIR/reader.log
+  metrics               $WRITER_METRICS_URL  $READER_METRICS_URL
   env for shells        source $STACK_DIR/env
 
 Try it (copy-paste):
@@ -296,8 +299,8 @@ cmd_up() {
     # so only an address that is not ours counts as taken.
     service_pid writer >/dev/null || check_listen_free writer "$WRITER_LISTEN"
     service_pid reader >/dev/null || check_listen_free reader "$READER_LISTEN"
-    check_reserved_free "audit-writer's metrics" "$WRITER_METRICS_LISTEN"
-    check_reserved_free "audit-reader's metrics" "$READER_METRICS_LISTEN"
+    service_pid writer >/dev/null || check_metrics_free writer "$WRITER_METRICS_LISTEN"
+    service_pid reader >/dev/null || check_metrics_free reader "$READER_METRICS_LISTEN"
     log "PostgreSQL primary :$PRIMARY_PORT, replica :$REPLICA_PORT in $STACK_DIR$([[ $BACKUP != 1 ]] || echo ", WAL archiving + pgBackRest (scripts/backup.sh)")"
     PG_CLUSTER_BACKUP=$BACKUP "$ROOT/scripts/pg-cluster.sh" start "$STACK_DIR" "$PRIMARY_PORT" "$REPLICA_PORT" >/dev/null
 
@@ -328,6 +331,8 @@ cmd_up() {
     stop_service reader
     check_listen_free writer "$WRITER_LISTEN"
     check_listen_free reader "$READER_LISTEN"
+    check_metrics_free writer "$WRITER_METRICS_LISTEN"
+    check_metrics_free reader "$READER_METRICS_LISTEN"
 
     log "audit-writer migrate"
     AUDIT_DATABASE_URL=$PRIMARY_URL NO_COLOR=1 "$BIN_DIR/audit-writer" migrate >>"$STACK_DIR/migrate.log" 2>&1 || {
@@ -357,6 +362,8 @@ export AUDIT_PRIMARY_URL=$PRIMARY_URL
 export AUDIT_REPLICA_URL=$REPLICA_URL
 export AUDIT_WRITER_ADDR=$WRITER_ADDR
 export AUDIT_READER_ADDR=$READER_ADDR
+export AUDIT_WRITER_METRICS_URL=$WRITER_METRICS_URL
+export AUDIT_READER_METRICS_URL=$READER_METRICS_URL
 EOF
     if [[ $BACKUP == 1 ]]; then
         cat <<EOF >>"$STACK_DIR/env"

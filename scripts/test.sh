@@ -22,7 +22,12 @@
 #             against fixtures (the metrics catalogue, docs/metrics.md)
 #   examples  the README's grpcurl examples (scripts/grpcurl-examples.sh)
 #             against a full stack (scripts/stack.sh up) in .stack-test on
-#             ports of its own, so a developer's .stack keeps running
+#             ports of its own, so a developer's .stack keeps running; then
+#             scripts/check-dashboard-metrics.sh against its /metrics
+#             endpoints (every name the dashboard and rules use is exported)
+#   prometheus  a real Prometheus scrapes such a stack with the alert rules;
+#             the replica is stopped and AuditReplicaDown must fire
+#             (scripts/prometheus-replica-alert.sh, about 3 minutes)
 #   backup    pgBackRest full + incremental backups and a point-in-time
 #             restore into a fresh cluster (scripts/test-backup.sh, own
 #             temporary folder and free ports, bounded to 150 s)
@@ -229,6 +234,23 @@ step_examples() {
     trap 'scripts/stack.sh down' EXIT
     scripts/stack.sh up >/dev/null
     scripts/grpcurl-examples.sh "$AUDIT_WRITER_LISTEN" "$AUDIT_READER_LISTEN"
+    # Some series appear after the first job runs and health checks; give
+    # them a few seconds before the final, reporting, run.
+    local urls=("http://$AUDIT_WRITER_METRICS_LISTEN/metrics" "http://$AUDIT_READER_METRICS_LISTEN/metrics")
+    for _ in $(seq 15); do
+        scripts/check-dashboard-metrics.sh "${urls[@]}" >/dev/null 2>&1 && break
+        sleep 2
+    done
+    scripts/check-dashboard-metrics.sh "${urls[@]}"
+}
+
+step_prometheus() {
+    scripts/stack.sh down >/dev/null 2>&1 || true
+    rm -rf -- "$AUDIT_STACK_DIR"
+    trap 'scripts/stack.sh down' EXIT
+    AUDIT_STACK_BACKUP=0 scripts/stack.sh up >/dev/null
+    timeout --kill-after=10 300 scripts/prometheus-replica-alert.sh \
+        "$AUDIT_WRITER_METRICS_LISTEN" "$AUDIT_READER_METRICS_LISTEN" "$AUDIT_STACK_DIR"
 }
 
 step_image() {
@@ -269,7 +291,7 @@ if [[ ${1:-} == --step ]]; then
     exit 0
 fi
 
-steps=(deps docs cargo buf helm alerts examples image deny backup)
+steps=(deps docs cargo buf helm alerts examples prometheus image deny backup)
 if [[ -n ${TEST_STEPS:-} ]]; then
     read -r -a steps <<<"deps $TEST_STEPS"
 fi
