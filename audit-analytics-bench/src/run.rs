@@ -15,10 +15,10 @@
 //! `--rpc-seconds`; the table says how many calls each figure rests on.
 
 use crate::Error;
+use audit_db::quality;
 use audit_db::{PoolConfig, build_pool};
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_analytics_service_client::SignalAnalyticsServiceClient;
-use audit_reader::queries::analytics::quality;
 use audit_wire::convert::to_timestamp;
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::sql_types::Timestamptz;

@@ -41,7 +41,10 @@ impl AnswerCache {
             },
             None => None,
         };
-        for tier in ["memory"].into_iter().chain(redis.as_ref().map(|_| "redis")) {
+        for tier in ["memory"]
+            .into_iter()
+            .chain(redis.as_ref().map(|_| "redis"))
+        {
             for result in ["hit", "miss"] {
                 lookup(tier, result).increment(0);
             }

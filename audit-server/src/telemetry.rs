@@ -45,10 +45,7 @@ pub enum TelemetryError {
     #[error("cannot build the OTLP exporter: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
     #[error("cannot read OTEL_EXPORTER_OTLP_CERTIFICATE {path}: {error}")]
-    Certificate {
-        path: String,
-        error: std::io::Error,
-    },
+    Certificate { path: String, error: std::io::Error },
     #[error("cannot install the tracing subscriber: {0}")]
     Subscriber(#[from] tracing_subscriber::util::TryInitError),
 }
@@ -183,10 +180,15 @@ where
             return self.inner.format_event(ctx, writer, event);
         }
         let mut line = String::new();
-        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
         match (self.json, line.strip_prefix('{')) {
             (true, Some(rest)) => write!(writer, "{{\"trace_id\":\"{trace_id}\",{rest}"),
-            _ => writeln!(writer, "{} trace_id={trace_id}", line.trim_end_matches('\n')),
+            _ => writeln!(
+                writer,
+                "{} trace_id={trace_id}",
+                line.trim_end_matches('\n')
+            ),
         }
     }
 }
@@ -312,7 +314,10 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert!(lines[0].contains("inside"), "{text}");
-        assert!(lines[0].ends_with(&format!(" trace_id={trace_id}")), "{text}");
+        assert!(
+            lines[0].ends_with(&format!(" trace_id={trace_id}")),
+            "{text}"
+        );
         assert!(!lines[1].contains("trace_id"), "{text}");
     }
 

@@ -29,6 +29,10 @@ pub struct ServeOnly {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up and moved into the server"
+)]
 pub enum Command {
     /// Serve gRPC (the default when no command is given).
     Serve(ServeArgs),

@@ -28,7 +28,8 @@ where
     Fut: Future<Output = Result<(), DbError>> + Send,
 {
     let ok = metrics::counter!("audit_job_runs_total", "job_name" => name, "outcome" => "ok");
-    let failed = metrics::counter!("audit_job_runs_total", "job_name" => name, "outcome" => "error");
+    let failed =
+        metrics::counter!("audit_job_runs_total", "job_name" => name, "outcome" => "error");
     let duration = metrics::histogram!("audit_job_duration_seconds", "job_name" => name);
     ok.increment(0);
     failed.increment(0);

@@ -23,8 +23,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// One scrape: every sample line as (name, labels, value).
-struct Scrape(Vec<(String, Vec<(String, String)>, f64)>);
+/// One sample line: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// One scrape: every sample line.
+struct Scrape(Vec<Sample>);
 
 impl Scrape {
     async fn get(addr: SocketAddr) -> Self {
@@ -67,7 +70,7 @@ impl Scrape {
     }
 }
 
-fn parse_line(line: &str) -> Option<(String, Vec<(String, String)>, f64)> {
+fn parse_line(line: &str) -> Option<Sample> {
     if line.starts_with('#') || line.trim().is_empty() {
         return None;
     }
@@ -168,7 +171,10 @@ async fn both_services_export_their_metrics() {
         before.value("audit_writer_group_commit_queue_capacity", &[]),
         Some(20_000.0)
     );
-    assert_eq!(before.value("audit_writer_ingest_streams_max", &[]), Some(8.0));
+    assert_eq!(
+        before.value("audit_writer_ingest_streams_max", &[]),
+        Some(8.0)
+    );
     let group_items = before
         .value("audit_writer_group_commit_size_sum", &[])
         .unwrap_or(0.0);
@@ -227,7 +233,10 @@ async fn both_services_export_their_metrics() {
     );
     // Each good RecordSignal was one item of some group.
     assert_eq!(
-        after.value("audit_writer_group_commit_size_sum", &[]).unwrap() - group_items,
+        after
+            .value("audit_writer_group_commit_size_sum", &[])
+            .unwrap()
+            - group_items,
         3.0
     );
     assert!(
@@ -327,10 +336,7 @@ async fn both_services_export_their_metrics() {
     // replica gauges from its health check, its pool.
     let reader_before = Scrape::get(reader_metrics).await;
     assert_eq!(
-        reader_before.value(
-            "audit_build_info",
-            &[("service_name", "audit-reader")]
-        ),
+        reader_before.value("audit_build_info", &[("service_name", "audit-reader")]),
         Some(1.0)
     );
     assert_eq!(
@@ -376,7 +382,10 @@ async fn both_services_export_their_metrics() {
     assert_eq!(lookups(&reader_after) - lookups(&reader_before), 2.0);
     assert!(
         reader_after
-            .value("audit_reader_replica_lag_seconds", &[("replica", "replica")])
+            .value(
+                "audit_reader_replica_lag_seconds",
+                &[("replica", "replica")]
+            )
             .unwrap()
             >= 0.0
     );

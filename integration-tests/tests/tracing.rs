@@ -21,9 +21,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -225,10 +225,15 @@ async fn spans_are_exported_and_continue_the_callers_trace() {
         "the call's span is a child of the caller's span"
     );
     assert_eq!(call.kind, SpanKind::Server as i32);
-    assert_eq!(attribute(call, "rpc.grpc.status_code"), Some(Value::IntValue(0)));
+    assert_eq!(
+        attribute(call, "rpc.grpc.status_code"),
+        Some(Value::IntValue(0))
+    );
     assert_eq!(
         attribute(call, "rpc.service"),
-        Some(Value::StringValue("signal_audit.v1.SignalWriterService".into()))
+        Some(Value::StringValue(
+            "signal_audit.v1.SignalWriterService".into()
+        ))
     );
     assert_ne!(status_code(call), ERROR);
     assert!(
@@ -251,13 +256,23 @@ async fn spans_are_exported_and_continue_the_callers_trace() {
 
     let spans = trace(&collector, invalid, RECORD_SIGNAL).await;
     let call = named(&spans, RECORD_SIGNAL);
-    assert_eq!(attribute(call, "rpc.grpc.status_code"), Some(Value::IntValue(3)));
-    assert_ne!(status_code(call), ERROR, "a caller's mistake is no server error");
+    assert_eq!(
+        attribute(call, "rpc.grpc.status_code"),
+        Some(Value::IntValue(3))
+    );
+    assert_ne!(
+        status_code(call),
+        ERROR,
+        "a caller's mistake is no server error"
+    );
 
     let spans = trace(&collector, found, GET_SIGNAL).await;
     let call = named(&spans, GET_SIGNAL);
     assert_eq!(hex(&call.parent_span_id), parent_id);
-    assert_eq!(attribute(call, "rpc.grpc.status_code"), Some(Value::IntValue(0)));
+    assert_eq!(
+        attribute(call, "rpc.grpc.status_code"),
+        Some(Value::IntValue(0))
+    );
     assert!(descends(&spans, named(&spans, "get_signal"), call));
     let select = named(&spans, "SELECT signals");
     assert!(descends(&spans, select, call));
@@ -266,17 +281,30 @@ async fn spans_are_exported_and_continue_the_callers_trace() {
         Some(Value::StringValue("SELECT".into()))
     );
     assert!(
-        select.attributes.iter().all(|kv| !format!("{:?}", kv.value).contains(&signal.signal_id)),
+        select
+            .attributes
+            .iter()
+            .all(|kv| !format!("{:?}", kv.value).contains(&signal.signal_id)),
         "no parameter values on database spans"
     );
 
     let spans = trace(&collector, missing, GET_SIGNAL).await;
     let call = named(&spans, GET_SIGNAL);
-    assert_eq!(attribute(call, "rpc.grpc.status_code"), Some(Value::IntValue(5)));
+    assert_eq!(
+        attribute(call, "rpc.grpc.status_code"),
+        Some(Value::IntValue(5))
+    );
     assert_ne!(status_code(call), ERROR);
 
     let spans = trace(&collector, unreachable, GET_SIGNAL).await;
     let call = named(&spans, GET_SIGNAL);
-    assert_eq!(attribute(call, "rpc.grpc.status_code"), Some(Value::IntValue(14)));
-    assert_eq!(status_code(call), ERROR, "UNAVAILABLE marks the span as an error");
+    assert_eq!(
+        attribute(call, "rpc.grpc.status_code"),
+        Some(Value::IntValue(14))
+    );
+    assert_eq!(
+        status_code(call),
+        ERROR,
+        "UNAVAILABLE marks the span as an error"
+    );
 }

@@ -3,8 +3,8 @@
 
 use super::{AnalyticsService, snapshot};
 use crate::error::ReadError;
-use audit_db::quality::{self, Check};
 use audit_core::DomainError;
+use audit_db::quality::{self, Check};
 use audit_proto::v1 as pb;
 use audit_wire::convert::{self, to_timestamp};
 use audit_wire::decode::time_range;
