@@ -161,7 +161,7 @@ log "file system ok: $(find "$R" -type f | wc -l) files, $(mib "$ROOTFS_BYTES") 
 mapfile -t PORTS < <(python3 - <<'EOF'
 import random, socket
 ports = set()
-while len(ports) < 4:
+while len(ports) < 6:
     p = random.randrange(20000, 32000)
     s = socket.socket()
     try:
@@ -176,6 +176,7 @@ EOF
 )
 PRIMARY_PORT=${PORTS[0]} REPLICA_PORT=${PORTS[1]}
 WRITER_ADDR=127.0.0.1:${PORTS[2]} READER_ADDR=127.0.0.1:${PORTS[3]}
+WRITER_METRICS=127.0.0.1:${PORTS[4]} READER_METRICS=127.0.0.1:${PORTS[5]}
 
 log "PostgreSQL primary :$PRIMARY_PORT, replica :$REPLICA_PORT"
 PG_STARTED=1
@@ -261,6 +262,7 @@ wait_serving() {
 
 start=$SECONDS
 (in_image AUDIT_DATABASE_URL="$PRIMARY_URL" AUDIT_WRITER_LISTEN="$WRITER_ADDR" \
+    AUDIT_METRICS_LISTEN="$WRITER_METRICS" \
     AUDIT_POOL_MIN=2 AUDIT_POOL_MAX=4 AUDIT_LOG_JSON=true NO_COLOR=1 \
     -- /usr/local/bin/audit-writer serve) >"$WORK/writer.log" 2>&1 &
 WRITER_PID=$!
@@ -269,6 +271,7 @@ wait_serving writer "$WRITER_PID" "$WRITER_ADDR" signal_audit.v1.SignalWriterSer
 check_identity writer "$WRITER_PID"
 
 (in_image AUDIT_REPLICA_URL="$REPLICA_URL" AUDIT_READER_LISTEN="$READER_ADDR" \
+    AUDIT_METRICS_LISTEN="$READER_METRICS" \
     AUDIT_POOL_MIN=2 AUDIT_POOL_MAX=4 AUDIT_LOG_JSON=true NO_COLOR=1 \
     -- /usr/local/bin/audit-reader serve) >"$WORK/reader.log" 2>&1 &
 READER_PID=$!
@@ -293,6 +296,14 @@ grpcurl -plaintext -max-time 10 \
     fail "GetSignal failed: $(cat "$WORK/get.json")"
 grep -q "\"$SIGNAL_ID\"" "$WORK/get.json" || fail "GetSignal did not return signal $SIGNAL_ID"
 log "RecordSignal through the writer, GetSignal with its token through the reader: ok"
+for metrics in "audit-writer $WRITER_METRICS" "audit-reader $READER_METRICS"; do
+    read -r name addr <<<"$metrics"
+    curl -fsS --max-time 10 "http://$addr/metrics" >"$WORK/$name.prom" ||
+        fail "$name: no /metrics at $addr"
+    grep -q "^audit_build_info{service_name=\"$name\"" "$WORK/$name.prom" ||
+        fail "$name: /metrics at $addr lacks audit_build_info"
+done
+log "both /metrics endpoints answer"
 
 # Graceful shutdown from the image: SIGTERM, exit status 0.
 for name in writer reader; do
