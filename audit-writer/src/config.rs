@@ -55,9 +55,13 @@ pub struct DatabaseArgs {
 pub struct MigrateArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// Revert every migration instead (drops all data).
+    /// Revert every migration instead (drops all data; needs --yes).
+    /// `audit-admin migrate down` reverts step by step.
     #[arg(long, default_value_t = false)]
     pub revert_all: bool,
+    /// Confirm --revert-all.
+    #[arg(long, default_value_t = false)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Clone, Args)]
