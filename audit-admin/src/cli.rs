@@ -68,6 +68,45 @@ pub enum Command {
     Archive(DayArgs),
     /// Bring an archived day back into the live tables.
     Restore(DayArgs),
+    /// Load a snapshot of the old tracker (JSON lines, see the README) through
+    /// the Ingest write path; idempotent, so running it again resumes.
+    Import(ImportArgs),
+    /// Compare a snapshot of the old tracker with the database; exit code 1
+    /// on any difference.
+    Verify(VerifyArgs),
+    /// Write signals and their events in the tracker format.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The JSON-lines file.
+    pub file: PathBuf,
+    /// Signals plus events per transaction (at most 5000, the Ingest limit).
+    #[arg(long, default_value_t = 2_000)]
+    pub chunk_items: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The JSON-lines file.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The file to write.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Signals created at or after this time (RFC 3339).
+    #[arg(long)]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Signals created before this time (RFC 3339).
+    #[arg(long)]
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only this normalised ticker (e.g. AAPL).
+    #[arg(long)]
+    pub ticker: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +238,3 @@ pub struct DayArgs {
     #[arg(long)]
     pub day: NaiveDate,
 }
-
-/// Where a local file argument points (import/verify/export).
-pub type FilePath = PathBuf;

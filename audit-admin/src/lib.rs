@@ -5,7 +5,9 @@
 //! checks the reader serves, run on demand), [`retention`] (the policy, and
 //! runs that archive and then drop what is past it), [`restore`] (`archive`
 //! and `restore` of one day), built on [`archive`] (the archive format and
-//! its store) and [`dump`] (rows out of and back into PostgreSQL).
+//! its store) and [`dump`] (rows out of and back into PostgreSQL); and the
+//! migration from the old tracker: [`import`], [`verify`] and [`export`] of
+//! the JSON-lines format of [`tracker`].
 //!
 //! Every command returns a [`report::Report`], printed as text or JSON by
 //! [`run`], which also decides the exit code: 0 done, 1 found problems,
@@ -19,12 +21,16 @@ pub mod cli;
 pub mod db;
 pub mod dump;
 pub mod error;
+pub mod export;
+pub mod import;
 pub mod migrate;
 pub mod partitions;
 pub mod policy;
 pub mod report;
 pub mod restore;
 pub mod retention;
+pub mod tracker;
+pub mod verify;
 
 use clap::Parser;
 use cli::{Cli, Command, PartitionsCommand, RetentionCommand};
@@ -106,5 +112,8 @@ async fn execute(cli: &Cli) -> Result<Report, AdminError> {
         }
         Command::Archive(args) => restore::archive_day(&pool, args).await,
         Command::Restore(args) => restore::restore(&pool, global, args).await,
+        Command::Import(args) => import::run(&pool, global, args).await,
+        Command::Verify(args) => verify::run(&pool, args).await,
+        Command::Export(args) => export::run(&pool, args).await,
     }
 }
