@@ -26,8 +26,6 @@ struct Exported {
 }
 
 pub async fn run(pool: &PgPool, args: &ExportArgs) -> Result<Report, AdminError> {
-    let from = args.from.unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let to = args.to.unwrap_or(DateTime::<Utc>::MAX_UTC);
     let name = args.output.display().to_string();
     let file = std::fs::File::create(&args.output)
         .map_err(|e| AdminError::invalid(name.clone(), format!("cannot create: {e}")))?;
@@ -35,24 +33,26 @@ pub async fn run(pool: &PgPool, args: &ExportArgs) -> Result<Report, AdminError>
     let mut conn = db::connection(pool).await?;
     let spinner = report::spinner("exporting");
     let (mut signals, mut events) = (0usize, 0usize);
-    let mut after: (DateTime<Utc>, Uuid) = (DateTime::<Utc>::MIN_UTC, Uuid::nil());
+    let mut after: Option<(DateTime<Utc>, Uuid)> = None;
     loop {
         let page: Vec<SignalRow> = diesel::sql_query(
-            "SELECT * FROM signals WHERE created_at >= $1 AND created_at < $2 \
+            "SELECT * FROM signals \
+             WHERE ($1::timestamptz IS NULL OR created_at >= $1) \
+               AND ($2::timestamptz IS NULL OR created_at < $2) \
                AND ($3::text IS NULL OR normalised_ticker = $3) \
-               AND (created_at, signal_id) > ($4, $5) \
+               AND ($4::timestamptz IS NULL OR (created_at, signal_id) > ($4, $5)) \
              ORDER BY created_at, signal_id LIMIT $6",
         )
-        .bind::<Timestamptz, _>(from)
-        .bind::<Timestamptz, _>(to)
+        .bind::<Nullable<Timestamptz>, _>(args.from)
+        .bind::<Nullable<Timestamptz>, _>(args.to)
         .bind::<Nullable<Text>, _>(args.ticker.as_deref())
-        .bind::<Timestamptz, _>(after.0)
-        .bind::<SqlUuid, _>(after.1)
+        .bind::<Nullable<Timestamptz>, _>(after.map(|a| a.0))
+        .bind::<SqlUuid, _>(after.map_or(Uuid::nil(), |a| a.1))
         .bind::<BigInt, _>(PAGE)
         .load(&mut conn)
         .await?;
         let Some(last) = page.last() else { break };
-        after = (last.created_at, last.signal_id);
+        after = Some((last.created_at, last.signal_id));
         let ids: Vec<Uuid> = page.iter().map(|s| s.signal_id).collect();
         let rows: Vec<EventRow> = diesel::sql_query(
             "SELECT sequence, event_id, signal_id, ts, event_type, location, worker_id, details, \

@@ -32,7 +32,7 @@ use audit_core::rules::{self, Limits};
 use audit_core::{NewEvent, NewSignal, SignalLocation, SignalStatus};
 use audit_db::models::{EventRow, SignalRow};
 use bigdecimal::BigDecimal;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use std::io::BufRead;
 use std::str::FromStr;
@@ -119,8 +119,9 @@ pub fn read_file(path: &std::path::Path) -> Result<Vec<(Line, Checked)>, AdminEr
         if text.trim().is_empty() {
             continue;
         }
-        let signal: TrackedSignal = serde_json::from_str(&text)
+        let mut signal: TrackedSignal = serde_json::from_str(&text)
             .map_err(|e| at_line(&name, number, format!("not a tracker record: {e}")))?;
+        to_microseconds(&mut signal);
         if signal.format_version != FORMAT_VERSION {
             return Err(at_line(
                 &name,
@@ -135,6 +136,16 @@ pub fn read_file(path: &std::path::Path) -> Result<Vec<(Line, Checked)>, AdminEr
         out.push((Line { number, signal }, checked));
     }
     Ok(out)
+}
+
+/// PostgreSQL keeps microseconds: finer digits in a file are dropped on
+/// the way in, so they are dropped before anything is compared too.
+fn to_microseconds(signal: &mut TrackedSignal) {
+    signal.created_at = signal.created_at.trunc_subsecs(6);
+    signal.updated_at = signal.updated_at.map(|t| t.trunc_subsecs(6));
+    for event in &mut signal.events {
+        event.timestamp = event.timestamp.trunc_subsecs(6);
+    }
 }
 
 pub fn price(value: &serde_json::Value) -> Option<BigDecimal> {
