@@ -29,7 +29,7 @@ pub struct Global {
         long,
         global = true,
         env = "AUDIT_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:55432/signal_audit"
+        default_value = "postgres://postgres@127.0.0.1:15432/signal_audit"
     )]
     pub database_url: String,
     /// Print one JSON document on stdout instead of text.
@@ -76,6 +76,62 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Write signals and their events in the tracker format.
     Export(ExportArgs),
+    /// Take a pgBackRest backup of the primary (WAL archiving must be on).
+    Backup(BackupArgs),
+    /// List the pgBackRest backups.
+    BackupInfo(PgBackRestArgs),
+    /// Point-in-time recovery from the pgBackRest backups into a fresh data
+    /// directory (never over the running primary).
+    RestoreBackup(RestoreBackupArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PgBackRestArgs {
+    /// pgBackRest configuration (scripts/pg-cluster.sh with PG_CLUSTER_BACKUP=1
+    /// writes STATE_DIR/pgbackrest/pgbackrest.conf).
+    #[arg(long = "pgbackrest-config", env = "AUDIT_PGBACKREST_CONFIG")]
+    pub config: PathBuf,
+    /// The stanza (the cluster's name in the repository).
+    #[arg(long, env = "AUDIT_PGBACKREST_STANZA", default_value = "audit")]
+    pub stanza: String,
+    /// OS user pgbackrest and the restored server run as; `postgres` when
+    /// this runs as root, else the current user.
+    #[arg(long, env = "AUDIT_PGBACKREST_USER")]
+    pub run_as: Option<String>,
+    /// The pgbackrest program.
+    #[arg(long, env = "AUDIT_PGBACKREST_BIN", default_value = "pgbackrest")]
+    pub pgbackrest: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub pgbackrest: PgBackRestArgs,
+    /// full, diff or incr (pgBackRest makes the first one full anyway).
+    #[arg(long = "type", default_value = "incr", value_parser = ["full", "diff", "incr"])]
+    pub kind: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreBackupArgs {
+    #[command(flatten)]
+    pub pgbackrest: PgBackRestArgs,
+    /// Recover to this time (RFC 3339): transactions committed at or before
+    /// it are in the copy, later ones are not.
+    #[arg(long)]
+    pub to: chrono::DateTime<chrono::Utc>,
+    /// A new or empty directory for the restored data directory.
+    #[arg(long)]
+    pub target: PathBuf,
+    /// Configure the copy to listen on 127.0.0.1:PORT (beside the source).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Start the copy (needs --port) and wait until it has recovered.
+    #[arg(long, default_value_t = false)]
+    pub start: bool,
+    /// PostgreSQL binaries (pg_ctl).
+    #[arg(long, env = "PG_BIN", default_value = "/usr/lib/postgresql/15/bin")]
+    pub pg_bin: PathBuf,
 }
 
 #[derive(Debug, Args)]

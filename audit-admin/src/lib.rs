@@ -7,7 +7,7 @@
 //! and `restore` of one day), built on [`archive`] (the archive format and
 //! its store) and [`dump`] (rows out of and back into PostgreSQL); and the
 //! migration from the old tracker: [`import`], [`verify`] and [`export`] of
-//! the JSON-lines format of [`tracker`].
+//! the JSON-lines format of [`tracker`]; [`backup`] drives pgBackRest.
 //!
 //! Every command returns a [`report::Report`], printed as text or JSON by
 //! [`run`], which also decides the exit code: 0 done, 1 found problems,
@@ -16,6 +16,7 @@
 //! scheduled run and a manual one never overlap.
 
 pub mod archive;
+pub mod backup;
 pub mod check;
 pub mod cli;
 pub mod db;
@@ -115,5 +116,8 @@ async fn execute(cli: &Cli) -> Result<Report, AdminError> {
         Command::Import(args) => import::run(&pool, global, args).await,
         Command::Verify(args) => verify::run(&pool, args).await,
         Command::Export(args) => export::run(&pool, args).await,
+        Command::Backup(args) => backup::backup(args).await,
+        Command::BackupInfo(args) => backup::info(args).await,
+        Command::RestoreBackup(args) => backup::restore(args).await,
     }
 }
