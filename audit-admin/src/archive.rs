@@ -205,7 +205,11 @@ impl Archive {
 
     fn path(&self, day: NaiveDate, file: &str) -> Path {
         let mut path = self.root.clone();
-        for segment in ["signal_events".to_owned(), format!("day={day}"), file.to_owned()] {
+        for segment in [
+            "signal_events".to_owned(),
+            format!("day={day}"),
+            file.to_owned(),
+        ] {
             path = path.clone().join(segment.as_str());
         }
         path
@@ -227,9 +231,8 @@ impl Archive {
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-            AdminError::corrupt(self.describe(day, "manifest.json"), e.to_string())
-        })?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| AdminError::corrupt(self.describe(day, "manifest.json"), e.to_string()))?;
         if manifest.format != FORMAT || manifest.format_version != FORMAT_VERSION {
             return Err(AdminError::corrupt(
                 self.describe(day, "manifest.json"),
@@ -252,7 +255,10 @@ impl Archive {
         let json = serde_json::to_vec_pretty(manifest)
             .map_err(|e| AdminError::State(format!("manifest: {e}")))?;
         self.store
-            .put(&self.path(manifest.day, "manifest.json"), PutPayload::from(json))
+            .put(
+                &self.path(manifest.day, "manifest.json"),
+                PutPayload::from(json),
+            )
             .await?;
         Ok(())
     }
@@ -282,7 +288,10 @@ impl Archive {
         if sha != part.sha256 {
             return Err(AdminError::corrupt(
                 name,
-                format!("checksum mismatch: file has sha256 {sha}, manifest says {}", part.sha256),
+                format!(
+                    "checksum mismatch: file has sha256 {sha}, manifest says {}",
+                    part.sha256
+                ),
             ));
         }
         let mut content = Vec::new();
@@ -328,12 +337,18 @@ mod tests {
         let part = archive.put_part(day(), writer.finish()?).await?;
         assert_eq!(part.rows, 2);
         let lines = archive.read_part(day(), &part).await?;
-        assert_eq!(lines.iter().collect::<Vec<_>>(), [r#"{"a":1}"#, r#"{"a":2}"#]);
+        assert_eq!(
+            lines.iter().collect::<Vec<_>>(),
+            [r#"{"a":1}"#, r#"{"a":2}"#]
+        );
 
         let mut wrong = part.clone();
         wrong.sha256 = "0".repeat(64);
         let error = archive.read_part(day(), &wrong).await.err();
-        assert!(matches!(error, Some(AdminError::Corrupt { .. })), "{error:?}");
+        assert!(
+            matches!(error, Some(AdminError::Corrupt { .. })),
+            "{error:?}"
+        );
         assert!(archive.manifest(day()).await?.is_none());
         Ok(())
     }

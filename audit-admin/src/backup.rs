@@ -121,15 +121,22 @@ fn describe(set: &BackupSet) -> String {
 pub async fn backup(args: &BackupArgs) -> Result<Report, AdminError> {
     let started = Instant::now();
     let spinner = report::spinner(&format!("{} backup", args.kind));
-    let result = pgbackrest(&args.pgbackrest, &[format!("--type={}", args.kind), "backup".into()]).await;
+    let result = pgbackrest(
+        &args.pgbackrest,
+        &[format!("--type={}", args.kind), "backup".into()],
+    )
+    .await;
     spinner.finish_and_clear();
     result?;
     let sets = backups(&args.pgbackrest).await?;
-    let latest = sets
-        .into_iter()
-        .last()
-        .ok_or_else(|| AdminError::State("pgbackrest reported no backup after backing up".into()))?;
-    let text = format!("backed up in {:.1} s: {}", started.elapsed().as_secs_f64(), describe(&latest));
+    let latest = sets.into_iter().last().ok_or_else(|| {
+        AdminError::State("pgbackrest reported no backup after backing up".into())
+    })?;
+    let text = format!(
+        "backed up in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        describe(&latest)
+    );
     Ok(Report::new(&latest, text))
 }
 
@@ -149,7 +156,11 @@ struct Restored {
 }
 
 fn id_of(user: &str, flag: &str) -> Option<u32> {
-    let out = std::process::Command::new("id").arg(flag).arg(user).output().ok()?;
+    let out = std::process::Command::new("id")
+        .arg(flag)
+        .arg(user)
+        .output()
+        .ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
@@ -159,7 +170,10 @@ fn socket_dir(target: &Path) -> String {
     if dir.len() + ".s.PGSQL.65535".len() < 107 {
         dir
     } else {
-        format!("/tmp/pgr-{}", &crate::archive::sha256_hex(dir.as_bytes())[..16])
+        format!(
+            "/tmp/pgr-{}",
+            &crate::archive::sha256_hex(dir.as_bytes())[..16]
+        )
     }
 }
 
@@ -171,12 +185,18 @@ pub async fn restore(args: &RestoreBackupArgs) -> Result<Report, AdminError> {
         if !empty {
             return Err(AdminError::invalid(
                 "--target",
-                format!("{} is not empty: a restore needs a fresh directory", target.display()),
+                format!(
+                    "{} is not empty: a restore needs a fresh directory",
+                    target.display()
+                ),
             ));
         }
     }
     if args.start && args.port.is_none() {
-        return Err(AdminError::invalid("--start", "needs --port for the restored server"));
+        return Err(AdminError::invalid(
+            "--start",
+            "needs --port for the restored server",
+        ));
     }
     std::fs::create_dir_all(target)?;
     let target = target.canonicalize()?;

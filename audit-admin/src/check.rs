@@ -72,6 +72,10 @@ pub async fn run(pool: &PgPool, args: &CheckArgs) -> Result<Report, AdminError> 
         }
         text.push('\n');
     }
-    text.push_str(if found { "problems found" } else { "no problems found" });
+    text.push_str(if found {
+        "problems found"
+    } else {
+        "no problems found"
+    });
     Ok(Report::new(&findings, text).with_findings(found))
 }

@@ -46,7 +46,12 @@ pub struct Global {
     )]
     pub lock_timeout_ms: u64,
     /// Attempts for a DDL statement that hits the lock timeout.
-    #[arg(long, global = true, env = "AUDIT_ADMIN_LOCK_RETRIES", default_value_t = 10)]
+    #[arg(
+        long,
+        global = true,
+        env = "AUDIT_ADMIN_LOCK_RETRIES",
+        default_value_t = 10
+    )]
     pub lock_retries: u32,
 }
 
@@ -248,11 +253,7 @@ pub struct RetentionSetArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ArchiveArgs {
     /// Where archives go: a local folder, or a URL (file:///…, memory://).
-    #[arg(
-        long,
-        env = "AUDIT_ARCHIVE_URL",
-        default_value = "./audit-archive"
-    )]
+    #[arg(long, env = "AUDIT_ARCHIVE_URL", default_value = "./audit-archive")]
     pub archive_url: String,
 }
 

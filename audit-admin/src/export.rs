@@ -70,8 +70,9 @@ pub async fn run(pool: &PgPool, args: &ExportArgs) -> Result<Report, AdminError>
             let own = by_signal.remove(&signal.signal_id).unwrap_or_default();
             events += own.len();
             let record = tracker::from_rows(signal, &own);
-            let line = serde_json::to_string(&record)
-                .map_err(|e| AdminError::State(format!("cannot encode {}: {e}", signal.signal_id)))?;
+            let line = serde_json::to_string(&record).map_err(|e| {
+                AdminError::State(format!("cannot encode {}: {e}", signal.signal_id))
+            })?;
             writeln!(out, "{line}")?;
         }
         signals += page.len();
@@ -84,5 +85,12 @@ pub async fn run(pool: &PgPool, args: &ExportArgs) -> Result<Report, AdminError>
         report::count(signals as i64),
         report::count(events as i64)
     );
-    Ok(Report::new(&Exported { file: name, signals, events }, text))
+    Ok(Report::new(
+        &Exported {
+            file: name,
+            signals,
+            events,
+        },
+        text,
+    ))
 }

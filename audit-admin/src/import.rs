@@ -44,7 +44,10 @@ fn item_line(item: &str, signal_lines: &[usize], event_lines: &[usize]) -> Optio
 
 pub async fn run(pool: &PgPool, global: &Global, args: &ImportArgs) -> Result<Report, AdminError> {
     if !(1..=5_000).contains(&args.chunk_items) {
-        return Err(AdminError::invalid("--chunk-items", "must be 1 to 5000 (the Ingest chunk limit)"));
+        return Err(AdminError::invalid(
+            "--chunk-items",
+            "must be 1 to 5000 (the Ingest chunk limit)",
+        ));
     }
     let started = Instant::now();
     let name = args.file.display().to_string();
@@ -53,7 +56,11 @@ pub async fn run(pool: &PgPool, global: &Global, args: &ImportArgs) -> Result<Re
     let mut days: Vec<NaiveDate> = lines
         .iter()
         .flat_map(|(line, _)| line.signal.events.iter().map(|e| e.timestamp.date_naive()))
-        .chain(lines.iter().map(|(line, _)| line.signal.created_at.date_naive()))
+        .chain(
+            lines
+                .iter()
+                .map(|(line, _)| line.signal.created_at.date_naive()),
+        )
         .filter(|d| *d <= today)
         .collect();
     days.sort();
@@ -79,7 +86,9 @@ pub async fn run(pool: &PgPool, global: &Global, args: &ImportArgs) -> Result<Re
     while let Some((line, checked)) = iter.next() {
         chunk.2.push(line.number);
         chunk.0.push(checked.signal);
-        chunk.3.extend(std::iter::repeat_n(line.number, checked.events.len()));
+        chunk
+            .3
+            .extend(std::iter::repeat_n(line.number, checked.events.len()));
         chunk.1.extend(checked.events);
         let size = chunk.0.len() + chunk.1.len();
         if size < args.chunk_items && iter.peek().is_some() {

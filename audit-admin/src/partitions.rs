@@ -96,10 +96,7 @@ pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-pub async fn list(
-    pool: &PgPool,
-    args: &PartitionsListArgs,
-) -> Result<Report, AdminError> {
+pub async fn list(pool: &PgPool, args: &PartitionsListArgs) -> Result<Report, AdminError> {
     let mut conn = db::connection(pool).await?;
     let mut partitions = children(&mut conn).await?;
     if args.exact {
@@ -111,7 +108,10 @@ pub async fn list(
         }
         bar.finish_and_clear();
     }
-    let mut text = format!("{:<32} {:<10} {:>14} {:>10}\n", "partition", "day", "rows", "size");
+    let mut text = format!(
+        "{:<32} {:<10} {:>14} {:>10}\n",
+        "partition", "day", "rows", "size"
+    );
     for p in &partitions {
         let day = p.day.map_or("default".to_owned(), |d| d.to_string());
         let rows = if p.exact {
@@ -157,7 +157,10 @@ pub async fn ensure_days(
     days: &[NaiveDate],
 ) -> Result<Vec<NaiveDate>, AdminError> {
     let existing = children(conn).await?;
-    let default = existing.iter().find(|p| p.day.is_none()).map(|p| p.name.clone());
+    let default = existing
+        .iter()
+        .find(|p| p.day.is_none())
+        .map(|p| p.name.clone());
     let missing: Vec<NaiveDate> = days
         .iter()
         .copied()
@@ -211,7 +214,10 @@ pub async fn ensure(
     let mut conn = db::connection(pool).await?;
     let created = ensure_days(&mut conn, global, &days).await?;
     let text = if created.is_empty() {
-        format!("all {} days from {first} to {last} have a partition", days.len())
+        format!(
+            "all {} days from {first} to {last} have a partition",
+            days.len()
+        )
     } else {
         format!(
             "created {} partition(s): {}",
@@ -245,7 +251,10 @@ mod tests {
 
     #[test]
     fn quotes_identifiers() {
-        assert_eq!(quote("signal_events_p20261125"), "\"signal_events_p20261125\"");
+        assert_eq!(
+            quote("signal_events_p20261125"),
+            "\"signal_events_p20261125\""
+        );
         assert_eq!(quote("a\"b"), "\"a\"\"b\"");
     }
 }

@@ -47,7 +47,10 @@ pub async fn archive_day(pool: &PgPool, args: &DayArgs) -> Result<Report, AdminE
         .find(|p| p.day == Some(args.day))
         .map(|p| p.name)
         .ok_or_else(|| {
-            AdminError::invalid("--day", format!("{} has no partition in the database", args.day))
+            AdminError::invalid(
+                "--day",
+                format!("{} has no partition in the database", args.day),
+            )
         })?;
     let archive_ref = &archive;
     let table_ref = &table;

@@ -73,7 +73,9 @@ fn describe(policy: &Policy, today: NaiveDate) -> Report {
         .collect();
     let mut text = String::new();
     for row in &rows {
-        let keep = row.keep_days.map_or("forever".to_owned(), |d| format!("{d} days"));
+        let keep = row
+            .keep_days
+            .map_or("forever".to_owned(), |d| format!("{d} days"));
         let from = row
             .first_day_kept
             .map_or(String::new(), |d| format!("  (keeps {d} onwards)"));
@@ -123,7 +125,11 @@ fn run_policy(conn_policy: Policy, args: &RetentionRunArgs) -> Result<Policy, Ad
     let overrides = [
         (Kind::RawEvents, &args.raw_events, "--raw-events"),
         (Kind::Signals, &args.signals, "--signals"),
-        (Kind::MinuteRollups, &args.minute_rollups, "--minute-rollups"),
+        (
+            Kind::MinuteRollups,
+            &args.minute_rollups,
+            "--minute-rollups",
+        ),
         (Kind::HourRollups, &args.hour_rollups, "--hour-rollups"),
         (Kind::DayRollups, &args.day_rollups, "--day-rollups"),
     ];
@@ -162,7 +168,15 @@ pub async fn run(
     let turn = with_job_lock(pool, Job::Retention, async || {
         let mut conn = db::connection(pool).await?;
         let policy = run_policy(policy::load(&mut conn).await?, args)?;
-        run_locked(&mut conn, global, args, &archive, policy, Utc::now().date_naive()).await
+        run_locked(
+            &mut conn,
+            global,
+            args,
+            &archive,
+            policy,
+            Utc::now().date_naive(),
+        )
+        .await
     })
     .await?;
     let Turn::Ran(outcome) = turn else {
@@ -173,7 +187,11 @@ pub async fn run(
 }
 
 fn summary(outcome: &RunOutcome, archive: &Archive) -> String {
-    let verb = if outcome.dry_run { "would leave" } else { "left" };
+    let verb = if outcome.dry_run {
+        "would leave"
+    } else {
+        "left"
+    };
     let mut text = String::new();
     for d in &outcome.days {
         text.push_str(&format!(
@@ -323,7 +341,12 @@ async fn run_locked(
             let manifest = dump::archive_table(conn, archive, day, &table, events).await?;
             delete_claims(conn, &table, day).await?;
             record_archived(conn, archive, &manifest, day).await?;
-            db::ddl(conn, global, &format!("DROP TABLE public.{}", quote(&table))).await?;
+            db::ddl(
+                conn,
+                global,
+                &format!("DROP TABLE public.{}", quote(&table)),
+            )
+            .await?;
             outcome.days.push(DayOutcome {
                 day,
                 table,

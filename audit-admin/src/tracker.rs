@@ -183,12 +183,16 @@ fn check(signal: &TrackedSignal, limits: &Limits) -> Result<Checked, audit_core:
     let now = Utc::now();
     let (ticker, normalised_ticker) = rules::ticker("ticker", &signal.ticker)?;
     let price = price(&signal.price)
-        .filter(|p| *p > BigDecimal::from(0))
+        .filter(|p| p.sign() == bigdecimal::num_bigint::Sign::Plus)
         .ok_or_else(|| {
             audit_core::DomainError::invalid("price", "must be a decimal number above 0")
         })?;
-    let original = rules::json("original_signal", &signal.original_signal.to_string(), limits)?
-        .unwrap_or(serde_json::Value::Null);
+    let original = rules::json(
+        "original_signal",
+        &signal.original_signal.to_string(),
+        limits,
+    )?
+    .unwrap_or(serde_json::Value::Null);
     SignalStatus::from_name("status", &signal.status)?;
     SignalLocation::from_name("location", &signal.location)?;
     let received = received_index(signal);
@@ -330,14 +334,26 @@ mod tests {
     fn a_bad_line_is_named_by_its_number() {
         let truncated = &line()[..80];
         let f = file(&format!("{}\n\n{truncated}\n", line()));
-        let error = read_file(f.path()).err().map(|e| e.to_string()).unwrap_or_default();
+        let error = read_file(f.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(error.contains(":3:"), "{error}");
         let wrong = line().replace("\"approved\",\"location\"", "\"approvd\",\"location\"");
         let f = file(&format!("{wrong}\n"));
-        let error = read_file(f.path()).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(error.contains(":1:") && error.contains("unknown status"), "{error}");
+        let error = read_file(f.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains(":1:") && error.contains("unknown status"),
+            "{error}"
+        );
         let f = file(&line().replace("\"format_version\":1", "\"format_version\":2"));
-        let error = read_file(f.path()).err().map(|e| e.to_string()).unwrap_or_default();
+        let error = read_file(f.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(error.contains("format_version 2"), "{error}");
     }
 }

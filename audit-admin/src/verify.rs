@@ -10,10 +10,10 @@
 //! `created_at`, that the file does not have.
 
 use crate::cli::VerifyArgs;
+use crate::db;
 use crate::error::AdminError;
 use crate::report::{self, Report};
 use crate::tracker::{self, TrackedEvent, TrackedSignal};
-use crate::db;
 use audit_db::PgPool;
 use audit_db::models::{EventRow, SignalRow};
 use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
@@ -70,18 +70,38 @@ pub fn compare(line: usize, file: &TrackedSignal, db: &TrackedSignal) -> Vec<Dif
         file.original_signal.clone(),
         db.original_signal.clone(),
     );
-    diff("created_at".into(), value(file.created_at), value(db.created_at));
+    diff(
+        "created_at".into(),
+        value(file.created_at),
+        value(db.created_at),
+    );
     diff("status".into(), value(&file.status), value(&db.status));
-    diff("location".into(), value(&file.location), value(&db.location));
+    diff(
+        "location".into(),
+        value(&file.location),
+        value(&db.location),
+    );
     // Optional in the file: compared when present.
     if file.updated_at.is_some() {
-        diff("updated_at".into(), value(file.updated_at), value(db.updated_at));
+        diff(
+            "updated_at".into(),
+            value(file.updated_at),
+            value(db.updated_at),
+        );
     }
     if file.error_count.is_some() {
-        diff("error_count".into(), value(file.error_count), value(db.error_count));
+        diff(
+            "error_count".into(),
+            value(file.error_count),
+            value(db.error_count),
+        );
     }
     if file.retry_count.is_some() {
-        diff("retry_count".into(), value(file.retry_count), value(db.retry_count));
+        diff(
+            "retry_count".into(),
+            value(file.retry_count),
+            value(db.retry_count),
+        );
     }
     if file.total_processing_time_us.is_some() {
         diff(
@@ -113,15 +133,31 @@ pub fn compare(line: usize, file: &TrackedSignal, db: &TrackedSignal) -> Vec<Dif
             diff(field("event_id"), value(a.event_id), value(b.event_id));
         }
         diff(field("timestamp"), value(a.timestamp), value(b.timestamp));
-        diff(field("event_type"), value(&a.event_type), value(&b.event_type));
+        diff(
+            field("event_type"),
+            value(&a.event_type),
+            value(&b.event_type),
+        );
         diff(field("location"), value(&a.location), value(&b.location));
         diff(field("worker_id"), value(&a.worker_id), value(&b.worker_id));
         diff(field("details"), value(&a.details), value(&b.details));
         let json = |v: &Option<serde_json::Value>| v.clone().filter(|v| !v.is_null());
-        diff(field("error_info"), value(json(&a.error_info)), value(json(&b.error_info)));
+        diff(
+            field("error_info"),
+            value(json(&a.error_info)),
+            value(json(&b.error_info)),
+        );
         let status = |s: Option<i32>| s.filter(|s| *s != 0);
-        diff(field("http_status"), value(status(a.http_status)), value(status(b.http_status)));
-        diff(field("response_data"), value(&a.response_data), value(&b.response_data));
+        diff(
+            field("http_status"),
+            value(status(a.http_status)),
+            value(status(b.http_status)),
+        );
+        diff(
+            field("response_data"),
+            value(&a.response_data),
+            value(&b.response_data),
+        );
     }
     out
 }
@@ -133,10 +169,11 @@ pub async fn run(pool: &PgPool, args: &VerifyArgs) -> Result<Report, AdminError>
     let mut differences = Vec::new();
     for page in lines.chunks(PAGE) {
         let ids: Vec<Uuid> = page.iter().map(|(l, _)| l.signal.signal_id).collect();
-        let signals: Vec<SignalRow> = diesel::sql_query("SELECT * FROM signals WHERE signal_id = ANY($1)")
-            .bind::<Array<SqlUuid>, _>(&ids)
-            .load(&mut conn)
-            .await?;
+        let signals: Vec<SignalRow> =
+            diesel::sql_query("SELECT * FROM signals WHERE signal_id = ANY($1)")
+                .bind::<Array<SqlUuid>, _>(&ids)
+                .load(&mut conn)
+                .await?;
         let events: Vec<EventRow> = diesel::sql_query(
             "SELECT sequence, event_id, signal_id, ts, event_type, location, worker_id, details, \
                     error_info, http_status, response_data, recorded_at \
@@ -161,7 +198,11 @@ pub async fn run(pool: &PgPool, args: &VerifyArgs) -> Result<Report, AdminError>
                 }),
                 Some(row) => {
                     let own = by_signal.remove(&row.signal_id).unwrap_or_default();
-                    differences.extend(compare(line.number, &line.signal, &tracker::from_rows(row, &own)));
+                    differences.extend(compare(
+                        line.number,
+                        &line.signal,
+                        &tracker::from_rows(row, &own),
+                    ));
                 }
             }
         }

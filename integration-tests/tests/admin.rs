@@ -2,19 +2,22 @@
 //! schema guard, partitions, data-quality checks, and the job locks that
 //! keep the writer's periodic jobs to one writer at a time.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on purpose"
+)]
+
 use audit_db::leader::{Job, Turn, with_job_lock};
 use audit_db::{PgPool, PoolConfig, build_pool};
 use diesel::QueryableByName;
 use diesel::sql_types::Timestamptz;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-use integration_tests::{cluster, connect, fresh_database, writer_args};
+use integration_tests::{cluster, connect, fresh_database, wait_until, writer_args};
 use std::time::Duration;
 
 async fn admin(url: &str, args: &[&str]) -> audit_admin::Output {
-    let mut argv = vec![
-        "audit-admin".to_owned(),
-        format!("--database-url={url}"),
-    ];
+    let mut argv = vec!["audit-admin".to_owned(), format!("--database-url={url}")];
     argv.extend(args.iter().map(|a| (*a).to_owned()));
     audit_admin::run(argv).await
 }
@@ -54,24 +57,45 @@ async fn migrate_status_down_and_the_writers_guard_against_a_newer_schema() {
     // Destructive without --yes: refused, nothing reverted.
     let refused = admin(&url, &["migrate", "down"]).await;
     assert_eq!(refused.code, 2);
-    assert!(refused.stderr.contains("without --yes"), "{}", refused.stderr);
-    assert!(audit_migrations::status(&url).await.unwrap().pending.is_empty());
+    assert!(
+        refused.stderr.contains("without --yes"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        audit_migrations::status(&url)
+            .await
+            .unwrap()
+            .pending
+            .is_empty()
+    );
 
     // One step down and up again.
     let down = admin(&url, &["--json", "migrate", "down", "--yes"]).await;
     assert_eq!(down.code, 0, "{down:?}");
     assert_eq!(json(&down)["reverted"].as_array().map(Vec::len), Some(1));
-    assert_eq!(audit_migrations::status(&url).await.unwrap().pending.len(), 1);
+    assert_eq!(
+        audit_migrations::status(&url).await.unwrap().pending.len(),
+        1
+    );
     let up = admin(&url, &["migrate", "up"]).await;
     assert_eq!(up.code, 0, "{up:?}");
-    assert!(audit_migrations::status(&url).await.unwrap().pending.is_empty());
+    assert!(
+        audit_migrations::status(&url)
+            .await
+            .unwrap()
+            .pending
+            .is_empty()
+    );
 
     // A newer release migrated the database: the writer refuses to start,
     // and status names the unknown version.
     let mut conn = connect(&url).await;
-    conn.batch_execute("INSERT INTO __diesel_schema_migrations (version) VALUES ('20991231000000')")
-        .await
-        .unwrap();
+    conn.batch_execute(
+        "INSERT INTO __diesel_schema_migrations (version) VALUES ('20991231000000')",
+    )
+    .await
+    .unwrap();
     let error = audit_writer::server::check_schema(&writer_args(url.clone()))
         .await
         .err()
@@ -82,13 +106,21 @@ async fn migrate_status_down_and_the_writers_guard_against_a_newer_schema() {
         "{error}"
     );
     let status = admin(&url, &["migrate", "status"]).await;
-    assert!(status.stdout.contains("unknown  20991231000000"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("unknown  20991231000000"),
+        "{}",
+        status.stdout
+    );
     let down = admin(&url, &["migrate", "down", "--yes"]).await;
     assert_eq!(down.code, 2, "{down:?}");
 
     // An unreachable database does not stop the writer from starting.
     let unreachable = writer_args("postgres://postgres@127.0.0.1:1/nothing".into());
-    assert!(audit_writer::server::check_schema(&unreachable).await.is_ok());
+    assert!(
+        audit_writer::server::check_schema(&unreachable)
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -99,14 +131,36 @@ async fn partitions_are_listed_and_created_ahead_and_back() {
 
     let ensured = admin(
         &url,
-        &["--json", "partitions", "ensure", "--ahead-days=10", &format!("--from={from}")],
+        &[
+            "--json",
+            "partitions",
+            "ensure",
+            "--ahead-days=10",
+            &format!("--from={from}"),
+        ],
     )
     .await;
     assert_eq!(ensured.code, 0, "{ensured:?}");
-    let created = json(&ensured)["created"].as_array().cloned().unwrap_or_default();
-    assert!(created.contains(&serde_json::json!(from.to_string())), "{created:?}");
+    let created = json(&ensured)["created"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        created.contains(&serde_json::json!(from.to_string())),
+        "{created:?}"
+    );
     // Idempotent.
-    let again = admin(&url, &["--json", "partitions", "ensure", "--ahead-days=10", &format!("--from={from}")]).await;
+    let again = admin(
+        &url,
+        &[
+            "--json",
+            "partitions",
+            "ensure",
+            "--ahead-days=10",
+            &format!("--from={from}"),
+        ],
+    )
+    .await;
     assert_eq!(json(&again)["created"], serde_json::json!([]));
 
     let list = admin(&url, &["--json", "partitions", "list", "--exact"]).await;
@@ -119,7 +173,10 @@ async fn partitions_are_listed_and_created_ahead_and_back() {
         .filter_map(|p| p["day"].as_str().map(ToOwned::to_owned))
         .collect();
     assert!(days.contains(&from.to_string()));
-    assert!(list.as_array().unwrap().iter().any(|p| p["day"].is_null()), "default partition listed");
+    assert!(
+        list.as_array().unwrap().iter().any(|p| p["day"].is_null()),
+        "default partition listed"
+    );
     let text = admin(&url, &["partitions", "list"]).await;
     assert!(text.stdout.contains("default"), "{}", text.stdout);
 
@@ -137,7 +194,11 @@ async fn partitions_are_listed_and_created_ahead_and_back() {
     .unwrap();
     let refused = admin(&url, &["partitions", "ensure", &format!("--from={old}")]).await;
     assert_eq!(refused.code, 2, "{refused:?}");
-    assert!(refused.stderr.contains("default partition"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("default partition"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[tokio::test]
@@ -146,7 +207,13 @@ async fn check_exits_one_on_findings() {
     let url = cluster.primary_url(&fresh_database(cluster).await);
     let clean = admin(&url, &["--json", "check"]).await;
     assert_eq!(clean.code, 0, "{clean:?}");
-    assert!(json(&clean).as_array().unwrap().iter().all(|f| f["count"] == 0));
+    assert!(
+        json(&clean)
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["count"] == 0)
+    );
 
     // An event id claimed without its event.
     let mut conn = connect(&url).await;
@@ -160,7 +227,10 @@ async fn check_exits_one_on_findings() {
     let found = admin(&url, &["check"]).await;
     assert_eq!(found.code, 1, "{found:?}");
     assert!(
-        found.stdout.contains("orphan_events      1") && found.stdout.contains("00000000-0000-0000-0000-0000000000ee"),
+        found.stdout.contains("orphan_events      1")
+            && found
+                .stdout
+                .contains("00000000-0000-0000-0000-0000000000ee"),
         "{}",
         found.stdout
     );
@@ -173,7 +243,9 @@ async fn check_exits_one_on_findings() {
     })
     .await
     .unwrap();
-    let Turn::Ran(busy) = turn else { panic!("lock not taken") };
+    let Turn::Ran(busy) = turn else {
+        panic!("lock not taken")
+    };
     assert_eq!(busy.code, 2);
     assert!(busy.stderr.contains("in progress"), "{}", busy.stderr);
 }
@@ -186,10 +258,14 @@ async fn a_job_runs_in_one_place_at_a_time() {
     // Two contenders for the same job: the second is told it is busy; a
     // different job is not affected.
     let turn = with_job_lock(&pool, Job::MatviewRefresh, async || {
-        let second = with_job_lock(&pool, Job::MatviewRefresh, async || Ok::<_, audit_db::DbError>(()))
-            .await?;
-        let other = with_job_lock(&pool, Job::RollupRefresh, async || Ok::<_, audit_db::DbError>(()))
-            .await?;
+        let second = with_job_lock(&pool, Job::MatviewRefresh, async || {
+            Ok::<_, audit_db::DbError>(())
+        })
+        .await?;
+        let other = with_job_lock(&pool, Job::RollupRefresh, async || {
+            Ok::<_, audit_db::DbError>(())
+        })
+        .await?;
         Ok::<_, audit_db::DbError>((second, other))
     })
     .await
@@ -197,7 +273,12 @@ async fn a_job_runs_in_one_place_at_a_time() {
     assert_eq!(turn, Turn::Ran((Turn::Busy, Turn::Ran(()))));
     // Released afterwards.
     assert_eq!(
-        with_job_lock(&pool, Job::MatviewRefresh, async || Ok::<_, audit_db::DbError>(1)).await.unwrap(),
+        with_job_lock(&pool, Job::MatviewRefresh, async || Ok::<
+            _,
+            audit_db::DbError,
+        >(1))
+        .await
+        .unwrap(),
         Turn::Ran(1)
     );
 }
@@ -251,14 +332,13 @@ async fn the_writers_matview_refresh_waits_for_the_job_lock() {
     );
     let _ = release.send(());
     assert_eq!(holder.await.unwrap().unwrap(), Turn::Ran(()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while matview_refreshed_at(&url).await == before {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never refreshed after the lock was free"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        "the matview refresh once the job is free",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        async || (matview_refreshed_at(&url).await != before).then_some(()),
+    )
+    .await;
     writer.shutdown().await;
 }
 
@@ -275,7 +355,11 @@ async fn help_is_everywhere() {
     ] {
         let output = admin("postgres://unused", &args).await;
         assert_eq!(output.code, 0, "{args:?}");
-        assert!(output.stdout.contains("Usage"), "{args:?}: {}", output.stdout);
+        assert!(
+            output.stdout.contains("Usage"),
+            "{args:?}: {}",
+            output.stdout
+        );
     }
     let bad = admin("postgres://unused", &["retention", "frobnicate"]).await;
     assert_eq!(bad.code, 2);

@@ -4,6 +4,12 @@
 //! write more, restore to that time into a fresh directory, and compare:
 //! exactly the rows committed before that time.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on purpose"
+)]
+
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text, Timestamptz};
@@ -21,7 +27,10 @@ fn free_port() -> u16 {
 }
 
 fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("scripts").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("scripts")
+        .join(name)
 }
 
 /// Stops the clusters of a test however it ends.
@@ -32,8 +41,16 @@ struct Clusters {
 
 impl Drop for Clusters {
     fn drop(&mut self) {
-        let _ = Command::new("bash").arg(script("backup.sh")).arg("stop").arg(&self.restored).output();
-        let _ = Command::new("bash").arg(script("pg-cluster.sh")).arg("stop").arg(&self.dir).output();
+        let _ = Command::new("bash")
+            .arg(script("backup.sh"))
+            .arg("stop")
+            .arg(&self.restored)
+            .output();
+        let _ = Command::new("bash")
+            .arg(script("pg-cluster.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -70,7 +87,11 @@ async fn backup_then_point_in_time_restore_holds_exactly_the_rows_before_the_tim
     if Command::new("pgbackrest").arg("version").output().is_err() {
         panic!("pgbackrest is not installed (scripts/install-deps.sh installs it)");
     }
-    let dir = tempfile::Builder::new().prefix("audit-admin-backup-").tempdir_in("/tmp").unwrap().keep();
+    let dir = tempfile::Builder::new()
+        .prefix("audit-admin-backup-")
+        .tempdir_in("/tmp")
+        .unwrap()
+        .keep();
     Command::new("chmod").arg("755").arg(&dir).status().unwrap();
     let clusters = Clusters {
         dir: dir.clone(),
@@ -80,10 +101,19 @@ async fn backup_then_point_in_time_restore_holds_exactly_the_rows_before_the_tim
     let started = Command::new("bash")
         .env("PG_CLUSTER_BACKUP", "1")
         .arg(script("pg-cluster.sh"))
-        .args(["start", dir.to_str().unwrap(), &primary.to_string(), &replica.to_string()])
+        .args([
+            "start",
+            dir.to_str().unwrap(),
+            &primary.to_string(),
+            &replica.to_string(),
+        ])
         .output()
         .unwrap();
-    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
     let url = format!("postgres://postgres@127.0.0.1:{primary}/postgres");
     let config = dir.join("pgbackrest/pgbackrest.conf").display().to_string();
     let br = |more: &[&str]| {
@@ -93,11 +123,16 @@ async fn backup_then_point_in_time_restore_holds_exactly_the_rows_before_the_tim
     };
     let mut conn = connect(&url).await;
     let insert = |from: i64, to: i64| {
-        format!("INSERT INTO probe SELECT g, md5(g::text), clock_timestamp() FROM generate_series({from}, {to}) g")
+        format!(
+            "INSERT INTO probe SELECT g, md5(g::text), clock_timestamp() FROM generate_series({from}, {to}) g"
+        )
     };
-    conn.batch_execute(&format!("CREATE TABLE probe (id bigint PRIMARY KEY, v text, at timestamptz); {}", insert(1, 100)))
-        .await
-        .unwrap();
+    conn.batch_execute(&format!(
+        "CREATE TABLE probe (id bigint PRIMARY KEY, v text, at timestamptz); {}",
+        insert(1, 100)
+    ))
+    .await
+    .unwrap();
 
     let full = admin(&br(&["--json", "backup", "--type=full"])).await;
     assert_eq!(full.code, 0, "{full:?}");
@@ -115,7 +150,10 @@ async fn backup_then_point_in_time_restore_holds_exactly_the_rows_before_the_tim
         #[diesel(sql_type = Timestamptz)]
         at: DateTime<Utc>,
     }
-    let Now { at } = diesel::sql_query("SELECT clock_timestamp() AS at").get_result(&mut conn).await.unwrap();
+    let Now { at } = diesel::sql_query("SELECT clock_timestamp() AS at")
+        .get_result(&mut conn)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     conn.batch_execute(&insert(301, 400)).await.unwrap();
     // The WAL holding rows 301-400 (past the target) must be archived too,
@@ -123,13 +161,24 @@ async fn backup_then_point_in_time_restore_holds_exactly_the_rows_before_the_tim
     conn.batch_execute("SELECT pg_switch_wal()").await.unwrap();
     let info = admin(&br(&["--json", "backup-info"])).await;
     assert_eq!(info.code, 0, "{info:?}");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&info.stdout).unwrap().as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&info.stdout)
+            .unwrap()
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
 
     // Refused: a target that is not empty.
     let busy_target = dir.join("not-empty");
     std::fs::create_dir_all(&busy_target).unwrap();
     std::fs::write(busy_target.join("x"), "x").unwrap();
-    let refused = admin(&br(&["restore-backup", &format!("--to={}", at.to_rfc3339()), &format!("--target={}", busy_target.display())])).await;
+    let refused = admin(&br(&[
+        "restore-backup",
+        &format!("--to={}", at.to_rfc3339()),
+        &format!("--target={}", busy_target.display()),
+    ]))
+    .await;
     assert_eq!(refused.code, 2);
     assert!(refused.stderr.contains("not empty"), "{}", refused.stderr);
 

@@ -1,6 +1,12 @@
 //! Migration from the old tracker: `audit-admin import`, `verify` and
 //! `export` against the real primary.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on purpose"
+)]
+
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel_async::SimpleAsyncConnection;
 use integration_tests::{cluster, connect, count_rows, fresh_database};
@@ -79,12 +85,22 @@ async fn import_twice_verify_and_round_trip_through_export() {
     assert_eq!(first.code, 0, "{first:?}");
     let first = stdout_json(&first);
     assert_eq!(first["signals_created"], 30);
-    let events: usize = records.iter().map(|r| r["events"].as_array().unwrap().len()).sum();
+    let events: usize = records
+        .iter()
+        .map(|r| r["events"].as_array().unwrap().len())
+        .sum();
     // Each signal's `received` event is the write path's own.
     assert_eq!(first["events_created"], events - 30);
-    assert_eq!(first["partitions_created"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        first["partitions_created"].as_array().map(Vec::len),
+        Some(2)
+    );
     let mut conn = connect(&url).await;
-    assert_eq!(count_rows(&mut conn, "signal_events_default").await, 0, "old events fell into the default partition");
+    assert_eq!(
+        count_rows(&mut conn, "signal_events_default").await,
+        0,
+        "old events fell into the default partition"
+    );
     assert_eq!(count_rows(&mut conn, "signal_events").await, events as i64);
 
     // Idempotent: nothing new the second time.
@@ -96,7 +112,13 @@ async fn import_twice_verify_and_round_trip_through_export() {
 
     let verified = admin(&url, &["verify", file_arg]).await;
     assert_eq!(verified.code, 0, "{verified:?}");
-    assert!(verified.stdout.contains("30 signals checked, 0 difference(s)"), "{}", verified.stdout);
+    assert!(
+        verified
+            .stdout
+            .contains("30 signals checked, 0 difference(s)"),
+        "{}",
+        verified.stdout
+    );
 
     // Export everything, import into an empty database, verify: no difference.
     let exported = dir.path().join("export.jsonl");
@@ -105,13 +127,27 @@ async fn import_twice_verify_and_round_trip_through_export() {
     let other = cluster.primary_url(&fresh_database(cluster).await);
     let import = admin(&other, &["import", exported.to_str().unwrap()]).await;
     assert_eq!(import.code, 0, "{import:?}");
-    for (db, f) in [(&other, exported.to_str().unwrap()), (&other, file_arg), (&url, exported.to_str().unwrap())] {
+    for (db, f) in [
+        (&other, exported.to_str().unwrap()),
+        (&other, file_arg),
+        (&url, exported.to_str().unwrap()),
+    ] {
         let v = admin(db, &["--json", "verify", f]).await;
         assert_eq!(v.code, 0, "{f}: {}", v.stdout);
     }
     // A filtered export holds only that ticker.
     let aapl = dir.path().join("aapl.jsonl");
-    let filtered = admin(&url, &["--json", "export", "--ticker=AAPL", "--output", aapl.to_str().unwrap()]).await;
+    let filtered = admin(
+        &url,
+        &[
+            "--json",
+            "export",
+            "--ticker=AAPL",
+            "--output",
+            aapl.to_str().unwrap(),
+        ],
+    )
+    .await;
     assert_eq!(stdout_json(&filtered)["signals"], 15);
 
     // Differences are reported per signal and field, with the file's line.
@@ -133,19 +169,46 @@ async fn import_twice_verify_and_round_trip_through_export() {
     let differences = report["differences"].as_array().unwrap();
     let fields: Vec<(String, String, serde_json::Value)> = differences
         .iter()
-        .map(|d| (d["signal_id"].as_str().unwrap().to_owned(), d["field"].as_str().unwrap().to_owned(), d["line"].clone()))
+        .map(|d| {
+            (
+                d["signal_id"].as_str().unwrap().to_owned(),
+                d["field"].as_str().unwrap().to_owned(),
+                d["line"].clone(),
+            )
+        })
         .collect();
-    assert!(fields.contains(&(changed.clone(), "tags".into(), json!(5))), "{fields:?}");
-    assert!(fields.contains(&(changed.clone(), "events[1].details".into(), json!(5))), "{fields:?}");
-    assert!(fields.contains(&(missing["signal_id"].as_str().unwrap().to_owned(), "signal".into(), json!(31))), "{fields:?}");
+    assert!(
+        fields.contains(&(changed.clone(), "tags".into(), json!(5))),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&(changed.clone(), "events[1].details".into(), json!(5))),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&(
+            missing["signal_id"].as_str().unwrap().to_owned(),
+            "signal".into(),
+            json!(31)
+        )),
+        "{fields:?}"
+    );
     let text = admin(&url, &["verify", file_arg]).await;
     assert_eq!(text.code, 1);
-    assert!(text.stdout.contains(&format!("{changed} (line 5) tags")), "{}", text.stdout);
+    assert!(
+        text.stdout.contains(&format!("{changed} (line 5) tags")),
+        "{}",
+        text.stdout
+    );
     // An extra signal in the database, in the file's time span.
     write(&file, &records[1..]);
     let extra = stdout_json(&admin(&url, &["--json", "verify", file_arg]).await);
     assert!(
-        extra["differences"].as_array().unwrap().iter().any(|d| d["signal_id"] == records[0]["signal_id"] && d["database"] == "present"),
+        extra["differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["signal_id"] == records[0]["signal_id"] && d["database"] == "present"),
         "{extra}"
     );
 }
@@ -159,7 +222,12 @@ async fn truncated_and_malformed_lines_are_named_and_nothing_is_written() {
     let records = snapshot(4);
     let good: Vec<String> = records.iter().map(ToString::to_string).collect();
 
-    let truncated = format!("{}\n{}\n{}\n", good[0], good[1], &good[2][..good[2].len() / 2]);
+    let truncated = format!(
+        "{}\n{}\n{}\n",
+        good[0],
+        good[1],
+        &good[2][..good[2].len() / 2]
+    );
     let mut bad_status = records[1].clone();
     bad_status["events"][1]["event_type"] = json!("procesing");
     let mut bad_price = records[1].clone();
@@ -169,22 +237,35 @@ async fn truncated_and_malformed_lines_are_named_and_nothing_is_written() {
     for (text, line, message) in [
         (truncated, 3, "not a tracker record"),
         (format!("{}\n{bad_status}\n", good[0]), 2, "unknown status"),
-        (format!("{}\n\n{}\n{bad_price}\n", good[0], good[2]), 4, "price"),
+        (
+            format!("{}\n\n{}\n{bad_price}\n", good[0], good[2]),
+            4,
+            "price",
+        ),
         (format!("{unknown_field}\n"), 1, "unknown field"),
-        (format!("{}\nnot json at all\n", good[0]), 2, "not a tracker record"),
+        (
+            format!("{}\nnot json at all\n", good[0]),
+            2,
+            "not a tracker record",
+        ),
     ] {
         std::fs::write(&file, text).unwrap();
         for command in ["import", "verify"] {
             let output = admin(&url, &[command, file.to_str().unwrap()]).await;
             assert_eq!(output.code, 2, "{command}: {output:?}");
             assert!(
-                output.stderr.contains(&format!("bad.jsonl:{line}:")) && output.stderr.contains(message),
+                output.stderr.contains(&format!("bad.jsonl:{line}:"))
+                    && output.stderr.contains(message),
                 "{command}: {}",
                 output.stderr
             );
         }
         let mut conn = connect(&url).await;
-        assert_eq!(count_rows(&mut conn, "signals").await, 0, "a bad file wrote something");
+        assert_eq!(
+            count_rows(&mut conn, "signals").await,
+            0,
+            "a bad file wrote something"
+        );
     }
     let missing = admin(&url, &["import", "/nonexistent/file.jsonl"]).await;
     assert_eq!(missing.code, 2);

@@ -5,27 +5,37 @@
 //! refusals: no --yes, retention under a day, a second concurrent run, a day
 //! never archived, a corrupted or missing archive file.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on purpose"
+)]
+
 use audit_db::leader::{Job, Turn, with_job_lock};
 use audit_proto::v1 as pb;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel_async::RunQueryDsl;
-use integration_tests::{TestApp, connect, new_event};
+use integration_tests::{TestApp, connect, new_event, wait_until};
 use pb::{SignalLocation as L, SignalStatus as S};
 use std::time::Duration;
 
 const SIGNALS: usize = 12;
 
 async fn admin(url: &str, archive: &std::path::Path, args: &[&str]) -> audit_admin::Output {
-    let mut argv = vec![
-        "audit-admin".to_owned(),
-        format!("--database-url={url}"),
-    ];
+    let mut argv = vec!["audit-admin".to_owned(), format!("--database-url={url}")];
     argv.extend(args.iter().map(|a| (*a).to_owned()));
     // Only the commands that take it.
-    let command: Vec<&str> = args.iter().copied().filter(|a| !a.starts_with("--")).collect();
-    if matches!(command.as_slice(), ["retention", "run", ..] | ["archive", ..] | ["restore", ..]) {
+    let command: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if matches!(
+        command.as_slice(),
+        ["retention", "run", ..] | ["archive", ..] | ["restore", ..]
+    ) {
         argv.push(format!("--archive-url={}", archive.display()));
     }
     audit_admin::run(argv).await
@@ -53,7 +63,8 @@ async fn app_with_old_day(day: NaiveDate) -> (TestApp, Vec<String>) {
     for i in 0..SIGNALS {
         let id = uuid::Uuid::new_v4().to_string();
         let at = midnight(day) + TimeDelta::hours(9) + TimeDelta::minutes(i as i64 * 7);
-        let mut signal = integration_tests::new_signal(if i % 2 == 0 { "NASDAQ:AAPL" } else { "BTC/USD" });
+        let mut signal =
+            integration_tests::new_signal(if i % 2 == 0 { "NASDAQ:AAPL" } else { "BTC/USD" });
         signal.signal_id = id.clone();
         signal.received_at = Some(audit_wire::convert::to_timestamp(at));
         signal.tags = vec![format!("batch-{}", i % 3)];
@@ -135,11 +146,16 @@ async fn checksums(url: &str, day: NaiveDate) -> [Option<String>; 3] {
 
 /// Until the refresher has consumed every dirty key.
 async fn wait_rollups(app: &TestApp) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while count(&app.primary_url, "SELECT count(*) AS n FROM rollup_dirty").await > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "rollups never refreshed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the rollup refresher takes every dirty key",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        async || {
+            (count(&app.primary_url, "SELECT count(*) AS n FROM rollup_dirty").await == 0)
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 fn old_day() -> NaiveDate {
@@ -163,7 +179,12 @@ async fn a_day_leaves_by_its_partition_and_comes_back_row_for_row() {
     assert!(count(&url, &minutes).await > 0);
 
     // Dry run: says what would leave, changes nothing.
-    let dry = admin(&url, dir.path(), &["--json", "retention", "run", "--dry-run"]).await;
+    let dry = admin(
+        &url,
+        dir.path(),
+        &["--json", "retention", "run", "--dry-run"],
+    )
+    .await;
     assert_eq!(dry.code, 0, "{dry:?}");
     let dry: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
     assert_eq!(dry["days"][0]["day"], day.to_string());
@@ -180,11 +201,23 @@ async fn a_day_leaves_by_its_partition_and_comes_back_row_for_row() {
     // Gone from the live tables: partition, events, claims, signals, minute
     // rollups; the hourly and daily rollups of the day are still there.
     let partitions = admin(&url, dir.path(), &["--json", "partitions", "list"]).await;
-    assert!(!partitions.stdout.contains(&format!("\"{day}\"")), "{}", partitions.stdout);
-    let signal_list = ids.iter().map(|i| format!("'{i}'")).collect::<Vec<_>>().join(",");
+    assert!(
+        !partitions.stdout.contains(&format!("\"{day}\"")),
+        "{}",
+        partitions.stdout
+    );
+    let signal_list = ids
+        .iter()
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(",");
     for table in ["signal_events", "signal_event_ids", "signals"] {
         assert_eq!(
-            count(&url, &format!("SELECT count(*) AS n FROM {table} WHERE signal_id IN ({signal_list})")).await,
+            count(
+                &url,
+                &format!("SELECT count(*) AS n FROM {table} WHERE signal_id IN ({signal_list})")
+            )
+            .await,
             0,
             "{table}"
         );
@@ -192,12 +225,25 @@ async fn a_day_leaves_by_its_partition_and_comes_back_row_for_row() {
     assert_eq!(count(&url, &minutes).await, 0);
     let after = checksums(&url, day).await;
     assert_eq!(after[2], before[2], "hourly/daily rollups changed");
-    assert!(dir.path().join(format!("signal_events/day={day}/manifest.json")).exists());
+    assert!(
+        dir.path()
+            .join(format!("signal_events/day={day}/manifest.json"))
+            .exists()
+    );
     let check = admin(&url, dir.path(), &["check"]).await;
-    assert_eq!(check.code, 0, "retention left inconsistencies: {}", check.stdout);
+    assert_eq!(
+        check.code, 0,
+        "retention left inconsistencies: {}",
+        check.stdout
+    );
 
     // Restore: every row as it was.
-    let restored = admin(&url, dir.path(), &["--json", "restore", &format!("--day={day}")]).await;
+    let restored = admin(
+        &url,
+        dir.path(),
+        &["--json", "restore", &format!("--day={day}")],
+    )
+    .await;
     assert_eq!(restored.code, 0, "{restored:?}");
     let after = checksums(&url, day).await;
     assert_eq!(after, before, "restored rows differ");
@@ -228,15 +274,26 @@ async fn a_day_leaves_by_its_partition_and_comes_back_row_for_row() {
     assert!(again.stderr.contains("live events"), "{}", again.stderr);
 
     // It leaves again with the next run, reusing the identical archive.
-    let manifest = std::fs::read(dir.path().join(format!("signal_events/day={day}/manifest.json"))).unwrap();
+    let manifest = std::fs::read(
+        dir.path()
+            .join(format!("signal_events/day={day}/manifest.json")),
+    )
+    .unwrap();
     let rerun = admin(&url, dir.path(), &["retention", "run", "--yes"]).await;
     assert_eq!(rerun.code, 0, "{rerun:?}");
     assert_eq!(
-        count(&url, &format!("SELECT count(*) AS n FROM signals WHERE signal_id IN ({signal_list})")).await,
+        count(
+            &url,
+            &format!("SELECT count(*) AS n FROM signals WHERE signal_id IN ({signal_list})")
+        )
+        .await,
         0
     );
-    let manifest_after =
-        std::fs::read(dir.path().join(format!("signal_events/day={day}/manifest.json"))).unwrap();
+    let manifest_after = std::fs::read(
+        dir.path()
+            .join(format!("signal_events/day={day}/manifest.json")),
+    )
+    .unwrap();
     let events_sha = |m: &[u8]| {
         let m: serde_json::Value = serde_json::from_slice(m).unwrap();
         m["parts"][0]["content_sha256"].clone()
@@ -254,17 +311,36 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
 
     for (args, message) in [
         (vec!["retention", "run"], "without --yes"),
-        (vec!["retention", "run", "--yes", "--raw-events=12h"], "whole days"),
-        (vec!["retention", "run", "--yes", "--raw-events=0"], "at least 1 day"),
         (
-            vec!["retention", "run", "--yes", "--raw-events=30", "--signals=20"],
+            vec!["retention", "run", "--yes", "--raw-events=12h"],
+            "whole days",
+        ),
+        (
+            vec!["retention", "run", "--yes", "--raw-events=0"],
+            "at least 1 day",
+        ),
+        (
+            vec![
+                "retention",
+                "run",
+                "--yes",
+                "--raw-events=30",
+                "--signals=20",
+            ],
             "signals must be kept at least as long",
         ),
-        (vec!["retention", "set", "raw_events", "0"], "at least 1 day"),
+        (
+            vec!["retention", "set", "raw_events", "0"],
+            "at least 1 day",
+        ),
     ] {
         let output = admin(&url, dir.path(), &args).await;
         assert_eq!(output.code, 2, "{args:?}: {output:?}");
-        assert!(output.stderr.contains(message), "{args:?}: {}", output.stderr);
+        assert!(
+            output.stderr.contains(message),
+            "{args:?}: {}",
+            output.stderr
+        );
     }
     assert_eq!(checksums(&url, day).await, before);
 
@@ -284,9 +360,15 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
     })
     .await
     .unwrap();
-    let Turn::Ran(second) = turn else { panic!("lock not taken") };
+    let Turn::Ran(second) = turn else {
+        panic!("lock not taken")
+    };
     assert_eq!(second.code, 2, "{second:?}");
-    assert!(second.stderr.contains("another retention run"), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("another retention run"),
+        "{}",
+        second.stderr
+    );
     assert_eq!(checksums(&url, day).await, before);
 
     // Policy set through the CLI is what a run uses.
@@ -299,20 +381,30 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
     let never = day - TimeDelta::days(1);
     let output = admin(&url, dir.path(), &["restore", &format!("--day={never}")]).await;
     assert_eq!(output.code, 2);
-    assert!(output.stderr.contains("never archived"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("never archived"),
+        "{}",
+        output.stderr
+    );
 
     // Archive and drop the day, then damage the archive: restores refuse
     // before writing anything.
     let run = admin(&url, dir.path(), &["retention", "run", "--yes"]).await;
     assert_eq!(run.code, 0, "{run:?}");
-    let events_file = dir.path().join(format!("signal_events/day={day}/events.jsonl.zst"));
+    let events_file = dir
+        .path()
+        .join(format!("signal_events/day={day}/events.jsonl.zst"));
     let mut bytes = std::fs::read(&events_file).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x55;
     std::fs::write(&events_file, &bytes).unwrap();
     let corrupt = admin(&url, dir.path(), &["restore", &format!("--day={day}")]).await;
     assert_eq!(corrupt.code, 2, "{corrupt:?}");
-    assert!(corrupt.stderr.contains("checksum mismatch"), "{}", corrupt.stderr);
+    assert!(
+        corrupt.stderr.contains("checksum mismatch"),
+        "{}",
+        corrupt.stderr
+    );
     let events_of_day = format!(
         "SELECT count(*) AS n FROM signal_events WHERE ts >= '{}' AND ts < '{}'",
         midnight(day),
@@ -322,12 +414,18 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
     bytes[middle] ^= 0x55;
     std::fs::write(&events_file, &bytes).unwrap();
 
-    let signals_file = dir.path().join(format!("signal_events/day={day}/signals.jsonl.zst"));
+    let signals_file = dir
+        .path()
+        .join(format!("signal_events/day={day}/signals.jsonl.zst"));
     let saved = std::fs::read(&signals_file).unwrap();
     std::fs::remove_file(&signals_file).unwrap();
     let missing = admin(&url, dir.path(), &["restore", &format!("--day={day}")]).await;
     assert_eq!(missing.code, 2, "{missing:?}");
-    assert!(missing.stderr.contains("file is missing"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("file is missing"),
+        "{}",
+        missing.stderr
+    );
     assert_eq!(count(&url, &events_of_day).await, 0);
 
     // Repaired, the archive restores every row.
@@ -344,18 +442,34 @@ async fn archive_writes_a_live_day_without_dropping_it() {
     let url = app.primary_url.clone();
     let dir = tempfile::tempdir().unwrap();
     let before = checksums(&url, day).await;
-    let output = admin(&url, dir.path(), &["--json", "archive", &format!("--day={day}")]).await;
+    let output = admin(
+        &url,
+        dir.path(),
+        &["--json", "archive", &format!("--day={day}")],
+    )
+    .await;
     assert_eq!(output.code, 0, "{output:?}");
     let archived: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
     assert_eq!(archived["events"], SIGNALS as i64 * 5);
     assert_eq!(archived["signals"], SIGNALS);
     assert_eq!(checksums(&url, day).await, before);
     let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.path().join(format!("signal_events/day={day}/manifest.json"))).unwrap(),
+        &std::fs::read(
+            dir.path()
+                .join(format!("signal_events/day={day}/manifest.json")),
+        )
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(manifest["format"], "signal-audit-archive");
-    assert_eq!(manifest["schema_version"], audit_migrations::known().last().cloned().unwrap().replace('-', ""));
+    assert_eq!(
+        manifest["schema_version"],
+        audit_migrations::known()
+            .last()
+            .cloned()
+            .unwrap()
+            .replace('-', "")
+    );
     let unknown = admin(&url, dir.path(), &["archive", "--day=2001-01-01"]).await;
     assert_eq!(unknown.code, 2);
 }

@@ -61,8 +61,16 @@ impl Status {
     fn of(applied: Vec<String>) -> Self {
         let known = known();
         Self {
-            pending: known.iter().filter(|v| !applied.contains(v)).cloned().collect(),
-            unknown: applied.iter().filter(|v| !known.contains(v)).cloned().collect(),
+            pending: known
+                .iter()
+                .filter(|v| !applied.contains(v))
+                .cloned()
+                .collect(),
+            unknown: applied
+                .iter()
+                .filter(|v| !known.contains(v))
+                .cloned()
+                .collect(),
             applied: applied.into_iter().filter(|v| known.contains(v)).collect(),
         }
     }

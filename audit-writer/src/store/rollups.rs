@@ -243,11 +243,10 @@ async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<usize, DbError> {
     // events (or finer rollups) they would be rebuilt from have left, and
     // the stored rollup is the only correct figure (a late event, or a
     // restored archive day, must not shrink it).
-    let horizon: Horizon = diesel::sql_query(
-        "SELECT max(horizon) AS horizon FROM retention_horizon",
-    )
-    .get_result(conn)
-    .await?;
+    let horizon: Horizon =
+        diesel::sql_query("SELECT max(horizon) AS horizon FROM retention_horizon")
+            .get_result(conn)
+            .await?;
     if let Some(horizon) = horizon.horizon {
         keys.retain(|(minute, _)| *minute >= horizon);
     }
