@@ -22,11 +22,16 @@ const POOL_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// Refuses a database migrated by a newer release (an applied migration this
 /// build does not embed): this build's statements may not fit that schema.
 /// A database that cannot be reached passes: the writer starts NOT_SERVING
-/// and serves once it is up.
+/// and serves once it is up. `--allow-newer-schema` turns the refusal into a
+/// warning, for rollbacks over additive migrations.
 pub async fn check_schema(args: &ServeArgs) -> Result<(), MigrationError> {
     match audit_migrations::ensure_known(&args.database.database_url).await {
         Ok(_) => Ok(()),
-        Err(error @ MigrationError::NewerSchema(_)) => Err(error),
+        Err(error @ MigrationError::NewerSchema(_)) if !args.allow_newer_schema => Err(error),
+        Err(error @ MigrationError::NewerSchema(_)) => {
+            tracing::warn!(%error, "starting anyway (AUDIT_ALLOW_NEWER_SCHEMA)");
+            Ok(())
+        }
         Err(error) => {
             tracing::warn!(%error, "cannot check the schema version now");
             Ok(())
