@@ -134,7 +134,8 @@ echo "writes at $RATE/s, while retention ran (and 5 s before): $(percentiles "$S
 s=$(timed "$ADMIN" restore --day "$DAY" --archive-url "$STATE/archive-b")
 echo "restore: $EVENTS events + $SIGNALS signals in $(printf '%.1f' "$s") s = $(rate "$EVENTS" "$s") events/s"
 
-s=$(timed "$ADMIN" export --output "$STATE/day.jsonl")
+NEXT=$(date -u -d "$DAY + 1 day" +%F)
+s=$(timed "$ADMIN" export --from "${DAY}T00:00:00Z" --to "${NEXT}T00:00:00Z" --output "$STATE/day.jsonl")
 echo "export: $SIGNALS signals in $(printf '%.1f' "$s") s; $(du -h "$STATE/day.jsonl" | cut -f1)"
 s=$(timed "$ADMIN" --database-url "postgres://postgres@127.0.0.1:$PRIMARY_PORT/bench_import" import "$STATE/day.jsonl")
 # Each signal's received event is the write path's own: items = signals + the other events.
