@@ -1,5 +1,5 @@
 //! `check`: the data-quality checks of CheckDataQuality (the queries live in
-//! `audit-reader`; this runs the same ones on the primary, in one snapshot,
+//! `audit_db::quality`; this runs the same ones on the primary, in one snapshot,
 //! under the job's cluster-wide lock so a scheduled run and a manual one do
 //! not both scan).
 
@@ -8,7 +8,7 @@ use crate::error::AdminError;
 use crate::report::{self, Report};
 use audit_db::PgPool;
 use audit_db::leader::{Job, Turn, with_job_lock};
-use audit_reader::queries::analytics::quality::{self, Check};
+use audit_db::quality;
 use chrono::{TimeDelta, Utc};
 use serde::Serialize;
 
@@ -17,15 +17,6 @@ struct Finding {
     check: &'static str,
     count: i64,
     ids: Vec<String>,
-}
-
-fn name(check: Check) -> &'static str {
-    match check {
-        Check::OrphanEvents => "orphan_events",
-        Check::StuckSignals => "stuck_signals",
-        Check::CounterMismatch => "counter_mismatch",
-        Check::SummaryMismatch => "summary_mismatch",
-    }
 }
 
 pub async fn run(pool: &PgPool, args: &CheckArgs) -> Result<Report, AdminError> {
@@ -58,7 +49,7 @@ pub async fn run(pool: &PgPool, args: &CheckArgs) -> Result<Report, AdminError> 
     let findings: Vec<Finding> = findings
         .into_iter()
         .map(|f| Finding {
-            check: name(f.check),
+            check: f.check.as_str(),
             count: f.count,
             ids: f.ids,
         })

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 pub fn pool(global: &Global) -> PgPool {
     build_pool(&PoolConfig {
+        name: "admin".into(),
         url: global.database_url.clone(),
         min_idle: 0,
         max_size: 4,

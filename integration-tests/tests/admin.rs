@@ -29,6 +29,7 @@ fn json(output: &audit_admin::Output) -> serde_json::Value {
 
 fn pool(url: &str) -> PgPool {
     build_pool(&PoolConfig {
+        name: "admin-test".into(),
         url: url.to_owned(),
         min_idle: 0,
         max_size: 4,

@@ -346,6 +346,7 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
 
     // A second run while one is in progress: refused at once, nothing done.
     let pool = audit_db::build_pool(&audit_db::PoolConfig {
+        name: "admin-test".into(),
         url: url.clone(),
         min_idle: 0,
         max_size: 2,
