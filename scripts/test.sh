@@ -76,7 +76,7 @@ step_docs() {
     local missing=() var
     while read -r var; do
         grep -q -- "\`$var\`\|$var\b" README.md || missing+=("$var")
-    done < <(grep -rhoE 'env = "[A-Z_]+"' --include=*.rs audit-writer/src audit-reader/src audit-server/src audit-db/src | sed -E 's/env = "([A-Z_]+)"/\1/' | sort -u)
+    done < <(grep -rhoE 'env = "[A-Z_]+"' --include=*.rs audit-writer/src audit-reader/src audit-server/src audit-db/src audit-admin/src | sed -E 's/env = "([A-Z_]+)"/\1/' | sort -u)
     if [[ ${#missing[@]} -gt 0 ]]; then
         echo "test.sh: not documented in README.md: ${missing[*]}" >&2
         return 1

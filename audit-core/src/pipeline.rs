@@ -101,6 +101,23 @@ pub enum SignalLocation {
 }
 
 impl SignalLocation {
+    pub const ALL: [SignalLocation; 6] = [
+        Self::ProcessingQueue,
+        Self::ApprovedQueue,
+        Self::WorkerProcessing,
+        Self::WorkerForwarding,
+        Self::Completed,
+        Self::Discarded,
+    ];
+
+    /// The location PostgreSQL or a file spelled `name`; unknown is an error.
+    pub fn from_name(field: &str, name: &str) -> Result<Self, DomainError> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.as_str() == name)
+            .ok_or_else(|| DomainError::invalid(field, format!("unknown location {name:?}")))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ProcessingQueue => "processing_queue",

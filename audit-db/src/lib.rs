@@ -1,7 +1,8 @@
 //! The storage shared by both services: the diesel [`schema`] (mirroring
 //! the migrations), the [`models`] rows, the bb8 [`pool`] builder, the
 //! consistency tokens of [`replication`], and [`DbError`], which classifies
-//! database failures by what a caller can do about them.
+//! database failures by what a caller can do about them; [`leader`] runs
+//! each periodic job once per cluster.
 //!
 //! The queries themselves live with their only user: the write path in
 //! `audit-writer`'s `store` module, the read and analytics queries in
@@ -11,6 +12,7 @@
 //! to its own statuses.
 
 mod error;
+pub mod leader;
 pub mod models;
 pub mod pool;
 pub mod quality;

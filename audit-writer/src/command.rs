@@ -21,6 +21,12 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     match command {
         Command::Migrate(args) => {
+            if args.revert_all && !args.yes {
+                eprintln!(
+                    "audit-writer: refusing to revert every migration (this drops all data) without --yes"
+                );
+                return ExitCode::FAILURE;
+            }
             let result = if args.revert_all {
                 audit_migrations::revert_all(&args.database.database_url).await
             } else {
@@ -42,6 +48,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Serve(args) => {
+            if let Err(error) = crate::server::check_schema(&args).await {
+                tracing::error!(%error, "refusing to start");
+                eprintln!("audit-writer: {error}");
+                return ExitCode::FAILURE;
+            }
             let listener = match tokio::net::TcpListener::bind(args.listen).await {
                 Ok(listener) => listener,
                 Err(error) => {

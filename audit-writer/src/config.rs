@@ -55,9 +55,13 @@ pub struct DatabaseArgs {
 pub struct MigrateArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// Revert every migration instead (drops all data).
+    /// Revert every migration instead (drops all data; needs --yes).
+    /// `audit-admin migrate down` reverts step by step.
     #[arg(long, default_value_t = false)]
     pub revert_all: bool,
+    /// Confirm --revert-all.
+    #[arg(long, default_value_t = false)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -138,6 +142,12 @@ pub struct ServeArgs {
     /// `audit_data_quality_findings`). Each run reads every signal.
     #[arg(long, env = "AUDIT_DATA_QUALITY_SECS", default_value_t = 3_600)]
     pub data_quality_secs: u64,
+    /// Start even when the database carries migrations this build does not
+    /// know (a newer release migrated it). Off: the writer refuses, since
+    /// its statements may not fit that schema; on only for a rollback to a
+    /// release whose statements are known to fit (additive migrations).
+    #[arg(long, env = "AUDIT_ALLOW_NEWER_SCHEMA", default_value_t = false)]
+    pub allow_newer_schema: bool,
     /// How often the database is pinged for the health status.
     #[arg(long, env = "AUDIT_HEALTH_CHECK_MS", default_value_t = 2_000)]
     pub health_check_ms: u64,

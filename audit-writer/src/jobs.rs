@@ -5,9 +5,13 @@
 //!
 //! Each job's runs are counted in `audit_job_runs_total`, timed in
 //! `audit_job_duration_seconds` and stamped in
-//! `audit_job_last_success_timestamp_seconds` (docs/metrics.md).
+//! `audit_job_last_success_timestamp_seconds` (docs/metrics.md). Each run
+//! takes its job's cluster-wide lock first ([`audit_db::leader`]), so with
+//! several writers every job runs in one of them at a time; the others skip
+//! that turn (a skipped turn counts as a successful run).
 
 use crate::store::{maintenance, rollups, status};
+use audit_db::leader::{Job, Turn, with_job_lock};
 use audit_db::quality::Check;
 use audit_db::{DbError, PgPool};
 use std::future::Future;
@@ -66,6 +70,20 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Runs `work` unless another writer (or `audit-admin`) is running `job`.
+async fn once_per_cluster<T, Fut>(pool: &PgPool, job: Job, work: Fut) -> Result<Option<T>, DbError>
+where
+    Fut: Future<Output = Result<T, DbError>>,
+{
+    match with_job_lock(pool, job, || work).await? {
+        Turn::Ran(value) => Ok(Some(value)),
+        Turn::Busy => {
+            tracing::debug!(job = job.name(), "running elsewhere, skipped");
+            Ok(None)
+        }
+    }
+}
+
 /// How often each job runs.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -87,17 +105,28 @@ pub fn start(pool: &PgPool, schedule: &Schedule) -> Vec<JoinHandle<()>> {
             schedule.partition_maintenance,
             move || {
                 let pool = p1.clone();
-                async move { maintenance::run_partition_maintenance(&pool).await }
+                async move {
+                    let work = maintenance::run_partition_maintenance(&pool);
+                    once_per_cluster(&pool, Job::PartitionMaintenance, work).await?;
+                    Ok(())
+                }
             },
         ),
         // Dashboards lag raw events by about one period.
         every("rollup_refresh", schedule.rollup_refresh, move || {
             let pool = p2.clone();
-            async move { rollups::refresh(&pool).await.map(|_| ()) }
+            async move {
+                once_per_cluster(&pool, Job::RollupRefresh, rollups::refresh(&pool)).await?;
+                Ok(())
+            }
         }),
         every("matview_refresh", schedule.matview_refresh, move || {
             let pool = p3.clone();
-            async move { rollups::refresh_materialized_views(&pool).await }
+            async move {
+                let work = rollups::refresh_materialized_views(&pool);
+                once_per_cluster(&pool, Job::MatviewRefresh, work).await?;
+                Ok(())
+            }
         }),
         data_quality(p4, quality_period),
         sample(pool.clone()),
@@ -105,7 +134,9 @@ pub fn start(pool: &PgPool, schedule: &Schedule) -> Vec<JoinHandle<()>> {
 }
 
 /// The data-quality checks, as gauges: findings by kind (0 from start-up,
-/// so a clean writer shows clean series) and the stuck signals.
+/// so a clean writer shows clean series) and the stuck signals. Run by one
+/// writer at a time: the others keep their last values (alert on the
+/// maximum across pods).
 fn data_quality(pool: PgPool, period: Duration) -> JoinHandle<()> {
     for check in Check::ALL {
         metrics::gauge!("audit_data_quality_findings", "kind" => check.as_str()).set(0.0);
@@ -114,7 +145,11 @@ fn data_quality(pool: PgPool, period: Duration) -> JoinHandle<()> {
     every("data_quality", period, move || {
         let pool = pool.clone();
         async move {
-            for finding in status::data_quality(&pool, period).await? {
+            let work = status::data_quality(&pool, period);
+            let Some(findings) = once_per_cluster(&pool, Job::QualityCheck, work).await? else {
+                return Ok(());
+            };
+            for finding in findings {
                 let count = finding.count as f64;
                 metrics::gauge!("audit_data_quality_findings", "kind" => finding.check.as_str())
                     .set(count);

@@ -7,6 +7,7 @@ use crate::group_commit::GroupCommit;
 use crate::grpc::WriterService;
 use crate::jobs;
 use audit_db::build_pool;
+use audit_migrations::MigrationError;
 use audit_proto::v1::signal_writer_service_server::SignalWriterServiceServer;
 use audit_server::{ServeError, Shutdown};
 use std::future::Future;
@@ -17,6 +18,26 @@ use tonic::service::Routes;
 
 /// How often the pool's size gauges are sampled.
 const POOL_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Refuses a database migrated by a newer release (an applied migration this
+/// build does not embed): this build's statements may not fit that schema.
+/// A database that cannot be reached passes: the writer starts NOT_SERVING
+/// and serves once it is up. `--allow-newer-schema` turns the refusal into a
+/// warning, for rollbacks over additive migrations.
+pub async fn check_schema(args: &ServeArgs) -> Result<(), MigrationError> {
+    match audit_migrations::ensure_known(&args.database.database_url).await {
+        Ok(_) => Ok(()),
+        Err(error @ MigrationError::NewerSchema(_)) if !args.allow_newer_schema => Err(error),
+        Err(error @ MigrationError::NewerSchema(_)) => {
+            tracing::warn!(%error, "starting anyway (AUDIT_ALLOW_NEWER_SCHEMA)");
+            Ok(())
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot check the schema version now");
+            Ok(())
+        }
+    }
+}
 
 /// Serves on `listener` until `shutdown` resolves, then reports NOT_SERVING,
 /// stops accepting, ends open Ingest streams (after acknowledging the

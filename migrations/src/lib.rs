@@ -6,6 +6,8 @@
 //! connection wrapper so callers stay async and no libpq is linked.
 
 use diesel::Connection;
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -20,6 +22,101 @@ pub enum MigrationError {
     Migration(String),
     #[error("migration task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The database carries migrations this build does not know: a newer
+    /// release migrated it, and this one must not write to that schema.
+    #[error(
+        "the database schema is newer than this build: applied migration(s) {} are unknown to it; \
+         run a release that knows them (or revert them with that release's `audit-admin migrate down`)",
+        .0.join(", ")
+    )]
+    NewerSchema(Vec<String>),
+}
+
+/// Every migration of this build, oldest first.
+pub fn known() -> Vec<String> {
+    let mut versions: Vec<String> = MigrationSource::<Pg>::migrations(&MIGRATIONS)
+        .map(|migrations| {
+            migrations
+                .iter()
+                .map(|m| m.name().version().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    versions
+}
+
+/// Where a database stands against this build's migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Applied and known to this build, oldest first.
+    pub applied: Vec<String>,
+    /// Known to this build, not applied yet, oldest first.
+    pub pending: Vec<String>,
+    /// Applied but unknown to this build (a newer release migrated the database).
+    pub unknown: Vec<String>,
+}
+
+impl Status {
+    fn of(applied: Vec<String>) -> Self {
+        let known = known();
+        Self {
+            pending: known
+                .iter()
+                .filter(|v| !applied.contains(v))
+                .cloned()
+                .collect(),
+            unknown: applied
+                .iter()
+                .filter(|v| !known.contains(v))
+                .cloned()
+                .collect(),
+            applied: applied.into_iter().filter(|v| known.contains(v)).collect(),
+        }
+    }
+}
+
+/// Applied, pending and unknown migrations.
+pub async fn status(database_url: &str) -> Result<Status, MigrationError> {
+    let mut applied = applied(database_url).await?;
+    applied.sort();
+    Ok(Status::of(applied))
+}
+
+/// Fails with [`MigrationError::NewerSchema`] when the database carries a
+/// migration this build does not embed. A database never migrated passes.
+pub async fn ensure_known(database_url: &str) -> Result<Status, MigrationError> {
+    let status = status(database_url).await?;
+    if status.unknown.is_empty() {
+        Ok(status)
+    } else {
+        Err(MigrationError::NewerSchema(status.unknown))
+    }
+}
+
+/// Reverts the `steps` newest migrations, newest first; returns their
+/// versions. Refuses when the newest applied migration is unknown to this
+/// build (it cannot know how to revert it).
+pub async fn revert_last(database_url: &str, steps: usize) -> Result<Vec<String>, MigrationError> {
+    ensure_known(database_url).await?;
+    with_connection(database_url, move |conn| {
+        let mut reverted = Vec::new();
+        for _ in 0..steps {
+            if conn
+                .applied_migrations()
+                .map_err(|e| MigrationError::Migration(e.to_string()))?
+                .is_empty()
+            {
+                break;
+            }
+            let version = conn
+                .revert_last_migration(MIGRATIONS)
+                .map_err(|e| MigrationError::Migration(e.to_string()))?;
+            reverted.push(version.to_string());
+        }
+        Ok(reverted)
+    })
+    .await
 }
 
 type Wrapper = AsyncConnectionWrapper<AsyncPgConnection>;

@@ -207,6 +207,12 @@ struct DirtyKey {
     normalised_ticker: String,
 }
 
+#[derive(QueryableByName)]
+struct Horizon {
+    #[diesel(sql_type = diesel::sql_types::Nullable<Timestamptz>)]
+    horizon: Option<DateTime<Utc>>,
+}
+
 /// Brings every dirty bucket up to date; returns how many minute buckets
 /// were recomputed. One transaction: readers never see half a refresh.
 #[tracing::instrument(name = "REFRESH signal_metrics_summary", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "REFRESH", db.collection.name = "signal_metrics_summary"))]
@@ -233,6 +239,17 @@ async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<usize, DbError> {
             .into_iter()
             .map(|k| (k.bucket_minute, k.normalised_ticker))
             .collect();
+    // Buckets older than the retention horizon are never recomputed: the raw
+    // events (or finer rollups) they would be rebuilt from have left, and
+    // the stored rollup is the only correct figure (a late event, or a
+    // restored archive day, must not shrink it).
+    let horizon: Horizon =
+        diesel::sql_query("SELECT max(horizon) AS horizon FROM retention_horizon")
+            .get_result(conn)
+            .await?;
+    if let Some(horizon) = horizon.horizon {
+        keys.retain(|(minute, _)| *minute >= horizon);
+    }
     keys.sort_unstable();
     keys.dedup();
     if !keys.is_empty() {

@@ -1,0 +1,476 @@
+//! `audit-admin retention run`, `archive` and `restore` against the real
+//! primary and replica: a day of events leaves by its partition (archived,
+//! verified, then dropped), its signals with it, its hourly and daily
+//! rollups stay, and a restore brings back every row exactly; plus the
+//! refusals: no --yes, retention under a day, a second concurrent run, a day
+//! never archived, a corrupted or missing archive file.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on purpose"
+)]
+
+use audit_db::leader::{Job, Turn, with_job_lock};
+use audit_proto::v1 as pb;
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel_async::RunQueryDsl;
+use integration_tests::{TestApp, connect, new_event, wait_until};
+use pb::{SignalLocation as L, SignalStatus as S};
+use std::time::Duration;
+
+const SIGNALS: usize = 12;
+
+async fn admin(url: &str, archive: &std::path::Path, args: &[&str]) -> audit_admin::Output {
+    let mut argv = vec!["audit-admin".to_owned(), format!("--database-url={url}")];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    // Only the commands that take it.
+    let command: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if matches!(
+        command.as_slice(),
+        ["retention", "run", ..] | ["archive", ..] | ["restore", ..]
+    ) {
+        argv.push(format!("--archive-url={}", archive.display()));
+    }
+    audit_admin::run(argv).await
+}
+
+fn midnight(day: NaiveDate) -> DateTime<Utc> {
+    day.and_hms_opt(0, 0, 0).unwrap().and_utc()
+}
+
+/// An app whose rollups refresh quickly, with `SIGNALS` signals whose whole
+/// lives (received … forwarded, one failing) happened on `day`.
+async fn app_with_old_day(day: NaiveDate) -> (TestApp, Vec<String>) {
+    let app = TestApp::start_with(|writer, _| writer.rollup_refresh_ms = 200).await;
+    let global = audit_admin::cli::Global {
+        database_url: app.primary_url.clone(),
+        json: false,
+        lock_timeout_ms: 1_000,
+        lock_retries: 3,
+    };
+    let mut conn = connect(&app.primary_url).await;
+    audit_admin::partitions::ensure_days(&mut conn, &global, &[day])
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..SIGNALS {
+        let id = uuid::Uuid::new_v4().to_string();
+        let at = midnight(day) + TimeDelta::hours(9) + TimeDelta::minutes(i as i64 * 7);
+        let mut signal =
+            integration_tests::new_signal(if i % 2 == 0 { "NASDAQ:AAPL" } else { "BTC/USD" });
+        signal.signal_id = id.clone();
+        signal.received_at = Some(audit_wire::convert::to_timestamp(at));
+        signal.tags = vec![format!("batch-{}", i % 3)];
+        let step = |n: i64| Some(at + TimeDelta::milliseconds(150 * n));
+        let mut events = vec![
+            new_event(&id, S::QueuedProcessing, L::ProcessingQueue, step(1)),
+            new_event(&id, S::Processing, L::WorkerProcessing, step(2)),
+            new_event(&id, S::Approved, L::ApprovedQueue, step(3)),
+        ];
+        let mut last = new_event(&id, S::ForwardedSuccess, L::Completed, step(4));
+        if i == 3 {
+            last = new_event(&id, S::ForwardedHttpError, L::Completed, step(4));
+            last.http_status = 502;
+            last.error_info_json = r#"{"type":"upstream","message":"bad gateway"}"#.into();
+            last.response_data = "<html>502</html>".into();
+        }
+        events.push(last);
+        app.writer
+            .clone()
+            .record_batch(pb::RecordBatchRequest {
+                signals: vec![signal],
+                events,
+            })
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    wait_rollups(&app).await;
+    (app, ids)
+}
+
+#[derive(QueryableByName)]
+struct N {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct Sum {
+    #[diesel(sql_type = Nullable<Text>)]
+    sum: Option<String>,
+}
+
+async fn count(url: &str, sql: &str) -> i64 {
+    let mut conn = connect(url).await;
+    let N { n } = diesel::sql_query(sql).get_result(&mut conn).await.unwrap();
+    n
+}
+
+async fn checksum(url: &str, sql: &str) -> Option<String> {
+    let mut conn = connect(url).await;
+    let Sum { sum } = diesel::sql_query(sql).get_result(&mut conn).await.unwrap();
+    sum
+}
+
+/// Every stored column of the day's events, signals and hourly/daily rollups.
+async fn checksums(url: &str, day: NaiveDate) -> [Option<String>; 3] {
+    let (from, to) = (midnight(day), midnight(day + TimeDelta::days(1)));
+    let events = format!(
+        "SELECT md5(string_agg(row_to_json(e)::text, E'\\n' ORDER BY sequence)) AS sum FROM ( \
+           SELECT {} FROM signal_events WHERE ts >= '{from}' AND ts < '{to}') e",
+        audit_admin::dump::EVENT_COLUMNS
+    );
+    let signals = format!(
+        "SELECT md5(string_agg(row_to_json(s)::text, E'\\n' ORDER BY signal_id)) AS sum \
+         FROM signals s WHERE created_at >= '{from}' AND created_at < '{to}'"
+    );
+    let rollups = format!(
+        "SELECT md5(string_agg(row_to_json(m)::text, E'\\n' ORDER BY metric_id)) AS sum \
+         FROM signal_metrics_summary m WHERE period_type IN ('hour', 'day') \
+           AND period_start >= '{from}' AND period_start < '{to}'"
+    );
+    [
+        checksum(url, &events).await,
+        checksum(url, &signals).await,
+        checksum(url, &rollups).await,
+    ]
+}
+
+/// Until the refresher has consumed every dirty key.
+async fn wait_rollups(app: &TestApp) {
+    wait_until(
+        "the rollup refresher takes every dirty key",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        async || {
+            (count(&app.primary_url, "SELECT count(*) AS n FROM rollup_dirty").await == 0)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+fn old_day() -> NaiveDate {
+    (Utc::now() - TimeDelta::days(100)).date_naive()
+}
+
+#[tokio::test]
+async fn a_day_leaves_by_its_partition_and_comes_back_row_for_row() {
+    let day = old_day();
+    let (app, ids) = app_with_old_day(day).await;
+    let url = app.primary_url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let before = checksums(&url, day).await;
+    assert!(before.iter().all(Option::is_some), "{before:?}");
+    let minutes = format!(
+        "SELECT count(*) AS n FROM signal_metrics_summary WHERE period_type = 'minute' \
+         AND period_start >= '{}' AND period_start < '{}'",
+        midnight(day),
+        midnight(day + TimeDelta::days(1))
+    );
+    assert!(count(&url, &minutes).await > 0);
+
+    // Dry run: says what would leave, changes nothing.
+    let dry = admin(
+        &url,
+        dir.path(),
+        &["--json", "retention", "run", "--dry-run"],
+    )
+    .await;
+    assert_eq!(dry.code, 0, "{dry:?}");
+    let dry: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
+    assert_eq!(dry["days"][0]["day"], day.to_string());
+    assert_eq!(dry["days"][0]["events"], SIGNALS as i64 * 5);
+    assert_eq!(checksums(&url, day).await, before);
+
+    let run = admin(&url, dir.path(), &["--json", "retention", "run", "--yes"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let outcome: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(outcome["days"][0]["day"], day.to_string());
+    assert_eq!(outcome["days"][0]["signals_archived"], SIGNALS);
+    assert_eq!(outcome["signals_deleted"], SIGNALS);
+
+    // Gone from the live tables: partition, events, claims, signals, minute
+    // rollups; the hourly and daily rollups of the day are still there.
+    let partitions = admin(&url, dir.path(), &["--json", "partitions", "list"]).await;
+    assert!(
+        !partitions.stdout.contains(&format!("\"{day}\"")),
+        "{}",
+        partitions.stdout
+    );
+    let signal_list = ids
+        .iter()
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    for table in ["signal_events", "signal_event_ids", "signals"] {
+        assert_eq!(
+            count(
+                &url,
+                &format!("SELECT count(*) AS n FROM {table} WHERE signal_id IN ({signal_list})")
+            )
+            .await,
+            0,
+            "{table}"
+        );
+    }
+    assert_eq!(count(&url, &minutes).await, 0);
+    let after = checksums(&url, day).await;
+    assert_eq!(after[2], before[2], "hourly/daily rollups changed");
+    assert!(
+        dir.path()
+            .join(format!("signal_events/day={day}/manifest.json"))
+            .exists()
+    );
+    let check = admin(&url, dir.path(), &["check"]).await;
+    assert_eq!(
+        check.code, 0,
+        "retention left inconsistencies: {}",
+        check.stdout
+    );
+
+    // Restore: every row as it was.
+    let restored = admin(
+        &url,
+        dir.path(),
+        &["--json", "restore", &format!("--day={day}")],
+    )
+    .await;
+    assert_eq!(restored.code, 0, "{restored:?}");
+    let after = checksums(&url, day).await;
+    assert_eq!(after, before, "restored rows differ");
+    // The restored day is behind the retention horizon: the refresher takes
+    // its dirty keys without recomputing the kept rollups or the dropped
+    // minutes.
+    wait_rollups(&app).await;
+    assert_eq!(checksums(&url, day).await[2], before[2]);
+    assert_eq!(count(&url, &minutes).await, 0);
+    // The reader serves the restored history.
+    app.wait_replica().await;
+    let timeline = app
+        .reader
+        .clone()
+        .get_signal(pb::GetSignalRequest {
+            signal_id: ids[3].clone(),
+            consistency_token: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(timeline.events.len(), 5);
+    assert_eq!(timeline.events[4].http_status, 502);
+
+    // Restoring a day that is live again is refused.
+    let again = admin(&url, dir.path(), &["restore", &format!("--day={day}")]).await;
+    assert_eq!(again.code, 2);
+    assert!(again.stderr.contains("live events"), "{}", again.stderr);
+
+    // It leaves again with the next run, reusing the identical archive.
+    let manifest = std::fs::read(
+        dir.path()
+            .join(format!("signal_events/day={day}/manifest.json")),
+    )
+    .unwrap();
+    let rerun = admin(&url, dir.path(), &["retention", "run", "--yes"]).await;
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    assert_eq!(
+        count(
+            &url,
+            &format!("SELECT count(*) AS n FROM signals WHERE signal_id IN ({signal_list})")
+        )
+        .await,
+        0
+    );
+    let manifest_after = std::fs::read(
+        dir.path()
+            .join(format!("signal_events/day={day}/manifest.json")),
+    )
+    .unwrap();
+    let events_sha = |m: &[u8]| {
+        let m: serde_json::Value = serde_json::from_slice(m).unwrap();
+        m["parts"][0]["content_sha256"].clone()
+    };
+    assert_eq!(events_sha(&manifest), events_sha(&manifest_after));
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_nothing_is_lost() {
+    let day = old_day();
+    let (app, _ids) = app_with_old_day(day).await;
+    let url = app.primary_url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let before = checksums(&url, day).await;
+
+    for (args, message) in [
+        (vec!["retention", "run"], "without --yes"),
+        (
+            vec!["retention", "run", "--yes", "--raw-events=12h"],
+            "whole days",
+        ),
+        (
+            vec!["retention", "run", "--yes", "--raw-events=0"],
+            "at least 1 day",
+        ),
+        (
+            vec![
+                "retention",
+                "run",
+                "--yes",
+                "--raw-events=30",
+                "--signals=20",
+            ],
+            "signals must be kept at least as long",
+        ),
+        (
+            vec!["retention", "set", "raw_events", "0"],
+            "at least 1 day",
+        ),
+    ] {
+        let output = admin(&url, dir.path(), &args).await;
+        assert_eq!(output.code, 2, "{args:?}: {output:?}");
+        assert!(
+            output.stderr.contains(message),
+            "{args:?}: {}",
+            output.stderr
+        );
+    }
+    assert_eq!(checksums(&url, day).await, before);
+
+    // A second run while one is in progress: refused at once, nothing done.
+    let pool = audit_db::build_pool(&audit_db::PoolConfig {
+        name: "admin-test".into(),
+        url: url.clone(),
+        min_idle: 0,
+        max_size: 2,
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(30),
+        application_name: "admin-test".into(),
+        read_only: false,
+        test_on_checkout: false,
+    });
+    let turn = with_job_lock(&pool, Job::Retention, async || {
+        Ok::<_, audit_db::DbError>(admin(&url, dir.path(), &["retention", "run", "--yes"]).await)
+    })
+    .await
+    .unwrap();
+    let Turn::Ran(second) = turn else {
+        panic!("lock not taken")
+    };
+    assert_eq!(second.code, 2, "{second:?}");
+    assert!(
+        second.stderr.contains("another retention run"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(checksums(&url, day).await, before);
+
+    // Policy set through the CLI is what a run uses.
+    let set = admin(&url, dir.path(), &["retention", "set", "raw_events", "60d"]).await;
+    assert_eq!(set.code, 0, "{set:?}");
+    let show = admin(&url, dir.path(), &["--json", "retention", "show"]).await;
+    assert!(show.stdout.contains(r#""keep_days":60"#), "{}", show.stdout);
+
+    // A day never archived.
+    let never = day - TimeDelta::days(1);
+    let output = admin(&url, dir.path(), &["restore", &format!("--day={never}")]).await;
+    assert_eq!(output.code, 2);
+    assert!(
+        output.stderr.contains("never archived"),
+        "{}",
+        output.stderr
+    );
+
+    // Archive and drop the day, then damage the archive: restores refuse
+    // before writing anything.
+    let run = admin(&url, dir.path(), &["retention", "run", "--yes"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let events_file = dir
+        .path()
+        .join(format!("signal_events/day={day}/events.jsonl.zst"));
+    let mut bytes = std::fs::read(&events_file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&events_file, &bytes).unwrap();
+    let corrupt = admin(&url, dir.path(), &["restore", &format!("--day={day}")]).await;
+    assert_eq!(corrupt.code, 2, "{corrupt:?}");
+    assert!(
+        corrupt.stderr.contains("checksum mismatch"),
+        "{}",
+        corrupt.stderr
+    );
+    let events_of_day = format!(
+        "SELECT count(*) AS n FROM signal_events WHERE ts >= '{}' AND ts < '{}'",
+        midnight(day),
+        midnight(day + TimeDelta::days(1))
+    );
+    assert_eq!(count(&url, &events_of_day).await, 0);
+    bytes[middle] ^= 0x55;
+    std::fs::write(&events_file, &bytes).unwrap();
+
+    let signals_file = dir
+        .path()
+        .join(format!("signal_events/day={day}/signals.jsonl.zst"));
+    let saved = std::fs::read(&signals_file).unwrap();
+    std::fs::remove_file(&signals_file).unwrap();
+    let missing = admin(&url, dir.path(), &["restore", &format!("--day={day}")]).await;
+    assert_eq!(missing.code, 2, "{missing:?}");
+    assert!(
+        missing.stderr.contains("file is missing"),
+        "{}",
+        missing.stderr
+    );
+    assert_eq!(count(&url, &events_of_day).await, 0);
+
+    // Repaired, the archive restores every row.
+    std::fs::write(&signals_file, saved).unwrap();
+    let restored = admin(&url, dir.path(), &["restore", &format!("--day={day}")]).await;
+    assert_eq!(restored.code, 0, "{restored:?}");
+    assert_eq!(checksums(&url, day).await, before);
+}
+
+#[tokio::test]
+async fn archive_writes_a_live_day_without_dropping_it() {
+    let day = old_day();
+    let (app, _ids) = app_with_old_day(day).await;
+    let url = app.primary_url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let before = checksums(&url, day).await;
+    let output = admin(
+        &url,
+        dir.path(),
+        &["--json", "archive", &format!("--day={day}")],
+    )
+    .await;
+    assert_eq!(output.code, 0, "{output:?}");
+    let archived: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
+    assert_eq!(archived["events"], SIGNALS as i64 * 5);
+    assert_eq!(archived["signals"], SIGNALS);
+    assert_eq!(checksums(&url, day).await, before);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            dir.path()
+                .join(format!("signal_events/day={day}/manifest.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["format"], "signal-audit-archive");
+    assert_eq!(
+        manifest["schema_version"],
+        audit_migrations::known()
+            .last()
+            .cloned()
+            .unwrap()
+            .replace('-', "")
+    );
+    let unknown = admin(&url, dir.path(), &["archive", "--day=2001-01-01"]).await;
+    assert_eq!(unknown.code, 2);
+}

@@ -1,0 +1,3 @@
+DROP TABLE archived_days;
+DROP TABLE retention_horizon;
+DROP TABLE retention_policy;
