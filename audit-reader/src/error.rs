@@ -14,7 +14,9 @@ pub enum ReadError {
     Store(#[from] DbError),
     /// A long call ended because the reader is stopping; the caller resumes
     /// elsewhere (tails from their last resume token).
-    #[error("the reader is shutting down, resume on another instance")]
+    #[error(
+        "the reader is shutting down, retry on another instance (a StreamEvents tail resumes with its last resume_token)"
+    )]
     ShuttingDown,
     /// Something the reader itself got wrong: a bug.
     #[error("{0}")]

@@ -1,13 +1,15 @@
 //! ExportSignals: a ListSignals query walked page by page (keyset, so the
 //! cost per page stays flat) and streamed as CSV or JSON lines through a
 //! bounded channel, so a slow client slows the export instead of filling
-//! memory.
+//! memory. When the reader starts draining, the export ends with
+//! UNAVAILABLE (the client runs it again elsewhere).
 
 use crate::error::ReadError;
 use crate::queries::signals::{self, SignalQuery};
 use audit_db::PgPool;
 use audit_db::models::{SignalRow, interval_to_delta};
 use audit_proto::v1 as pb;
+use audit_server::Shutdown;
 use bigdecimal::ToPrimitive;
 use serde::Serialize;
 use std::pin::Pin;
@@ -100,50 +102,68 @@ pub fn export(
     mut query: SignalQuery,
     format: Format,
     limit: Option<i64>,
+    shutdown: Shutdown,
 ) -> ExportStream {
     let (chunks, stream) = mpsc::channel(4);
     tokio::spawn(async move {
-        let mut sent: i64 = 0;
-        let mut first = true;
-        loop {
-            if let Some(limit) = limit {
-                query.page_size = query.page_size.min(limit - sent);
-                if query.page_size <= 0 {
-                    break;
-                }
-            }
-            let page = match signals::list_signals(&pool, &query).await {
-                Ok(page) => page,
-                Err(error) => {
-                    let _ = chunks.send(Err(ReadError::from(error).into())).await;
-                    return;
-                }
-            };
-            let rows = page.signals.len() as i64;
-            let chunk = match encode(page.signals, format, first) {
-                Ok(chunk) => chunk,
-                Err(error) => {
-                    // Rows the database returned always serialise: a bug.
-                    let bug = ReadError::Bug(format!("export encoding failed: {error}"));
-                    let _ = chunks.send(Err(bug.into())).await;
-                    return;
-                }
-            };
-            first = false;
-            sent += rows;
-            if chunks
-                .send(Ok(pb::ExportSignalsResponse { chunk, rows }))
-                .await
-                .is_err()
-            {
-                // The client went away.
-                return;
-            }
-            match page.next {
-                Some(next) => query.after = Some(next),
-                None => break,
+        tokio::select! {
+            () = pages(&pool, &mut query, format, limit, &chunks) => {}
+            () = shutdown.draining() => {
+                let _ = chunks.send(Err(ReadError::ShuttingDown.into())).await;
             }
         }
     });
     Box::pin(ReceiverStream::new(stream))
+}
+
+/// Sends every page of `query` to `chunks` until the last page, the limit,
+/// an error, or a client that went away.
+async fn pages(
+    pool: &PgPool,
+    query: &mut SignalQuery,
+    format: Format,
+    limit: Option<i64>,
+    chunks: &mpsc::Sender<Result<pb::ExportSignalsResponse, Status>>,
+) {
+    let mut sent: i64 = 0;
+    let mut first = true;
+    loop {
+        if let Some(limit) = limit {
+            query.page_size = query.page_size.min(limit - sent);
+            if query.page_size <= 0 {
+                break;
+            }
+        }
+        let page = match signals::list_signals(pool, query).await {
+            Ok(page) => page,
+            Err(error) => {
+                let _ = chunks.send(Err(ReadError::from(error).into())).await;
+                return;
+            }
+        };
+        let rows = page.signals.len() as i64;
+        let chunk = match encode(page.signals, format, first) {
+            Ok(chunk) => chunk,
+            Err(error) => {
+                // Rows the database returned always serialise: a bug.
+                let bug = ReadError::Bug(format!("export encoding failed: {error}"));
+                let _ = chunks.send(Err(bug.into())).await;
+                return;
+            }
+        };
+        first = false;
+        sent += rows;
+        if chunks
+            .send(Ok(pb::ExportSignalsResponse { chunk, rows }))
+            .await
+            .is_err()
+        {
+            // The client went away.
+            return;
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
 }

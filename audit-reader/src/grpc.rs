@@ -10,6 +10,7 @@ use audit_core::{DomainError, stage_durations};
 use audit_db::{PgPool, replication};
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_reader_service_server::SignalReaderService;
+use audit_server::Shutdown;
 use audit_wire::convert::{self, status_to_proto, to_duration, to_timestamp};
 use audit_wire::encode::{event_to_proto, signal_to_proto};
 use chrono::TimeDelta;
@@ -19,14 +20,22 @@ pub struct ReaderService {
     pool: PgPool,
     consistency: Consistency,
     tail_poll: std::time::Duration,
+    /// Ends open tails and exports when the reader starts draining.
+    shutdown: Shutdown,
 }
 
 impl ReaderService {
-    pub fn new(pool: PgPool, consistency: Consistency, tail_poll: std::time::Duration) -> Self {
+    pub fn new(
+        pool: PgPool,
+        consistency: Consistency,
+        tail_poll: std::time::Duration,
+        shutdown: Shutdown,
+    ) -> Self {
         Self {
             pool,
             consistency,
             tail_poll,
+            shutdown,
         }
     }
 }
@@ -59,6 +68,7 @@ impl SignalReaderService for ReaderService {
             self.pool.clone(),
             request.get_ref(),
             self.tail_poll,
+            self.shutdown.clone(),
         ))
         .await
     }
@@ -95,7 +105,13 @@ impl SignalReaderService for ReaderService {
             query.include_total = false;
             self.caught_up(&request, export_request.consistency_token.as_ref())
                 .await?;
-            Ok::<_, ReadError>(export::export(self.pool.clone(), query, format, limit))
+            Ok::<_, ReadError>(export::export(
+                self.pool.clone(),
+                query,
+                format,
+                limit,
+                self.shutdown.clone(),
+            ))
         })
         .await
     }

@@ -11,7 +11,7 @@ use crate::replica;
 use audit_db::build_pool;
 use audit_proto::v1::signal_analytics_service_server::SignalAnalyticsServiceServer;
 use audit_proto::v1::signal_reader_service_server::SignalReaderServiceServer;
-use audit_server::ServeError;
+use audit_server::{ServeError, Shutdown};
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -22,7 +22,9 @@ use tonic::service::Routes;
 const POOL_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Serves on `listener` until `shutdown` resolves, then reports NOT_SERVING,
-/// stops accepting, lets in-flight calls finish and returns.
+/// stops accepting, ends open StreamEvents and ExportSignals streams with
+/// UNAVAILABLE, lets in-flight calls finish and returns, after at most the
+/// configured grace period.
 pub async fn run(
     args: ServeArgs,
     listener: TcpListener,
@@ -35,6 +37,7 @@ pub async fn run(
         env!("CARGO_PKG_VERSION"),
     )
     .await?;
+    let shutdown = Shutdown::on(shutdown);
     let pool = build_pool(&args.pool());
     let pool_gauges = pool.watch(POOL_SAMPLE_EVERY);
     let replica_gauges = replica::watch(pool.clone(), Duration::from_millis(args.health_check_ms));
@@ -45,6 +48,7 @@ pub async fn run(
             poll: Duration::from_millis(args.consistency_poll_ms.max(1)),
         },
         Duration::from_millis(args.tail_poll_ms.max(1)),
+        shutdown.clone(),
     ))
     .max_decoding_message_size(args.max_request_bytes);
 
@@ -68,6 +72,7 @@ pub async fn run(
         Duration::from_millis(args.health_check_ms),
         pool,
         shutdown,
+        args.shutdown.grace(),
     )
     .await;
     pool_gauges.abort();

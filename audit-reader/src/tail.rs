@@ -1,6 +1,9 @@
 //! StreamEvents: polls the replica's tail (see [`crate::queries::tail`]) and
 //! forwards events through a bounded channel; a slow client slows the
-//! polling, and a client that leaves stops it.
+//! polling, and a client that leaves stops it. When the reader starts
+//! draining, the tail ends with UNAVAILABLE: every event already sent
+//! carries a resume token, so the client resumes elsewhere from the last
+//! one it received without gap or duplicate.
 
 use crate::error::ReadError;
 use crate::queries::tail::{self, TailPosition};
@@ -8,6 +11,7 @@ use crate::queries::{decode_token, encode_token};
 use audit_core::{DomainError, normalise_ticker, rules};
 use audit_db::PgPool;
 use audit_proto::v1 as pb;
+use audit_server::Shutdown;
 use audit_wire::convert;
 use audit_wire::encode::event_to_proto;
 use std::pin::Pin;
@@ -25,7 +29,11 @@ pub async fn start(
     pool: PgPool,
     request: &pb::StreamEventsRequest,
     poll: Duration,
+    shutdown: Shutdown,
 ) -> Result<TailStream, ReadError> {
+    if shutdown.is_draining() {
+        return Err(ReadError::ShuttingDown);
+    }
     let ticker = rules::query_text("ticker", &request.ticker)?
         .map(|t| normalise_ticker(&t))
         .unwrap_or_default();
@@ -44,36 +52,46 @@ pub async fn start(
     };
     let (events, stream) = mpsc::channel(256);
     tokio::spawn(async move {
-        loop {
-            let batch = match tail::next_events(&pool, position, &ticker, &event_types, BATCH).await
-            {
-                Ok(batch) => batch,
-                Err(error) => {
-                    let _ = events.send(Err(ReadError::from(error).into())).await;
-                    return;
+        let forward = async {
+            loop {
+                let batch =
+                    match tail::next_events(&pool, position, &ticker, &event_types, BATCH).await {
+                        Ok(batch) => batch,
+                        Err(error) => {
+                            let _ = events.send(Err(ReadError::from(error).into())).await;
+                            return;
+                        }
+                    };
+                let full = batch.len() as i64 == BATCH;
+                for row in batch {
+                    position = TailPosition {
+                        committed_at: row.committed_at,
+                        sequence: row.event.sequence,
+                    };
+                    let message = pb::StreamEventsResponse {
+                        event: Some(event_to_proto(row.event)),
+                        normalised_ticker: row.normalised_ticker,
+                        committed_at: Some(convert::to_timestamp(row.committed_at)),
+                        resume_token: encode_token(&position),
+                    };
+                    if events.send(Ok(message)).await.is_err() {
+                        return;
+                    }
                 }
-            };
-            let full = batch.len() as i64 == BATCH;
-            for row in batch {
-                position = TailPosition {
-                    committed_at: row.committed_at,
-                    sequence: row.event.sequence,
-                };
-                let message = pb::StreamEventsResponse {
-                    event: Some(event_to_proto(row.event)),
-                    normalised_ticker: row.normalised_ticker,
-                    committed_at: Some(convert::to_timestamp(row.committed_at)),
-                    resume_token: encode_token(&position),
-                };
-                if events.send(Ok(message)).await.is_err() {
-                    return;
+                if !full {
+                    if events.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(poll).await;
                 }
             }
-            if !full {
-                if events.is_closed() {
-                    return;
-                }
-                tokio::time::sleep(poll).await;
+        };
+        // Stopping mid-batch is safe: the client resumes from the token of
+        // the last event it received.
+        tokio::select! {
+            () = forward => {}
+            () = shutdown.draining() => {
+                let _ = events.send(Err(ReadError::ShuttingDown.into())).await;
             }
         }
     });

@@ -8,18 +8,24 @@
 //! - [`metrics`]: the process's Prometheus recorder and each service's
 //!   `/metrics` endpoint; [`rpc_metrics`]: the per-call duration and status
 //!   (metric and span);
-//! - [`shutdown_signal`]: SIGTERM or Ctrl-C;
+//! - [`shutdown_signal`]: SIGTERM or Ctrl-C; [`Shutdown`]: the drain that
+//!   ends long-lived streams and is bounded by a grace period;
+//! - [`oversized`]: RESOURCE_EXHAUSTED (not OUT_OF_RANGE) for a request
+//!   over the size limit;
 //! - [`PoolArgs`], [`ConnectionArgs`]: the pool and connection options both
 //!   services take.
 
 mod config;
+pub mod drain;
 pub mod metrics;
+pub mod oversized;
 pub mod rpc_metrics;
 mod serve;
 mod shutdown;
 pub mod telemetry;
 
 pub use config::{ConnectionArgs, MaybeDuration, PoolArgs};
+pub use drain::{Shutdown, ShutdownArgs};
 pub use serve::{ServeError, reflection_services, serve, watch_health};
 pub use shutdown::shutdown_signal;
 pub use telemetry::{Telemetry, TelemetryArgs, TelemetryError, current_trace_id, grpc_span};

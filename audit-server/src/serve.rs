@@ -1,8 +1,11 @@
 //! One gRPC server around a service's routes: health from real database
 //! state, reflection, a span and RPC metrics per call, connection age,
-//! TCP_NODELAY, graceful shutdown.
+//! TCP_NODELAY, graceful shutdown bounded by a grace period
+//! ([`crate::drain`]).
 
 use crate::config::ConnectionArgs;
+use crate::drain::{self, Shutdown};
+use crate::oversized::rewrite_oversized;
 use crate::rpc_metrics::RpcMetricsLayer;
 use crate::telemetry::grpc_span;
 use audit_db::{PgPool, replication};
@@ -22,9 +25,10 @@ pub enum ServeError {
 }
 
 /// Serves `routes` on `listener` next to health and reflection, one span per
-/// call, until `shutdown` resolves. `services` report SERVING only while
-/// `database` answers a ping. On shutdown: NOT_SERVING, stop
-/// accepting, let in-flight calls finish, return.
+/// call, until `shutdown` fires. `services` report SERVING only while
+/// `database` answers a ping. On shutdown: NOT_SERVING, stop accepting, let
+/// in-flight calls finish (the services end their own streams), and return
+/// after at most `grace` whatever is still open.
 pub async fn serve(
     services: &[&'static str],
     routes: tonic::service::Routes,
@@ -32,7 +36,8 @@ pub async fn serve(
     connection: &ConnectionArgs,
     health_every: Duration,
     database: PgPool,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
+    grace: Duration,
 ) -> Result<(), ServeError> {
     let check = move || {
         let pool = database.clone();
@@ -64,15 +69,19 @@ pub async fn serve(
     if let Some(grace) = connection.max_connection_age_grace.0 {
         server = server.max_connection_age_grace(grace);
     }
-    server
+    let draining = shutdown.clone();
+    let server = server
         .layer(RpcMetricsLayer)
+        .layer(tower::util::MapResponseLayer::new(
+            rewrite_oversized::<tonic::body::Body>,
+        ))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             // TCP_NODELAY on every accepted socket: with Nagle on, a small
             // response waits for the client's delayed ACK (about 40 ms).
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
-                shutdown.await;
+                draining.draining().await;
                 health_task.abort();
                 for service in std::iter::once("").chain(services) {
                     reporter
@@ -80,8 +89,14 @@ pub async fn serve(
                         .await;
                 }
             },
-        )
-        .await?;
+        );
+    match drain::bounded(server, &shutdown, grace).await {
+        Some(result) => result?,
+        None => tracing::warn!(
+            grace_secs = grace.as_secs_f64(),
+            "grace period over, closing the calls still open"
+        ),
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -74,6 +74,8 @@ pub struct ServeArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub pool: audit_server::PoolArgs,
+    #[command(flatten)]
+    pub shutdown: audit_server::ShutdownArgs,
     /// PostgreSQL statement_timeout for every connection.
     #[arg(long, env = "AUDIT_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
     pub statement_timeout_ms: u64,
@@ -165,6 +167,7 @@ impl ServeArgs {
             max_items: self.group_commit_max_items,
             queue: self.group_commit_queue,
             max_batches: self.group_commit_max_batches,
+            connect_timeout: Duration::from_millis(self.pool.pool_timeout_ms),
         }
     }
 

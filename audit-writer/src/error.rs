@@ -15,7 +15,12 @@ pub enum WriteError {
     /// No capacity left for this call; the caller should back off and retry.
     #[error("writer saturated: {0}")]
     Saturated(&'static str),
-    #[error("the writer is shutting down, retry on another instance")]
+    /// The message is larger than the service accepts.
+    #[error("{0}")]
+    TooLarge(String),
+    #[error(
+        "the writer is shutting down, retry on another instance (an Ingest producer resends the chunks not acknowledged)"
+    )]
     ShuttingDown,
     /// A task of the writer itself failed: a bug.
     #[error("{0}")]
@@ -28,7 +33,9 @@ impl From<WriteError> for Status {
         match error {
             WriteError::Invalid(_) => Status::invalid_argument(message),
             WriteError::Store(error) => audit_wire::db_status(error),
-            WriteError::Saturated(_) => Status::resource_exhausted(message),
+            WriteError::Saturated(_) | WriteError::TooLarge(_) => {
+                Status::resource_exhausted(message)
+            }
             WriteError::ShuttingDown => Status::unavailable(message),
             WriteError::Bug(_) => {
                 tracing::error!(error = %message, "writer bug");

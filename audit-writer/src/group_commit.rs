@@ -9,19 +9,26 @@
 //! hundreds of writes.
 //!
 //! A job that cannot be applied (unknown signal, conflicting retry) fails
-//! alone while the others commit. If the transaction itself fails, every job
-//! is retried in a transaction of its own, so one poisonous item never takes
-//! its neighbours down with it. A full queue answers RESOURCE_EXHAUSTED.
+//! alone while the others commit. If the transaction loses its connection
+//! (UNAVAILABLE: terminated, crashed, reset) it is retried once, whole, on a
+//! fresh connection: every write is idempotent on its client-chosen id, so
+//! even a group whose COMMIT was sent but never answered can run again (its
+//! items then answer `created: false`). If the database itself is the
+//! problem (unreachable, statement timeout) every job gets that answer at
+//! once; any other failure of the transaction retries each job in a
+//! transaction of its own, so one poisonous item never takes its neighbours
+//! down with it. A full queue answers RESOURCE_EXHAUSTED.
 //!
 //! Metrics: `audit_writer_group_commit_size` per group,
 //! `audit_writer_group_commit_queue_depth` as calls come and groups form,
 //! `audit_writer_refusals_total{reason="queue_full"}`.
 
 use crate::error::WriteError;
-use crate::store::{self, Committed, RecordedEvent, RecordedSignal};
+use crate::store::{self, Applied, Committed, RecordedEvent, RecordedSignal};
 use audit_core::{Lsn, NewEvent, NewSignal};
 use audit_db::{DbError, PgPool};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{Instrument, Span};
 
@@ -49,6 +56,8 @@ pub struct GroupCommitConfig {
     pub queue: usize,
     /// Transactions in flight at once; more jobs wait and form larger groups.
     pub max_batches: usize,
+    /// How long the retry of a group waits for its fresh connection.
+    pub connect_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -125,9 +134,10 @@ async fn collect(mut queue: mpsc::Receiver<Job>, pool: PgPool, config: GroupComm
             span.follows_from(job.span());
         }
         let pool = pool.clone();
+        let connect_timeout = config.connect_timeout;
         tokio::spawn(
             async move {
-                commit(&pool, jobs).await;
+                commit(&pool, connect_timeout, jobs).await;
                 drop(permit);
             }
             .instrument(span),
@@ -135,7 +145,7 @@ async fn collect(mut queue: mpsc::Receiver<Job>, pool: PgPool, config: GroupComm
     }
 }
 
-async fn commit(pool: &PgPool, jobs: Vec<Job>) {
+async fn commit(pool: &PgPool, connect_timeout: Duration, jobs: Vec<Job>) {
     let mut signals = Vec::new();
     let mut signal_replies = Vec::new();
     let mut events = Vec::new();
@@ -159,7 +169,7 @@ async fn commit(pool: &PgPool, jobs: Vec<Job>) {
     );
     metrics::histogram!("audit_writer_group_commit_size")
         .record((signals.len() + events.len()) as f64);
-    match store::record_group(pool, &signals, &events).await {
+    match record_group(pool, connect_timeout, &signals, &events).await {
         Ok(committed) => {
             let lsn = committed.lsn;
             let applied = committed.value;
@@ -173,15 +183,61 @@ async fn commit(pool: &PgPool, jobs: Vec<Job>) {
                 let _ = reply.send(Err(error));
             }
         }
-        Err(error) => {
-            tracing::warn!(%error, "group transaction failed, retrying its items one by one");
-            for (signal, reply) in signals.into_iter().zip(signal_replies) {
-                let _ = reply.send(store::record_signal(pool, signal).await);
+        Err(error) => match outage(&error) {
+            Some((variant, reason)) => {
+                tracing::warn!(%error, "group transaction failed on the database, failing its items");
+                for reply in signal_replies {
+                    let _ = reply.send(Err(variant(reason.clone())));
+                }
+                for reply in event_replies {
+                    let _ = reply.send(Err(variant(reason.clone())));
+                }
             }
-            for (event, reply) in events.into_iter().zip(event_replies) {
-                let _ = reply.send(store::record_event(pool, event).await);
+            None => {
+                tracing::warn!(%error, "group transaction failed, retrying its items one by one");
+                for (signal, reply) in signals.into_iter().zip(signal_replies) {
+                    let _ = reply.send(store::record_signal(pool, signal).await);
+                }
+                for (event, reply) in events.into_iter().zip(event_replies) {
+                    let _ = reply.send(store::record_event(pool, event).await);
+                }
             }
+        },
+    }
+}
+
+/// One group transaction on a pooled connection; if that connection is lost
+/// mid-way, once more on a connection of its own. A pool that cannot hand
+/// out a connection at all is not retried: it will not do better at once.
+async fn record_group(
+    pool: &PgPool,
+    connect_timeout: Duration,
+    signals: &[NewSignal],
+    events: &[NewEvent],
+) -> Result<Committed<Applied>, DbError> {
+    let mut conn = pool.get().await?;
+    match store::record_group(&mut conn, signals, events).await {
+        Err(DbError::Unavailable(reason)) => {
+            drop(conn);
+            tracing::warn!(%reason, "group transaction lost its connection, retrying once on a fresh one");
+            let mut fresh = tokio::time::timeout(connect_timeout, pool.dedicated_connection())
+                .await
+                .map_err(|_| DbError::Unavailable("timed out opening a connection".into()))?
+                .map_err(|error| DbError::Unavailable(error.to_string()))?;
+            store::record_group(&mut fresh, signals, events).await
         }
+        other => other,
+    }
+}
+
+/// The same answer for every job of a group when the database, not an
+/// item, failed: retrying each job alone would wait out the same outage or
+/// lock once per job. The variant to build and its reason.
+fn outage(error: &DbError) -> Option<(fn(String) -> DbError, String)> {
+    match error {
+        DbError::Unavailable(reason) => Some((DbError::Unavailable, reason.clone())),
+        DbError::Timeout(reason) => Some((DbError::Timeout, reason.clone())),
+        _ => None,
     }
 }
 

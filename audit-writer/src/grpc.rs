@@ -11,6 +11,7 @@ use audit_core::{NewEvent, NewSignal};
 use audit_db::PgPool;
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_writer_service_server::SignalWriterService;
+use audit_server::Shutdown;
 use audit_wire::convert;
 use audit_wire::decode::{self, required};
 use audit_wire::encode::{event_to_proto, signal_to_proto};
@@ -26,6 +27,8 @@ pub struct WriterService {
     group_commit: GroupCommit,
     ingest_slots: Arc<Semaphore>,
     ingest: IngestConfig,
+    /// Ends open Ingest streams when the writer starts draining.
+    shutdown: Shutdown,
 }
 
 impl WriterService {
@@ -36,6 +39,7 @@ impl WriterService {
         group_commit: GroupCommit,
         ingest_slots: usize,
         ingest: IngestConfig,
+        shutdown: Shutdown,
     ) -> Self {
         Self {
             pool,
@@ -44,6 +48,7 @@ impl WriterService {
             group_commit,
             ingest_slots: ingest::slots(ingest_slots),
             ingest,
+            shutdown,
         }
     }
 }
@@ -122,6 +127,7 @@ impl SignalWriterService for WriterService {
             self.ingest_slots.clone(),
             self.ingest.clone(),
             decode,
+            self.shutdown.clone(),
         )))
     }
 

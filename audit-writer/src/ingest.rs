@@ -10,12 +10,20 @@
 //! acknowledged with RESOURCE_EXHAUSTED (the producer resends it later),
 //! counted in `audit_writer_refusals_total{reason="ingest_slots"}`; the slots
 //! held show in `audit_writer_ingest_streams_in_use`.
+//!
+//! When the writer starts draining, the stream stops taking chunks, the
+//! ones already taken are committed and acknowledged, and the stream ends
+//! with UNAVAILABLE: the producer resends whatever was not acknowledged to
+//! another instance. A chunk over the message size limit ends the stream
+//! with RESOURCE_EXHAUSTED.
 
 use crate::error::WriteError;
 use crate::store;
 use audit_core::{DomainError, NewEvent, NewSignal};
 use audit_db::PgPool;
 use audit_proto::v1 as pb;
+use audit_server::Shutdown;
+use audit_server::oversized::{is_oversized_request, oversized_status};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,24 +47,48 @@ pub type Decode = Arc<
         + Sync,
 >;
 
+/// What the reading side hands to the acknowledging side, in stream order.
+enum Pending {
+    Chunk(tokio::task::JoinHandle<pb::IngestResponse>),
+    /// Ends the stream with this error once every earlier chunk is acknowledged.
+    End(WriteError),
+}
+
 pub fn acknowledge(
     mut inbound: Streaming<pb::IngestRequest>,
     pool: PgPool,
     slots: Arc<Semaphore>,
     config: IngestConfig,
     decode: Decode,
+    shutdown: Shutdown,
 ) -> AckStream {
     let in_flight = config.in_flight.max(1);
     let (acks, ack_stream) = mpsc::channel(in_flight);
-    let (pending, mut pending_rx) =
-        mpsc::channel::<tokio::task::JoinHandle<pb::IngestResponse>>(in_flight);
+    let (pending, mut pending_rx) = mpsc::channel::<Pending>(in_flight);
     tokio::spawn(async move {
         loop {
-            let chunk = match inbound.message().await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(status) => {
+            let next = tokio::select! {
+                // A chunk that arrives together with the shutdown is not taken.
+                biased;
+                () = shutdown.draining() => Err(WriteError::ShuttingDown),
+                next = inbound.message() => Ok(next),
+            };
+            let chunk = match next {
+                Ok(Ok(Some(chunk))) => chunk,
+                Ok(Ok(None)) => break,
+                Ok(Err(status)) if is_oversized_request(&status) => {
+                    let too_large = oversized_status(&status).message().to_owned();
+                    let _ = pending
+                        .send(Pending::End(WriteError::TooLarge(too_large)))
+                        .await;
+                    break;
+                }
+                Ok(Err(status)) => {
                     tracing::debug!(%status, "ingest stream ended by the client");
+                    break;
+                }
+                Err(stop) => {
+                    let _ = pending.send(Pending::End(stop)).await;
                     break;
                 }
             };
@@ -67,17 +99,21 @@ pub fn acknowledge(
                 config.wait,
                 decode.clone(),
             ));
-            if pending.send(task).await.is_err() {
+            if pending.send(Pending::Chunk(task)).await.is_err() {
                 break;
             }
         }
     });
     tokio::spawn(async move {
-        while let Some(task) = pending_rx.recv().await {
-            let ack = task
-                .await
-                .map_err(|e| Status::from(WriteError::Bug(format!("chunk task failed: {e}"))));
-            if acks.send(ack).await.is_err() {
+        while let Some(next) = pending_rx.recv().await {
+            let ack = match next {
+                Pending::Chunk(task) => task
+                    .await
+                    .map_err(|e| Status::from(WriteError::Bug(format!("chunk task failed: {e}")))),
+                Pending::End(error) => Err(Status::from(error)),
+            };
+            let end = ack.is_err();
+            if acks.send(ack).await.is_err() || end {
                 break;
             }
         }

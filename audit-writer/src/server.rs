@@ -8,7 +8,7 @@ use crate::grpc::WriterService;
 use crate::jobs;
 use audit_db::build_pool;
 use audit_proto::v1::signal_writer_service_server::SignalWriterServiceServer;
-use audit_server::ServeError;
+use audit_server::{ServeError, Shutdown};
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -19,7 +19,9 @@ use tonic::service::Routes;
 const POOL_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Serves on `listener` until `shutdown` resolves, then reports NOT_SERVING,
-/// stops accepting, lets in-flight calls (and their group commits) finish.
+/// stops accepting, ends open Ingest streams (after acknowledging the
+/// chunks already taken) and lets in-flight calls (and their group commits)
+/// finish, for at most the configured grace period.
 pub async fn run(
     args: ServeArgs,
     listener: TcpListener,
@@ -32,6 +34,7 @@ pub async fn run(
         env!("CARGO_PKG_VERSION"),
     )
     .await?;
+    let shutdown = Shutdown::on(shutdown);
     let pool = build_pool(&args.pool());
     let mut jobs = jobs::start(&pool, &args.schedule());
     jobs.push(pool.watch(POOL_SAMPLE_EVERY));
@@ -43,6 +46,7 @@ pub async fn run(
         group_commit,
         args.ingest_slots,
         args.ingest(),
+        shutdown.clone(),
     ))
     .max_decoding_message_size(args.max_request_bytes);
 
@@ -54,6 +58,7 @@ pub async fn run(
         Duration::from_millis(args.health_check_ms),
         pool,
         shutdown,
+        args.shutdown.grace(),
     )
     .await;
     for job in jobs {

@@ -171,22 +171,22 @@ pub async fn record_batch(
     committed(&mut conn, outcome).await
 }
 
-/// Group commit: independent callers' items in one transaction. Items that
-/// cannot be applied fail on their own; the rest commit together.
+/// Group commit: independent callers' items in one transaction on `conn`
+/// (the caller chooses the connection, so a retry can take a fresh one).
+/// Items that cannot be applied fail on their own; the rest commit together.
 #[tracing::instrument(name = "INSERT signals signal_events", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "signals signal_events"))]
 pub async fn record_group(
-    pool: &PgPool,
+    conn: &mut AsyncPgConnection,
     signals: &[NewSignal],
     events: &[NewEvent],
 ) -> Result<Committed<Applied>, DbError> {
-    let mut conn = pool.get().await?;
     if events.is_empty() && !signals.is_empty() {
-        return signals::record_pipelined(&mut conn, signals).await;
+        return signals::record_pipelined(conn, signals).await;
     }
     let applied = conn
         .transaction::<_, DbError, _>(async |conn| apply(conn, signals, events).await)
         .await?;
-    committed(&mut conn, applied).await
+    committed(conn, applied).await
 }
 
 /// Applies signals, then events, inside the caller's transaction.
