@@ -2,13 +2,26 @@
 //!
 //! Everything a client can get wrong is caught here, before a transaction
 //! starts, so a rejected request never leaves a trace in the database. That
-//! includes what PostgreSQL itself would refuse: NUL characters (`text` and
-//! `jsonb` cannot hold U+0000), so every text and JSON value is checked for
-//! them. Each function takes the field's name, used in the error.
+//! includes what PostgreSQL itself would refuse, each found by sending it
+//! to a real server (`integration-tests/tests/hostile.rs`):
+//!
+//! - NUL characters: `text` and `jsonb` cannot hold U+0000, so every text
+//!   and JSON value is checked for them;
+//! - text longer than its `VARCHAR(64)` column once normalised: upper-casing
+//!   can lengthen a ticker (`ΐ` is one character, `Ϊ́` three);
+//! - timestamps before PostgreSQL's first day (24 November 4714 BC; its last,
+//!   in AD 294276, lies beyond what `chrono` represents);
+//! - durations whose microseconds overflow an `interval`;
+//! - event text whose full-text vector would pass PostgreSQL's 1 MiB
+//!   tsvector limit.
+//!
+//! Prices need no bound beyond "finite and positive": `NUMERIC` without a
+//! precision holds every finite `f64` exactly (1e300 and 5e-324 included).
+//! Each function takes the field's name, used in the error.
 
 use crate::{DomainError, normalise_ticker};
 use bigdecimal::BigDecimal;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use std::str::FromStr;
 
 /// Bounds on what one request may carry; all come from configuration.
@@ -37,6 +50,11 @@ impl Default for Limits {
 pub const MAX_SHORT_TEXT: usize = 64;
 /// Free-text filters and search queries.
 pub const MAX_QUERY_TEXT: usize = 256;
+/// PostgreSQL refuses a tsvector of 1 MiB or more; an event's `details`,
+/// `error_info` and `response_data` are indexed together (migration
+/// `event_search`), and a vector is never larger than its text plus a few
+/// bytes per word, so their sum stays well below.
+pub const MAX_SEARCHABLE_TEXT: usize = 512 * 1024;
 
 fn no_nul(field: &str, value: &str) -> Result<(), DomainError> {
     if value.contains('\0') {
@@ -90,6 +108,14 @@ pub fn ticker(field: &str, value: &str) -> Result<(String, String), DomainError>
         return Err(DomainError::invalid(
             field,
             "has no symbol after normalisation",
+        ));
+    }
+    // The column counts characters; upper-casing can make more of them.
+    let length = normalised.chars().count();
+    if length > MAX_SHORT_TEXT {
+        return Err(DomainError::invalid(
+            field,
+            format!("normalises to {length} characters, more than {MAX_SHORT_TEXT}"),
         ));
     }
     Ok((ticker, normalised))
@@ -186,6 +212,53 @@ pub fn http_status(field: &str, value: i32) -> Result<Option<i32>, DomainError> 
     }
 }
 
+/// The first instant PostgreSQL's `timestamptz` holds: 4714-11-24 00:00 UTC
+/// BC (proleptic Gregorian; year -4713 in `chrono`'s astronomical count).
+pub fn earliest_storable_time() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(-4713, 11, 24)
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Any timestamp from a request, read or write: one PostgreSQL can hold.
+/// (Its upper bound, AD 294276, is past `chrono`'s AD 262143.)
+pub fn storable_time(field: &str, at: DateTime<Utc>) -> Result<DateTime<Utc>, DomainError> {
+    if at < earliest_storable_time() {
+        return Err(DomainError::invalid(
+            field,
+            format!("{at} is before 4714-11-24 BC, the earliest time PostgreSQL stores"),
+        ));
+    }
+    Ok(at)
+}
+
+/// Any duration from a request: one a PostgreSQL `interval` parameter can
+/// carry (its microseconds fit in 64 bits, about 292,000 years).
+pub fn storable_duration(field: &str, value: TimeDelta) -> Result<TimeDelta, DomainError> {
+    if value.num_microseconds().is_none() {
+        return Err(DomainError::invalid(
+            field,
+            "is longer than an interval holds (about 292,000 years)",
+        ));
+    }
+    Ok(value)
+}
+
+/// An event's indexed text (details, error info, response) all together.
+pub fn searchable_text(field: &str, parts: &[usize]) -> Result<(), DomainError> {
+    let total: usize = parts.iter().sum();
+    if total > MAX_SEARCHABLE_TEXT {
+        return Err(DomainError::invalid(
+            field,
+            format!(
+                "details, error_info_json and response_data hold {total} bytes together, more than the {MAX_SEARCHABLE_TEXT} the search index takes"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A client's timestamp, refused when it is further ahead of the server
 /// clock than the configured skew.
 pub fn not_in_future(
@@ -258,7 +331,54 @@ mod tests {
         );
     }
 
+    #[test]
+    fn refuses_what_postgres_columns_cannot_hold() {
+        // 32 two-byte characters that upper-case to three characters each.
+        let widening = "ΐ".repeat(32);
+        assert_eq!(widening.len(), MAX_SHORT_TEXT);
+        assert_eq!(field_of(ticker("ticker", &widening).unwrap_err()), "ticker");
+        assert!(ticker("ticker", &"ΐ".repeat(21)).is_ok());
+        assert!(ticker("ticker", &"A".repeat(64)).is_ok());
+
+        let first = earliest_storable_time();
+        assert_eq!(first.to_string(), "-4713-11-24 00:00:00 UTC");
+        assert!(storable_time("t", first).is_ok());
+        assert_eq!(
+            field_of(storable_time("t", first - TimeDelta::microseconds(1)).unwrap_err()),
+            "t"
+        );
+        assert!(storable_time("t", DateTime::<Utc>::MAX_UTC).is_ok());
+        assert!(storable_time("t", DateTime::<Utc>::MIN_UTC).is_err());
+
+        assert!(storable_duration("d", TimeDelta::days(365 * 290_000)).is_ok());
+        assert!(storable_duration("d", TimeDelta::days(365 * 300_000)).is_err());
+        assert!(storable_duration("d", TimeDelta::MAX).is_err());
+
+        assert!(searchable_text("details", &[MAX_SEARCHABLE_TEXT, 0, 0]).is_ok());
+        assert!(searchable_text("details", &[MAX_SEARCHABLE_TEXT, 1, 0]).is_err());
+
+        for extreme in [1e300, f64::MAX, 5e-324, f64::MIN_POSITIVE] {
+            let stored = price("price", extreme).unwrap();
+            assert_eq!(stored.to_string().parse::<f64>().unwrap(), extreme);
+        }
+    }
+
     proptest! {
+        #[test]
+        fn accepted_tickers_fit_their_column(value in "\\PC{0,70}") {
+            if let Ok((raw, normalised)) = ticker("ticker", &value) {
+                prop_assert!(raw.chars().count() <= MAX_SHORT_TEXT);
+                prop_assert!(normalised.chars().count() <= MAX_SHORT_TEXT);
+            }
+        }
+
+        #[test]
+        fn any_timestamp_is_either_storable_or_refused(secs in proptest::num::i64::ANY) {
+            if let Some(at) = DateTime::from_timestamp(secs, 0) {
+                prop_assert_eq!(storable_time("t", at).is_ok(), at >= earliest_storable_time());
+            }
+        }
+
         #[test]
         fn text_with_nul_is_always_refused(prefix in ".{0,20}", suffix in ".{0,20}") {
             let value = format!("{prefix}\0{suffix}");

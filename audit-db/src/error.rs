@@ -88,6 +88,7 @@ const BAD_VALUE: &[&str] = &[
     "value too long",
     "out of range",
     "invalid input syntax",
+    "too long for tsvector", // 54000
 ];
 
 fn classify(message: &str) -> Option<fn(String) -> DbError> {

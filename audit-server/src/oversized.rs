@@ -71,7 +71,7 @@ mod tests {
         let headers = response.headers();
         assert_eq!(headers[Status::GRPC_STATUS], "8");
         let message = headers[Status::GRPC_MESSAGE].to_str().unwrap_or_default();
-        assert!(message.contains("2000 bytes"), "{message}");
+        assert!(message.contains("2000%20bytes"), "{message}");
         assert_eq!(
             response.extensions().get::<Status>().map(Status::code),
             Some(Code::ResourceExhausted)

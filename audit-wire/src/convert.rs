@@ -1,6 +1,6 @@
 //! The one place where protobuf scalars become domain values and back.
 
-use audit_core::{DomainError, SignalLocation, SignalStatus};
+use audit_core::{DomainError, SignalLocation, SignalStatus, rules};
 use audit_proto::v1 as pb;
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
@@ -88,14 +88,17 @@ pub fn uuid(field: &str, value: &str) -> Result<Uuid, DomainError> {
         .map_err(|_| DomainError::invalid(field, format!("{value:?} is not a UUID")))
 }
 
+/// A timestamp from a request: a valid one that PostgreSQL can hold.
 pub fn timestamp(
     field: &str,
     value: &prost_types::Timestamp,
 ) -> Result<DateTime<Utc>, DomainError> {
-    u32::try_from(value.nanos)
+    let at = u32::try_from(value.nanos)
         .ok()
+        .filter(|nanos| *nanos < 1_000_000_000)
         .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos))
-        .ok_or_else(|| DomainError::invalid(field, "timestamp out of range"))
+        .ok_or_else(|| DomainError::invalid(field, "timestamp out of range"))?;
+    rules::storable_time(field, at)
 }
 
 pub fn to_timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
@@ -109,10 +112,12 @@ pub fn duration(field: &str, value: &prost_types::Duration) -> Result<TimeDelta,
     if value.seconds < 0 || value.nanos < 0 {
         return Err(DomainError::invalid(field, "must not be negative"));
     }
-    u32::try_from(value.nanos)
+    let delta = u32::try_from(value.nanos)
         .ok()
+        .filter(|nanos| *nanos < 1_000_000_000)
         .and_then(|nanos| TimeDelta::new(value.seconds, nanos))
-        .ok_or_else(|| DomainError::invalid(field, "duration out of range"))
+        .ok_or_else(|| DomainError::invalid(field, "duration out of range"))?;
+    rules::storable_duration(field, delta)
 }
 
 pub fn to_duration(delta: TimeDelta) -> prost_types::Duration {
@@ -134,5 +139,21 @@ mod tests {
         }
         assert!(super::status("event_type", 0).is_err());
         assert!(super::status("event_type", 99).is_err());
+    }
+
+    #[test]
+    fn refuses_times_and_durations_postgres_cannot_hold() {
+        let at = |seconds, nanos| timestamp("t", &prost_types::Timestamp { seconds, nanos });
+        assert!(at(0, 0).is_ok());
+        assert!(at(0, -1).is_err());
+        assert!(at(0, 1_000_000_000).is_err());
+        // 10000-01-01 is fine for PostgreSQL; 5000 BC is not.
+        assert!(at(253_402_300_800, 0).is_ok());
+        assert!(at(-219_950_000_000, 0).is_err());
+        assert!(at(i64::MIN, 0).is_err());
+        let span = |seconds| duration("d", &prost_types::Duration { seconds, nanos: 0 });
+        assert!(span(3_600).is_ok());
+        assert!(span(i64::MAX / 1_000_000 + 1).is_err());
+        assert!(span(i64::MAX / 1_000).is_err());
     }
 }

@@ -51,6 +51,14 @@ pub fn new_event(
             "must be a client-chosen UUID so that retries are idempotent",
         ));
     }
+    rules::searchable_text(
+        "details",
+        &[
+            event.details.len(),
+            event.error_info_json.len(),
+            event.response_data.len(),
+        ],
+    )?;
     Ok(NewEvent {
         event_id: convert::uuid("event_id", &event.event_id)?,
         signal_id: convert::uuid("signal_id", &event.signal_id)?,
