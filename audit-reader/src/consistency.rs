@@ -1,10 +1,13 @@
 //! Read-your-writes: hold a call until the replica has replayed the
-//! caller's consistency token, bounded by the call's own deadline.
+//! caller's consistency token, bounded by the call's own deadline; a
+//! reader that starts draining answers the waiting calls UNAVAILABLE at
+//! once instead of holding its shutdown for them.
 
 use crate::error::ReadError;
 use audit_core::Lsn;
 use audit_db::{PgPool, replication};
 use audit_proto::v1 as pb;
+use audit_server::Shutdown;
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
@@ -13,6 +16,7 @@ use tonic::metadata::MetadataMap;
 pub struct Consistency {
     pub max_wait: Duration,
     pub poll: Duration,
+    pub shutdown: Shutdown,
 }
 
 impl Consistency {
@@ -31,7 +35,12 @@ impl Consistency {
         let wait = grpc_timeout(metadata)
             .map(answer_within)
             .map_or(self.max_wait, |d| d.min(self.max_wait));
-        Ok(replication::wait_for_lsn(pool, &lsn, Instant::now() + wait, self.poll).await?)
+        tokio::select! {
+            reached = replication::wait_for_lsn(pool, &lsn, Instant::now() + wait, self.poll) => {
+                Ok(reached?)
+            }
+            () = self.shutdown.draining() => Err(ReadError::ShuttingDown),
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod analytics;
 pub mod cache;
+pub mod command;
 pub mod config;
 pub mod consistency;
 pub mod error;

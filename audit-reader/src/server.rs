@@ -46,6 +46,7 @@ pub async fn run(
         Consistency {
             max_wait: Duration::from_millis(args.consistency_max_wait_ms),
             poll: Duration::from_millis(args.consistency_poll_ms.max(1)),
+            shutdown: shutdown.clone(),
         },
         Duration::from_millis(args.tail_poll_ms.max(1)),
         shutdown.clone(),

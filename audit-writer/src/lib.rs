@@ -11,6 +11,7 @@
 //! reflection, tracing and graceful shutdown; [`jobs`] keep the partitions,
 //! rollups and materialized views current.
 
+pub mod command;
 pub mod config;
 pub mod error;
 pub mod group_commit;

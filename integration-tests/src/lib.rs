@@ -6,6 +6,11 @@
 //!
 //! The cluster outlives any single test's runtime, so it is stopped by a
 //! small watchdog process that waits for the test binary to exit.
+//!
+//! [`process`] runs the services as processes of their own instead (the
+//! fault tests kill -9 and SIGTERM them).
+
+pub mod process;
 
 pub mod analytics;
 
@@ -68,7 +73,7 @@ impl Cluster {
 static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(PathBuf::from)
@@ -219,23 +224,46 @@ pub async fn fresh_database(cluster: &Cluster) -> String {
     name
 }
 
+/// Writer flags sized for tests, as `audit-writer serve` takes them.
+pub fn writer_flags(database_url: &str) -> Vec<String> {
+    [
+        "--listen=127.0.0.1:0".to_owned(),
+        // Off: tests that scrape set an address (tests/metrics.rs).
+        "--metrics-listen=".into(),
+        format!("--database-url={database_url}"),
+        "--pool-min=1".into(),
+        "--pool-max=24".into(),
+        "--pool-timeout-ms=5000".into(),
+        "--statement-timeout-ms=10000".into(),
+        "--max-payload-bytes=16384".into(),
+        "--max-batch-items=100".into(),
+        "--health-check-ms=100".into(),
+    ]
+    .into()
+}
+
+/// Reader flags sized for tests, as `audit-reader serve` takes them.
+pub fn reader_flags(replica_url: &str) -> Vec<String> {
+    [
+        "--listen=127.0.0.1:0".to_owned(),
+        "--metrics-listen=".into(),
+        format!("--replica-url={replica_url}"),
+        "--pool-min=1".into(),
+        "--pool-max=8".into(),
+        "--pool-timeout-ms=5000".into(),
+        "--consistency-poll-ms=2".into(),
+        "--health-check-ms=100".into(),
+    ]
+    .into()
+}
+
 /// Writer options as `audit-writer serve` would parse them, sized for tests.
 pub fn writer_args(database_url: String) -> audit_writer::config::ServeArgs {
     use clap::Parser;
-    audit_writer::config::ServeOnly::try_parse_from([
-        "audit-writer",
-        "--listen=127.0.0.1:0",
-        // Off: tests that scrape set an address (tests/metrics.rs).
-        "--metrics-listen=",
-        &format!("--database-url={database_url}"),
-        "--pool-min=1",
-        "--pool-max=24",
-        "--pool-timeout-ms=5000",
-        "--statement-timeout-ms=10000",
-        "--max-payload-bytes=16384",
-        "--max-batch-items=100",
-        "--health-check-ms=100",
-    ])
+    let flags = writer_flags(&database_url);
+    audit_writer::config::ServeOnly::try_parse_from(
+        std::iter::once("audit-writer".to_owned()).chain(flags),
+    )
     .unwrap_or_else(|e| panic!("writer args: {e}"))
     .args
 }
@@ -243,17 +271,10 @@ pub fn writer_args(database_url: String) -> audit_writer::config::ServeArgs {
 /// Reader options as `audit-reader serve` would parse them, sized for tests.
 pub fn reader_args(replica_url: String) -> audit_reader::config::ServeArgs {
     use clap::Parser;
-    audit_reader::config::ServeOnly::try_parse_from([
-        "audit-reader",
-        "--listen=127.0.0.1:0",
-        "--metrics-listen=",
-        &format!("--replica-url={replica_url}"),
-        "--pool-min=1",
-        "--pool-max=8",
-        "--pool-timeout-ms=5000",
-        "--consistency-poll-ms=2",
-        "--health-check-ms=100",
-    ])
+    let flags = reader_flags(&replica_url);
+    audit_reader::config::ServeOnly::try_parse_from(
+        std::iter::once("audit-reader".to_owned()).chain(flags),
+    )
     .unwrap_or_else(|e| panic!("reader args: {e}"))
     .args
 }
