@@ -7,11 +7,15 @@
 //! - [`encode`]: stored rows to protobuf messages;
 //! - [`db_status`]: how a storage failure reads as a gRPC status. Each
 //!   service's own error enum delegates its storage variant here, so a
-//!   given failure reads the same whichever service reports it.
+//!   given failure reads the same whichever service reports it;
+//! - `fuzzing` (tests and the `fuzzing` feature): hostile bytes through
+//!   protobuf decoding and validation, for `fuzz/` and the proptests.
 
 pub mod convert;
 pub mod decode;
 pub mod encode;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod status;
 
 pub use status::db_status;

@@ -318,6 +318,27 @@ async fn values_postgres_would_refuse_are_refused_first_and_its_extremes_are_sto
         })
         .await
         .expect("200,000 years and 4714 BC are valid filters");
+    // A forged token from before PostgreSQL's first day.
+    use base64::Engine;
+    let forged = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+    expect_invalid(
+        reader
+            .list_events(pb::ListEventsRequest {
+                page_token: forged(r#"{"fingerprint":1,"ts":"-5000-01-01T00:00:00Z","sequence":1}"#),
+                ..Default::default()
+            })
+            .await,
+        "page_token",
+    );
+    expect_invalid(
+        reader
+            .stream_events(pb::StreamEventsRequest {
+                resume_token: forged(r#"{"committed_at":"-5000-01-01T00:00:00Z","sequence":1}"#),
+                ..Default::default()
+            })
+            .await,
+        "resume_token",
+    );
     println!(
         "extremes stored: {} prices, first instant, a 63-character ticker; listed {}",
         prices.len(),

@@ -25,6 +25,12 @@ pub struct EventCursor {
     pub sequence: i64,
 }
 
+impl super::TokenCursor for EventCursor {
+    fn check(&self, field: &str) -> Result<(), audit_core::DomainError> {
+        audit_core::rules::storable_time(field, self.ts).map(drop)
+    }
+}
+
 /// A page request for events, checked.
 #[derive(Debug, Clone)]
 pub struct EventQuery {

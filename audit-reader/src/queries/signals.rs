@@ -75,6 +75,15 @@ pub struct SignalCursor {
     pub signal_id: Uuid,
 }
 
+impl super::TokenCursor for SignalCursor {
+    fn check(&self, field: &str) -> Result<(), audit_core::DomainError> {
+        match self.ts {
+            Some(ts) => audit_core::rules::storable_time(field, ts).map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct SignalPage {
     pub signals: Vec<SignalRow>,

@@ -26,6 +26,12 @@ pub struct TailPosition {
     pub sequence: i64,
 }
 
+impl super::TokenCursor for TailPosition {
+    fn check(&self, field: &str) -> Result<(), audit_core::DomainError> {
+        audit_core::rules::storable_time(field, self.committed_at).map(drop)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
 pub struct TailEvent {
     #[diesel(embed)]
