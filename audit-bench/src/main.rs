@@ -19,7 +19,8 @@
 //!
 //! Each phase reports throughput, latency percentiles (HDR histogram) and
 //! the writer's CPU; the end prints the ratios issue 5 sets targets for and
-//! one JSON line. A phase the writer does not implement (UNIMPLEMENTED) is
+//! one JSON line. (`audit-bench soak`, in [`soak`], is the long-running
+//! counterpart against services already running.) A phase the writer does not implement (UNIMPLEMENTED) is
 //! reported as not available. Everything is bounded by `--signals` (and
 //! optionally `--duration-secs`), talks to 127.0.0.1 only, and the writer
 //! child is killed when the bench ends, fails or is interrupted.
@@ -29,6 +30,7 @@ mod ingest;
 mod measure;
 mod phases;
 mod report;
+mod soak;
 mod workload;
 mod writer;
 
@@ -47,6 +49,9 @@ enum Command {
     /// Ingest throughput and latency: naive and batched baselines, unary
     /// group commit, paced half-peak, streaming ingest, events.
     Ingest(args::IngestArgs),
+    /// Both services at a steady half-peak load with reads and tails, for
+    /// minutes: RSS, connections, p99 and errors per window.
+    Soak(soak::SoakArgs),
 }
 
 /// Why a run (or one phase of it) could not finish.
@@ -85,7 +90,18 @@ impl BenchError {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Command::Ingest(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Ingest(args) => args,
+        Command::Soak(args) => {
+            return match soak::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("audit-bench: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     // Leaving the select drops the run, and with it the writer child.
     tokio::select! {
         result = ingest::run(args) => match result {

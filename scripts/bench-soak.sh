@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Soak benchmark (not a test): both services under a steady load for a long
+# while, to see whether anything grows.
+#
+#   scripts/bench-soak.sh                       # 10 minutes, figures for BENCHMARKS.md
+#   SOAK_SECS=120 scripts/bench-soak.sh         # a 2-minute check that it works
+#   scripts/bench-soak.sh --rate 2000           # options go to `audit-bench soak`
+#
+# Builds the release binaries, starts a throw-away primary + streaming
+# replica (scripts/pg-cluster.sh, in a temporary folder), creates and
+# migrates a `soak` database, starts `audit-writer` and `audit-reader`, then
+# runs `audit-bench soak`: RecordSignal (and RecordEvent for every other
+# signal) paced at half of the writer's measured unary peak, readers doing
+# GetSignal with consistency tokens and ListSignals, and StreamEvents tails,
+# printing per window the write and read p99, tail events, errors by code,
+# each service's RSS and its database connections, then the first and last
+# windows side by side. Everything is stopped and removed on exit, also on
+# error or Ctrl-C.
+#
+# Environment:
+#   SOAK_SECS / SOAK_WINDOW_SECS     run length and report window (600 / 60)
+#   SOAK_PRIMARY_PORT / SOAK_REPLICA_PORT / SOAK_WRITER_PORT / SOAK_READER_PORT
+#                                    (17582 / 17583 / 17581 / 17584, below
+#                                    the kernel's ephemeral port range)
+#   PG_BIN                           PostgreSQL 15 binaries
+#   AUDIT_*                          reach both services as they are
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+SECS=${SOAK_SECS:-600}
+WINDOW=${SOAK_WINDOW_SECS:-60}
+PRIMARY_PORT=${SOAK_PRIMARY_PORT:-17582}
+REPLICA_PORT=${SOAK_REPLICA_PORT:-17583}
+WRITER_PORT=${SOAK_WRITER_PORT:-17581}
+READER_PORT=${SOAK_READER_PORT:-17584}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+TARGET=${CARGO_TARGET_DIR:-target}
+
+cargo build --release -p audit-writer -p audit-reader -p audit-bench
+
+STATE=$(mktemp -d /tmp/audit-soak-XXXXXX)
+chmod 755 "$STATE"
+WRITER_PID=
+READER_PID=
+cleanup() {
+    for pid in $WRITER_PID $READER_PID; do kill "$pid" 2>/dev/null || true; done
+    for pid in $WRITER_PID $READER_PID; do wait "$pid" 2>/dev/null || true; done
+    scripts/pg-cluster.sh stop "$STATE" >/dev/null 2>&1 || true
+    rm -rf -- "$STATE"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+scripts/pg-cluster.sh start "$STATE" "$PRIMARY_PORT" "$REPLICA_PORT" >/dev/null
+PRIMARY=postgres://postgres@127.0.0.1:$PRIMARY_PORT/soak
+REPLICA=postgres://postgres@127.0.0.1:$REPLICA_PORT/soak
+"$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d postgres -c 'CREATE DATABASE soak'
+AUDIT_DATABASE_URL=$PRIMARY RUST_LOG=warn "$TARGET/release/audit-writer" migrate
+
+RUST_LOG=warn AUDIT_DATABASE_URL=$PRIMARY AUDIT_WRITER_LISTEN=127.0.0.1:$WRITER_PORT \
+    "$TARGET/release/audit-writer" serve >"$STATE/writer.log" 2>&1 &
+WRITER_PID=$!
+RUST_LOG=warn AUDIT_REPLICA_URL=$REPLICA AUDIT_READER_LISTEN=127.0.0.1:$READER_PORT \
+    "$TARGET/release/audit-reader" serve >"$STATE/reader.log" 2>&1 &
+READER_PID=$!
+# Both listen once their port answers.
+for port in "$WRITER_PORT" "$READER_PORT"; do
+    for _ in $(seq 1 150); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.2
+    done
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || {
+        cat "$STATE"/*.log >&2
+        echo "bench-soak: nothing listens on 127.0.0.1:$port" >&2
+        exit 1
+    }
+done
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
+echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
+echo "soak: ${SECS}s, windows of ${WINDOW}s"
+
+"$TARGET/release/audit-bench" soak \
+    --writer "127.0.0.1:$WRITER_PORT" --reader "127.0.0.1:$READER_PORT" \
+    --writer-pid "$WRITER_PID" --reader-pid "$READER_PID" \
+    --database-url "$PRIMARY" --replica-url "$REPLICA" \
+    --duration-secs "$SECS" --window-secs "$WINDOW" "$@"
+
+# Both services must still be alive after the soak.
+for pid in $WRITER_PID $READER_PID; do
+    kill -0 "$pid" 2>/dev/null || {
+        cat "$STATE"/*.log >&2
+        echo "bench-soak: a service died during the soak" >&2
+        exit 1
+    }
+done
