@@ -93,7 +93,9 @@ impl Window {
 type Shared = Arc<Mutex<Window>>;
 
 fn with<T>(window: &Shared, f: impl FnOnce(&mut Window) -> T) -> T {
-    let mut guard = window.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut guard = window
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     f(&mut guard)
 }
 
@@ -171,14 +173,12 @@ struct Sessions {
 async fn connections(url: &str, application: &str) -> Option<i64> {
     use diesel_async::RunQueryDsl;
     let mut conn = AsyncPgConnection::establish(url).await.ok()?;
-    diesel::sql_query(
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1",
-    )
-    .bind::<Text, _>(application)
-    .get_result::<Sessions>(&mut conn)
-    .await
-    .ok()
-    .map(|s| s.n)
+    diesel::sql_query("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1")
+        .bind::<Text, _>(application)
+        .get_result::<Sessions>(&mut conn)
+        .await
+        .ok()
+        .map(|s| s.n)
 }
 
 fn channel(addr: SocketAddr) -> Result<Channel, crate::BenchError> {
@@ -198,7 +198,12 @@ pub async fn run(args: SoakArgs) -> Result<(), crate::BenchError> {
     let latest: Latest = Arc::new(Mutex::new(None));
     let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
     let mut tasks = JoinSet::new();
-    tasks.spawn(writes(args.clone(), window.clone(), latest.clone(), deadline));
+    tasks.spawn(writes(
+        args.clone(),
+        window.clone(),
+        latest.clone(),
+        deadline,
+    ));
     for _ in 0..args.readers {
         tasks.spawn(reads(args.reader, window.clone(), latest.clone(), deadline));
     }
@@ -269,7 +274,7 @@ async fn writes(args: SoakArgs, window: Shared, latest: Latest, deadline: Instan
             let due = started + Duration::from_secs_f64(sent as f64 / rate);
             let mut client = clients[sent % clients.len()].clone();
             let signal = workload.signal(sent);
-            let with_event = sent % 2 == 0;
+            let with_event = sent.is_multiple_of(2);
             let window = window.clone();
             let latest = latest.clone();
             calls.spawn(async move {
@@ -281,8 +286,7 @@ async fn writes(args: SoakArgs, window: Shared, latest: Latest, deadline: Instan
                     Err(status) => return failed(&window, "RecordSignal", &status),
                 };
                 with(&window, |w| record(&mut w.writes, due.elapsed()));
-                let (Some(signal), Some(token)) = (answer.signal, answer.consistency_token)
-                else {
+                let (Some(signal), Some(token)) = (answer.signal, answer.consistency_token) else {
                     return;
                 };
                 if with_event {
@@ -299,7 +303,9 @@ async fn writes(args: SoakArgs, window: Shared, latest: Latest, deadline: Instan
                         failed(&window, "RecordEvent", &status);
                     }
                 }
-                *latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                *latest
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some((signal.signal_id, token));
             });
             sent += 1;

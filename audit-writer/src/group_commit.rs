@@ -230,10 +230,13 @@ async fn record_group(
     }
 }
 
+/// Builds one variant of [`DbError`] from its reason.
+type DbErrorKind = fn(String) -> DbError;
+
 /// The same answer for every job of a group when the database, not an
 /// item, failed: retrying each job alone would wait out the same outage or
 /// lock once per job. The variant to build and its reason.
-fn outage(error: &DbError) -> Option<(fn(String) -> DbError, String)> {
+fn outage(error: &DbError) -> Option<(DbErrorKind, String)> {
     match error {
         DbError::Unavailable(reason) => Some((DbError::Unavailable, reason.clone())),
         DbError::Timeout(reason) => Some((DbError::Timeout, reason.clone())),

@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 /// A service process; killed (SIGKILL) when dropped if still running.
 pub struct ServerProcess {
@@ -47,9 +47,7 @@ impl ServerProcess {
             addr.port()
         ));
         let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
-        let stderr = file
-            .try_clone()
-            .unwrap_or_else(|e| panic!("log file: {e}"));
+        let stderr = file.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
         let child = Command::new(exe)
             .args(&args)
             .env("RUST_LOG", "info")

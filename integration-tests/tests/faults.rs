@@ -62,9 +62,7 @@ impl Drop for HealOnDrop {
             };
             runtime.block_on(async {
                 let mut replica = connect(&cluster.replica_url("postgres")).await;
-                let _ = replica
-                    .batch_execute("SELECT pg_wal_replay_resume()")
-                    .await;
+                let _ = replica.batch_execute("SELECT pg_wal_replay_resume()").await;
             });
         })
         .join();
@@ -210,23 +208,21 @@ fn start_load(
 async fn assert_stored_exactly_once(db: &mut AsyncPgConnection, acked: &[Acked]) -> (i64, i64) {
     let signals: Vec<uuid::Uuid> = acked.iter().flat_map(|a| a.signals.clone()).collect();
     let events: Vec<uuid::Uuid> = acked.iter().flat_map(|a| a.events.clone()).collect();
-    let stored_signals = diesel::sql_query(
-        "SELECT count(*) AS n FROM signals WHERE signal_id = ANY($1)",
-    )
-    .bind::<Array<diesel::sql_types::Uuid>, _>(&signals)
-    .get_result::<Count>(db)
-    .await
-    .unwrap()
-    .n;
+    let stored_signals =
+        diesel::sql_query("SELECT count(*) AS n FROM signals WHERE signal_id = ANY($1)")
+            .bind::<Array<diesel::sql_types::Uuid>, _>(&signals)
+            .get_result::<Count>(db)
+            .await
+            .unwrap()
+            .n;
     assert_eq!(stored_signals, signals.len() as i64, "acknowledged signals");
-    let stored_events = diesel::sql_query(
-        "SELECT count(*) AS n FROM signal_events WHERE event_id = ANY($1)",
-    )
-    .bind::<Array<diesel::sql_types::Uuid>, _>(&events)
-    .get_result::<Count>(db)
-    .await
-    .unwrap()
-    .n;
+    let stored_events =
+        diesel::sql_query("SELECT count(*) AS n FROM signal_events WHERE event_id = ANY($1)")
+            .bind::<Array<diesel::sql_types::Uuid>, _>(&events)
+            .get_result::<Count>(db)
+            .await
+            .unwrap()
+            .n;
     assert_eq!(
         stored_events,
         events.len() as i64,
@@ -497,13 +493,13 @@ async fn an_exhausted_pool_behind_a_locked_table_fails_fast_and_clearly() {
 
     let deadline = Duration::from_secs(4);
     let mut calls = Vec::new();
-    for i in 0..24 {
+    for i in 0..24u32 {
         let mut writer = app.writer.clone();
         let id = signal.signal_id.clone();
         calls.push(tokio::spawn(async move {
             let started = Instant::now();
             let call = async {
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     writer
                         .record_batch(pb::RecordBatchRequest {
                             signals: vec![new_signal("MSFT")],
@@ -607,9 +603,11 @@ async fn connections_terminated_mid_call_are_retried_or_answered_unavailable() {
         }
     });
     let url = app.primary_url.clone();
-    wait_until("both calls waiting on the lock", Duration::from_secs(10), || {
-        writer_sessions(&url, &database, "wait_event_type = 'Lock'").map(|n| n == 2)
-    })
+    wait_until(
+        "both calls waiting on the lock",
+        Duration::from_secs(10),
+        || writer_sessions(&url, &database, "wait_event_type = 'Lock'").map(|n| n == 2),
+    )
     .await;
     let terminated = scalar(
         &mut locker,
@@ -672,12 +670,8 @@ async fn sigterm_ends_every_long_call_lets_unary_calls_finish_and_exits_in_time(
         grace[0].clone(),
         "--consistency-max-wait-ms=60000".to_owned(),
     ];
-    let mut reader = ServerProcess::reader(
-        READER,
-        &cluster.replica_url(&database),
-        &reader_flags,
-        None,
-    );
+    let mut reader =
+        ServerProcess::reader(READER, &cluster.replica_url(&database), &reader_flags, None);
     for process in [&writer, &reader] {
         process
             .wait_health(ServingStatus::Serving, Duration::from_secs(30))
@@ -782,7 +776,10 @@ async fn sigterm_ends_every_long_call_lets_unary_calls_finish_and_exits_in_time(
 
     // The unary call was in flight before SIGTERM: it completes.
     locker.batch_execute("COMMIT").await.unwrap();
-    let finished = in_flight.await.unwrap().expect("the in-flight call finishes");
+    let finished = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight call finishes");
     assert_eq!(finished.get_ref().signals_created, 1);
     drop(chunks);
 
@@ -841,9 +838,19 @@ async fn the_grace_period_ends_a_drain_held_up_by_a_silent_connection() {
     reader.terminate();
     let exit = reader.exited_within(Duration::from_secs(10)).await;
     let took = sigterm.elapsed();
-    println!("an unread export and a silent connection: reader exited {exit:?} after {took:?} (grace 2 s)");
-    assert!(exit.is_some_and(|s| s.success()), "{exit:?}\n{}", reader.log());
-    assert!(reader.log().contains("grace period over"), "{}", reader.log());
+    println!(
+        "an unread export and a silent connection: reader exited {exit:?} after {took:?} (grace 2 s)"
+    );
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "{exit:?}\n{}",
+        reader.log()
+    );
+    assert!(
+        reader.log().contains("grace period over"),
+        "{}",
+        reader.log()
+    );
     drop((export, silent));
 }
 
@@ -921,9 +928,11 @@ async fn a_client_leaving_mid_export_or_mid_ingest_leaves_no_statement_behind() 
     producer.abort();
     drop(acks);
     let url = app.primary_url.clone();
-    wait_until("no Ingest statement or transaction left", Duration::from_secs(10), || {
-        writer_sessions(&url, &database, "state <> 'idle'").map(|n| n == 0)
-    })
+    wait_until(
+        "no Ingest statement or transaction left",
+        Duration::from_secs(10),
+        || writer_sessions(&url, &database, "state <> 'idle'").map(|n| n == 0),
+    )
     .await;
     let mut db = app.primary().await;
     let stored = count_rows(&mut db, "signals").await - 20_000;

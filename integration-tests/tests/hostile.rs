@@ -49,7 +49,9 @@ async fn nul_anywhere_is_invalid_argument_naming_the_field_and_writes_nothing() 
         ("signal.original_signal_json", |s| {
             s.original_signal_json = NUL_JSON.into()
         }),
-        ("signal.tags[1]", |s| s.tags = vec!["ok".into(), "n\0".into()]),
+        ("signal.tags[1]", |s| {
+            s.tags = vec!["ok".into(), "n\0".into()]
+        }),
     ];
     for (field, mutate) in signal_cases {
         let mut signal = new_signal("AAPL");
@@ -324,7 +326,9 @@ async fn values_postgres_would_refuse_are_refused_first_and_its_extremes_are_sto
     expect_invalid(
         reader
             .list_events(pb::ListEventsRequest {
-                page_token: forged(r#"{"fingerprint":1,"ts":"-5000-01-01T00:00:00Z","sequence":1}"#),
+                page_token: forged(
+                    r#"{"fingerprint":1,"ts":"-5000-01-01T00:00:00Z","sequence":1}"#,
+                ),
                 ..Default::default()
             })
             .await,
@@ -441,7 +445,9 @@ async fn database_failures_are_classified_by_what_a_caller_can_do() {
     a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT * FROM t")
         .await
         .unwrap();
-    b.batch_execute("UPDATE t SET v = 1 WHERE id = 1").await.unwrap();
+    b.batch_execute("UPDATE t SET v = 1 WHERE id = 1")
+        .await
+        .unwrap();
     let e: DbError = a
         .batch_execute("UPDATE t SET v = 2 WHERE id = 1")
         .await
@@ -459,8 +465,12 @@ async fn database_failures_are_classified_by_what_a_caller_can_do() {
             .await
             .unwrap();
     }
-    a.batch_execute("UPDATE t SET v = 3 WHERE id = 1").await.unwrap();
-    b.batch_execute("UPDATE t SET v = 3 WHERE id = 2").await.unwrap();
+    a.batch_execute("UPDATE t SET v = 3 WHERE id = 1")
+        .await
+        .unwrap();
+    b.batch_execute("UPDATE t SET v = 3 WHERE id = 2")
+        .await
+        .unwrap();
     let (ra, rb) = tokio::join!(
         a.batch_execute("UPDATE t SET v = 4 WHERE id = 2"),
         b.batch_execute("UPDATE t SET v = 4 WHERE id = 1"),
@@ -507,8 +517,8 @@ async fn database_failures_are_classified_by_what_a_caller_can_do() {
     // too many connections: a role limited to none is refused at connect
     let role = format!("{}_limited", app.database.name);
     b.batch_execute(&format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 0"))
-    .await
-    .unwrap();
+        .await
+        .unwrap();
     let url = format!(
         "postgres://{role}@127.0.0.1:{}/{}",
         app.cluster.primary_port, app.database.name

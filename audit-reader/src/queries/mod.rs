@@ -82,9 +82,7 @@ mod tests {
     /// PostgreSQL's first day reached the database and failed there.
     #[test]
     fn a_token_with_an_unstorable_time_is_refused() {
-        let forged = token(
-            r#"{"fingerprint":1,"ts":"-5000-01-01T00:00:00Z","sequence":3}"#,
-        );
+        let forged = token(r#"{"fingerprint":1,"ts":"-5000-01-01T00:00:00Z","sequence":3}"#);
         let refused = decode_token::<events::EventCursor>("page_token", &forged).unwrap_err();
         assert!(refused.to_string().contains("page_token"), "{refused}");
         let forged = token(r#"{"committed_at":"-5000-01-01T00:00:00Z","sequence":3}"#);
