@@ -37,7 +37,7 @@ pub async fn run(
         env!("CARGO_PKG_VERSION"),
     )
     .await?;
-    let shutdown = Shutdown::on(shutdown);
+    let shutdown = Shutdown::on(shutdown, args.shutdown.grace());
     let pool = build_pool(&args.pool());
     let pool_gauges = pool.watch(POOL_SAMPLE_EVERY);
     let replica_gauges = replica::watch(pool.clone(), Duration::from_millis(args.health_check_ms));
@@ -73,7 +73,6 @@ pub async fn run(
         Duration::from_millis(args.health_check_ms),
         pool,
         shutdown,
-        args.shutdown.grace(),
     )
     .await;
     pool_gauges.abort();

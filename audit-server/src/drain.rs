@@ -30,21 +30,25 @@ impl ShutdownArgs {
     }
 }
 
-/// Fires once, when the service starts draining; cheap to clone into every
-/// stream task.
-#[derive(Debug, Clone, Default)]
+/// Fires once, when the service starts draining, and says how long the
+/// drain may take; cheap to clone into every stream task.
+#[derive(Debug, Clone)]
 pub struct Shutdown {
     token: CancellationToken,
+    grace: Duration,
 }
 
 impl Shutdown {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            token: CancellationToken::new(),
+            grace,
+        }
     }
 
     /// A shutdown that fires when `signal` resolves (SIGTERM, a test's stop).
-    pub fn on(signal: impl Future<Output = ()> + Send + 'static) -> Self {
-        let shutdown = Self::new();
+    pub fn on(signal: impl Future<Output = ()> + Send + 'static, grace: Duration) -> Self {
+        let shutdown = Self::new(grace);
         let token = shutdown.token.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -65,24 +69,25 @@ impl Shutdown {
         self.token.is_cancelled()
     }
 
+    /// The longest the drain may take once begun.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
     /// Resolves once the drain has begun (at once if it already has).
     pub async fn draining(&self) {
         self.token.cancelled().await;
     }
 }
 
-/// Runs `serving` to completion, or until `grace` after the drain began,
-/// whichever comes first; `None` when the grace period ran out.
-pub async fn bounded<F: Future>(
-    serving: F,
-    shutdown: &Shutdown,
-    grace: Duration,
-) -> Option<F::Output> {
+/// Runs `serving` to completion, or until the grace period after the drain
+/// began, whichever comes first; `None` when the grace period ran out.
+pub async fn bounded<F: Future>(serving: F, shutdown: &Shutdown) -> Option<F::Output> {
     tokio::select! {
         output = serving => Some(output),
         () = async {
             shutdown.draining().await;
-            tokio::time::sleep(grace).await;
+            tokio::time::sleep(shutdown.grace).await;
         } => None,
     }
 }
@@ -93,12 +98,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_drain_is_cut_off_after_the_grace_period() {
-        let shutdown = Shutdown::new();
+        let shutdown = Shutdown::new(Duration::from_secs(20));
         let never_finishes = std::future::pending::<()>();
         let started = tokio::time::Instant::now();
         let cut = tokio::spawn({
             let shutdown = shutdown.clone();
-            async move { bounded(never_finishes, &shutdown, Duration::from_secs(20)).await }
+            async move { bounded(never_finishes, &shutdown).await }
         });
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(
@@ -112,24 +117,24 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_drain_that_finishes_in_time_returns_its_output() {
-        let shutdown = Shutdown::new();
+        let shutdown = Shutdown::new(Duration::from_secs(20));
         shutdown.begin();
         let quick = async {
             tokio::time::sleep(Duration::from_secs(1)).await;
             7
         };
-        assert_eq!(
-            bounded(quick, &shutdown, Duration::from_secs(20)).await,
-            Some(7)
-        );
+        assert_eq!(bounded(quick, &shutdown).await, Some(7));
     }
 
     #[tokio::test]
     async fn a_signal_starts_the_drain() {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = Shutdown::on(async move {
-            let _ = rx.await;
-        });
+        let shutdown = Shutdown::on(
+            async move {
+                let _ = rx.await;
+            },
+            Duration::from_secs(1),
+        );
         assert!(!shutdown.is_draining());
         let _ = tx.send(());
         shutdown.draining().await;

@@ -28,7 +28,7 @@ pub enum ServeError {
 /// call, until `shutdown` fires. `services` report SERVING only while
 /// `database` answers a ping. On shutdown: NOT_SERVING, stop accepting, let
 /// in-flight calls finish (the services end their own streams), and return
-/// after at most `grace` whatever is still open.
+/// after at most the shutdown's grace period whatever is still open.
 pub async fn serve(
     services: &[&'static str],
     routes: tonic::service::Routes,
@@ -37,7 +37,6 @@ pub async fn serve(
     health_every: Duration,
     database: PgPool,
     shutdown: Shutdown,
-    grace: Duration,
 ) -> Result<(), ServeError> {
     let check = move || {
         let pool = database.clone();
@@ -90,10 +89,10 @@ pub async fn serve(
                 }
             },
         );
-    match drain::bounded(server, &shutdown, grace).await {
+    match drain::bounded(server, &shutdown).await {
         Some(result) => result?,
         None => tracing::warn!(
-            grace_secs = grace.as_secs_f64(),
+            grace_secs = shutdown.grace().as_secs_f64(),
             "grace period over, closing the calls still open"
         ),
     }

@@ -34,7 +34,7 @@ pub async fn run(
         env!("CARGO_PKG_VERSION"),
     )
     .await?;
-    let shutdown = Shutdown::on(shutdown);
+    let shutdown = Shutdown::on(shutdown, args.shutdown.grace());
     let pool = build_pool(&args.pool());
     let mut jobs = jobs::start(&pool, &args.schedule());
     jobs.push(pool.watch(POOL_SAMPLE_EVERY));
@@ -58,7 +58,6 @@ pub async fn run(
         Duration::from_millis(args.health_check_ms),
         pool,
         shutdown,
-        args.shutdown.grace(),
     )
     .await;
     for job in jobs {

@@ -45,6 +45,18 @@ const READER: &str = env!("CARGO_BIN_EXE_reader-process");
 /// stop one of its servers.
 static CLUSTER: RwLock<()> = RwLock::const_new(());
 
+/// [`wait_until`] for a yes/no condition, polled every 20 ms.
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_until(what, timeout, Duration::from_millis(20), async || {
+        check().await.then_some(())
+    })
+    .await;
+}
+
 /// Brings the cluster back whatever a test did to it, even when it fails
 /// half-way, so that the tests after it find it whole.
 struct HealOnDrop(&'static integration_tests::Cluster);
@@ -265,7 +277,7 @@ async fn writer_killed_with_sigkill_under_load_loses_and_duplicates_nothing() {
     let acks = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(Seen::default());
     let load = start_load(writer.addr, 20, 8, acks.clone(), seen.clone());
-    wait_until("60 acknowledgements", Duration::from_secs(30), || {
+    wait_for("60 acknowledgements", Duration::from_secs(30), || {
         let acks = acks.clone();
         async move { AtomicUsize::load(&acks, Ordering::Relaxed) >= 60 }
     })
@@ -309,14 +321,14 @@ async fn a_primary_crash_under_load_is_unavailable_then_heals_with_nothing_lost(
     let app = TestApp::start_with(|writer, _| writer.pool.pool_timeout_ms = 1_000).await;
     let _heal = HealOnDrop(app.cluster);
     let addr = app.writer_server.addr;
-    wait_until("writer SERVING", Duration::from_secs(10), || {
+    wait_for("writer SERVING", Duration::from_secs(10), || {
         health_is(addr, ServingStatus::Serving)
     })
     .await;
     let acks = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(Seen::default());
     let load = start_load(addr, 10, 6, acks.clone(), seen.clone());
-    wait_until("30 acknowledgements", Duration::from_secs(30), || {
+    wait_for("30 acknowledgements", Duration::from_secs(30), || {
         let acks = acks.clone();
         async move { AtomicUsize::load(&acks, Ordering::Relaxed) >= 30 }
     })
@@ -327,7 +339,7 @@ async fn a_primary_crash_under_load_is_unavailable_then_heals_with_nothing_lost(
         .await
         .unwrap();
     let at_crash = AtomicUsize::load(&acks, Ordering::Relaxed);
-    wait_until("writer NOT_SERVING", Duration::from_secs(15), || {
+    wait_for("writer NOT_SERVING", Duration::from_secs(15), || {
         health_is(addr, ServingStatus::NotServing)
     })
     .await;
@@ -345,7 +357,7 @@ async fn a_primary_crash_under_load_is_unavailable_then_heals_with_nothing_lost(
     tokio::task::spawn_blocking(move || start_cluster_again(cluster))
         .await
         .unwrap();
-    wait_until("writer SERVING again", Duration::from_secs(30), || {
+    wait_for("writer SERVING again", Duration::from_secs(30), || {
         health_is(addr, ServingStatus::Serving)
     })
     .await;
@@ -405,7 +417,7 @@ async fn a_paused_or_stopped_replica_is_unavailable_never_stale_and_heals() {
         .batch_execute("SELECT pg_wal_replay_pause()")
         .await
         .unwrap();
-    wait_until("replay paused", Duration::from_secs(10), || async {
+    wait_for("replay paused", Duration::from_secs(10), || async {
         let mut replica = connect(&app.replica_url).await;
         scalar(
             &mut replica,
@@ -437,7 +449,7 @@ async fn a_paused_or_stopped_replica_is_unavailable_never_stale_and_heals() {
         .await
         .unwrap();
     let addr = app.reader_server.addr;
-    wait_until("reader NOT_SERVING", Duration::from_secs(15), || {
+    wait_for("reader NOT_SERVING", Duration::from_secs(15), || {
         health_is(addr, ServingStatus::NotServing)
     })
     .await;
@@ -448,11 +460,11 @@ async fn a_paused_or_stopped_replica_is_unavailable_never_stale_and_heals() {
     tokio::task::spawn_blocking(move || start_cluster_again(cluster))
         .await
         .unwrap();
-    wait_until("reader SERVING again", Duration::from_secs(30), || {
+    wait_for("reader SERVING again", Duration::from_secs(30), || {
         health_is(addr, ServingStatus::Serving)
     })
     .await;
-    wait_until("reads answered again", Duration::from_secs(10), || {
+    wait_for("reads answered again", Duration::from_secs(10), || {
         let mut reader = reader.clone();
         let id = second.signal_id.clone();
         let token = second_token.clone();
@@ -546,7 +558,7 @@ async fn an_exhausted_pool_behind_a_locked_table_fails_fast_and_clearly() {
             || health_is(app.writer_server.addr, ServingStatus::NotServing).await
     );
     locker.batch_execute("ROLLBACK").await.unwrap();
-    wait_until("writes accepted again", Duration::from_secs(10), || {
+    wait_for("writes accepted again", Duration::from_secs(10), || {
         let mut writer = app.writer.clone();
         async move {
             writer
@@ -603,7 +615,7 @@ async fn connections_terminated_mid_call_are_retried_or_answered_unavailable() {
         }
     });
     let url = app.primary_url.clone();
-    wait_until(
+    wait_for(
         "both calls waiting on the lock",
         Duration::from_secs(10),
         || writer_sessions(&url, &database, "wait_event_type = 'Lock'").map(|n| n == 2),
@@ -622,7 +634,7 @@ async fn connections_terminated_mid_call_are_retried_or_answered_unavailable() {
     assert!(status.message().contains("retry"), "{status:?}");
     // The group commit retries on a fresh connection, which waits on the
     // lock again.
-    wait_until("the group retried", Duration::from_secs(10), || {
+    wait_for("the group retried", Duration::from_secs(10), || {
         writer_sessions(&url, &database, "wait_event_type = 'Lock'").map(|n| n == 1)
     })
     .await;
@@ -746,7 +758,7 @@ async fn sigterm_ends_every_long_call_lets_unary_calls_finish_and_exits_in_time(
                 .await
         }
     });
-    wait_until("the unary call in flight", Duration::from_secs(10), || {
+    wait_for("the unary call in flight", Duration::from_secs(10), || {
         writer_sessions(&primary_url, &database, "wait_event_type = 'Lock'").map(|n| n == 1)
     })
     .await;
@@ -894,7 +906,7 @@ async fn a_client_leaving_mid_export_or_mid_ingest_leaves_no_statement_behind() 
             .await
         }
     };
-    wait_until("no export statement left", Duration::from_secs(10), || {
+    wait_for("no export statement left", Duration::from_secs(10), || {
         busy_reader().map(|n| n == 0)
     })
     .await;
@@ -928,7 +940,7 @@ async fn a_client_leaving_mid_export_or_mid_ingest_leaves_no_statement_behind() 
     producer.abort();
     drop(acks);
     let url = app.primary_url.clone();
-    wait_until(
+    wait_for(
         "no Ingest statement or transaction left",
         Duration::from_secs(10),
         || writer_sessions(&url, &database, "state <> 'idle'").map(|n| n == 0),
