@@ -343,14 +343,16 @@ cmd_up() {
     start_service writer "$WRITER_LISTEN" \
         AUDIT_WRITER_LISTEN="$WRITER_LISTEN" \
         AUDIT_METRICS_LISTEN="$WRITER_METRICS_LISTEN" \
-        AUDIT_DATABASE_URL="$PRIMARY_URL"
+        AUDIT_DATABASE_URL="$PRIMARY_URL" \
+        AUDIT_AUTH=off
     # The reader queries only the replica; AUDIT_PRIMARY_URL is passed for
     # tooling that wants both ends and is ignored by audit-reader today.
     start_service reader "$READER_LISTEN" \
         AUDIT_READER_LISTEN="$READER_LISTEN" \
         AUDIT_METRICS_LISTEN="$READER_METRICS_LISTEN" \
         AUDIT_REPLICA_URL="$REPLICA_URL" \
-        AUDIT_PRIMARY_URL="$PRIMARY_URL"
+        AUDIT_PRIMARY_URL="$PRIMARY_URL" \
+        AUDIT_AUTH=off
 
     wait_healthy writer "$WRITER_ADDR" "$WRITER_LISTEN"
     wait_healthy reader "$READER_ADDR" "$READER_LISTEN"

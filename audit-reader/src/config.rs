@@ -50,6 +50,8 @@ pub struct ServeArgs {
     pub replica_url: String,
     #[command(flatten)]
     pub pool: audit_server::PoolArgs,
+    #[command(flatten)]
+    pub security: audit_server::SecurityArgs,
     /// PostgreSQL statement_timeout for every connection.
     #[arg(long, env = "AUDIT_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
     pub statement_timeout_ms: u64,

@@ -10,16 +10,22 @@
 //!   (metric and span);
 //! - [`shutdown_signal`]: SIGTERM or Ctrl-C;
 //! - [`PoolArgs`], [`ConnectionArgs`]: the pool and connection options both
-//!   services take.
+//!   services take;
+//! - [`tls`] and [`auth`]: TLS (mutual, reloadable) and caller
+//!   authentication and authorisation ([`SecurityArgs`] → [`Security`]).
 
+pub mod auth;
 mod config;
 pub mod metrics;
 pub mod rpc_metrics;
 mod serve;
 mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
-pub use config::{ConnectionArgs, MaybeDuration, PoolArgs};
+pub use config::{
+    ConnectionArgs, MaybeDuration, PoolArgs, Security, SecurityArgs, SecurityError,
+};
 pub use serve::{ServeError, reflection_services, serve, watch_health};
 pub use shutdown::shutdown_signal;
 pub use telemetry::{Telemetry, TelemetryArgs, TelemetryError, current_trace_id, grpc_span};

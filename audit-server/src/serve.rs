@@ -19,17 +19,21 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("metrics endpoint: {0}")]
     Metrics(#[from] std::io::Error),
+    #[error(transparent)]
+    Security(#[from] crate::SecurityError),
 }
 
 /// Serves `routes` on `listener` next to health and reflection, one span per
-/// call, until `shutdown` resolves. `services` report SERVING only while
-/// `database` answers a ping. On shutdown: NOT_SERVING, stop
+/// call, TLS and caller checks as `security` says, until `shutdown`
+/// resolves. `services` report SERVING only while `database` answers a
+/// ping. On shutdown: NOT_SERVING, stop
 /// accepting, let in-flight calls finish, return.
 pub async fn serve(
     services: &[&'static str],
     routes: tonic::service::Routes,
     listener: tokio::net::TcpListener,
     connection: &ConnectionArgs,
+    security: crate::Security,
     health_every: Duration,
     database: PgPool,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -52,6 +56,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let services = services.to_vec();
+    let reload_task = security.tls.clone().map(|tls| tokio::spawn(tls.watch()));
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         ?services,
@@ -66,22 +71,22 @@ pub async fn serve(
     }
     server
         .layer(RpcMetricsLayer)
+        // Inside the metrics layer, so refused calls are counted too.
+        .layer(crate::auth::AuthLayer::new(security.auth))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            // TCP_NODELAY on every accepted socket: with Nagle on, a small
-            // response waits for the client's delayed ACK (about 40 ms).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                shutdown.await;
-                health_task.abort();
-                for service in std::iter::once("").chain(services) {
-                    reporter
-                        .set_service_status(service, ServingStatus::NotServing)
-                        .await;
-                }
-            },
-        )
+        .serve_with_incoming_shutdown(crate::tls::incoming(listener, security.tls), async move {
+            shutdown.await;
+            health_task.abort();
+            for service in std::iter::once("").chain(services) {
+                reporter
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
+        })
         .await?;
+    if let Some(task) = reload_task {
+        task.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -74,6 +74,8 @@ pub struct ServeArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub pool: audit_server::PoolArgs,
+    #[command(flatten)]
+    pub security: audit_server::SecurityArgs,
     /// PostgreSQL statement_timeout for every connection.
     #[arg(long, env = "AUDIT_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
     pub statement_timeout_ms: u64,

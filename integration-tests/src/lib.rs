@@ -8,6 +8,7 @@
 //! small watchdog process that waits for the test binary to exit.
 
 pub mod analytics;
+pub mod pki;
 
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_reader_service_client::SignalReaderServiceClient;
@@ -235,6 +236,8 @@ pub fn writer_args(database_url: String) -> audit_writer::config::ServeArgs {
         "--max-payload-bytes=16384",
         "--max-batch-items=100",
         "--health-check-ms=100",
+        // Caller authentication has its own tests (tests/auth.rs).
+        "--auth=off",
     ])
     .unwrap_or_else(|e| panic!("writer args: {e}"))
     .args
@@ -253,6 +256,7 @@ pub fn reader_args(replica_url: String) -> audit_reader::config::ServeArgs {
         "--pool-timeout-ms=5000",
         "--consistency-poll-ms=2",
         "--health-check-ms=100",
+        "--auth=off",
     ])
     .unwrap_or_else(|e| panic!("reader args: {e}"))
     .args
@@ -549,5 +553,46 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
+
+/// A client interceptor that sends `token` as `authorization: Bearer …`.
+pub fn bearer(
+    token: &str,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone + use<> {
+    let value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {token}")
+        .parse()
+        .unwrap_or_else(|e| panic!("token header: {e}"));
+    move |mut request: tonic::Request<()>| {
+        request
+            .metadata_mut()
+            .insert("authorization", value.clone());
+        Ok(request)
+    }
+}
+
+/// Turns authentication on in server options: `tokens` as a tokens file
+/// (`role name token` triples, hashed as operators would) and `certs` as a
+/// client-certificates file (`role name` pairs), both written into `dir`.
+pub fn auth_on(
+    auth: &mut audit_server::auth::AuthArgs,
+    dir: &std::path::Path,
+    tokens: &[(&str, &str, &str)],
+    certs: &[(&str, &str)],
+) {
+    auth.auth = audit_server::auth::AuthMode::On;
+    if !tokens.is_empty() {
+        let lines: String = tokens
+            .iter()
+            .map(|(role, name, token)| {
+                format!("{role} {name} {}\n", audit_server::auth::token_hash(token))
+            })
+            .collect();
+        auth.auth_tokens_file = Some(pki::write(dir, "tokens", &lines));
+    }
+    if !certs.is_empty() {
+        let lines: String = certs
+            .iter()
+            .map(|(role, name)| format!("{role} {name}\n"))
+            .collect();
+        auth.auth_client_certs_file = Some(pki::write(dir, "client-certs", &lines));
     }
 }
