@@ -124,7 +124,10 @@ async fn the_writer_role_writes_and_maintains_but_cannot_destroy() {
 
     // Nothing was lost.
     let mut owner = connect(&cluster.primary_url(&db)).await;
-    assert_eq!(integration_tests::count_rows(&mut owner, "signal_events").await, 2);
+    assert_eq!(
+        integration_tests::count_rows(&mut owner, "signal_events").await,
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,7 +148,10 @@ async fn the_reader_role_reads_and_cannot_write_even_on_the_primary() {
         )
         .await
         .unwrap();
-    assert_eq!(try_sql(&primary, "SELECT count(*) FROM signals").await, "ok");
+    assert_eq!(
+        try_sql(&primary, "SELECT count(*) FROM signals").await,
+        "ok"
+    );
     for sql in [
         "INSERT INTO signal_event_ids VALUES (gen_random_uuid(), gen_random_uuid(), now())",
         "UPDATE signals SET tags = '{x}'",
