@@ -54,6 +54,7 @@ pub async fn run(
         Duration::from_millis(args.cache_ttl_ms),
         args.cache_max_entries,
         args.redis_url.as_deref(),
+        args.redis_ca_file.as_deref(),
     )
     .await;
     let analytics = SignalAnalyticsServiceServer::new(AnalyticsService::new(pool.clone(), cache))

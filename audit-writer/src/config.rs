@@ -42,10 +42,13 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL primary.
+    /// PostgreSQL primary. TLS as libpq's `sslmode` and `sslrootcert` URL
+    /// parameters say (default prefer); the value is never shown (it may
+    /// hold a password).
     #[arg(
         long,
         env = "AUDIT_DATABASE_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:15432/signal_audit"
     )]
     pub database_url: String,
