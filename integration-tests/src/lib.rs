@@ -164,7 +164,7 @@ fn start_cluster() -> Cluster {
 pub async fn connect(url: &str) -> AsyncPgConnection {
     AsyncPgConnection::establish(url)
         .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+        .unwrap_or_else(|e| panic!("connect {}: {e}", audit_db::redact_url(url)))
 }
 
 #[derive(QueryableByName)]
