@@ -35,7 +35,8 @@ pub struct ServeOnly {
 )]
 pub enum Command {
     /// Serve gRPC (the default when no command is given).
-    Serve(ServeArgs),
+    // Boxed: the serving options dwarf the migration ones.
+    Serve(Box<ServeArgs>),
     /// Apply pending migrations (idempotent), or revert them all.
     Migrate(MigrateArgs),
 }

@@ -553,6 +553,8 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
 
 /// A client interceptor that sends `token` as `authorization: Bearer …`.
 pub fn bearer(
