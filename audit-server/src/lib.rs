@@ -23,9 +23,7 @@ mod shutdown;
 pub mod telemetry;
 pub mod tls;
 
-pub use config::{
-    ConnectionArgs, MaybeDuration, PoolArgs, Security, SecurityArgs, SecurityError,
-};
+pub use config::{ConnectionArgs, MaybeDuration, PoolArgs, Security, SecurityArgs, SecurityError};
 pub use serve::{ServeError, reflection_services, serve, watch_health};
 pub use shutdown::shutdown_signal;
 pub use telemetry::{Telemetry, TelemetryArgs, TelemetryError, current_trace_id, grpc_span};

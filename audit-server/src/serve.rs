@@ -28,6 +28,10 @@ pub enum ServeError {
 /// resolves. `services` report SERVING only while `database` answers a
 /// ping. On shutdown: NOT_SERVING, stop
 /// accepting, let in-flight calls finish, return.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is one independent piece of the server's wiring, passed once by main"
+)]
 pub async fn serve(
     services: &[&'static str],
     routes: tonic::service::Routes,

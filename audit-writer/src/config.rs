@@ -35,8 +35,7 @@ pub struct ServeOnly {
 )]
 pub enum Command {
     /// Serve gRPC (the default when no command is given).
-    // Boxed: the serving options dwarf the migration ones.
-    Serve(Box<ServeArgs>),
+    Serve(ServeArgs),
     /// Apply pending migrations (idempotent), or revert them all.
     Migrate(MigrateArgs),
 }

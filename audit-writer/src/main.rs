@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
     let command = match cli.command {
         Some(command) => command,
         // `audit-writer` alone serves, with options from the environment.
-        None => Command::Serve(Box::new(ServeOnly::parse_from(["audit-writer"]).args)),
+        None => Command::Serve(ServeOnly::parse_from(["audit-writer"]).args),
     };
     match command {
         Command::Migrate(args) => {
@@ -49,8 +49,7 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match audit_writer::server::run(*args, listener, audit_server::shutdown_signal()).await
-            {
+            match audit_writer::server::run(args, listener, audit_server::shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "audit-writer failed");
