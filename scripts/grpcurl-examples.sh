@@ -8,6 +8,13 @@
 # Every command is printed (in copy-paste form) before it runs; the first
 # failing check prints the answer it got and exits non-zero.
 #
+# Against a secure stack (`AUDIT_STACK_SECURE=1 scripts/stack.sh up`, then
+# `source STACK_DIR/env`): with AUDIT_GRPC_CACERT set every call goes over
+# TLS trusting that CA, and with AUDIT_WRITER_TOKEN / AUDIT_READER_TOKEN set
+# calls to the writer / reader services carry that bearer token (health and
+# reflection need none); calls without a token or with the wrong one are
+# then checked to be refused.
+#
 # grpcurl prints answers as protobuf JSON: lowerCamelCase field names,
 # enums by name, int64 as strings, and fields with default values (false,
 # 0, "") left out. The checks below accept snake_case names too.
@@ -31,6 +38,27 @@ command -v grpcurl >/dev/null || {
 CHECKS=0
 OUT=""
 
+# Transport: plaintext, or TLS trusting the secure stack's CA.
+if [[ -n ${AUDIT_GRPC_CACERT:-} ]]; then
+    TRANSPORT=(-cacert "$AUDIT_GRPC_CACERT")
+    SHOWN_TRANSPORT='-cacert $AUDIT_GRPC_CACERT'
+else
+    TRANSPORT=(-plaintext)
+    SHOWN_TRANSPORT=-plaintext
+fi
+
+# The token a call needs, by the service it calls (shown by variable name:
+# tokens are never printed).
+token_for() {
+    local a
+    for a in "$@"; do
+        case $a in
+        signal_audit.v1.SignalWriterService/*) echo AUDIT_WRITER_TOKEN ;;
+        signal_audit.v1.SignalReaderService/* | signal_audit.v1.SignalAnalyticsService/*) echo AUDIT_READER_TOKEN ;;
+        esac
+    done
+}
+
 fail() {
     printf '\ngrpcurl-examples: FAILED: %s\n' "$1" >&2
     if [[ -n $OUT ]]; then
@@ -47,8 +75,14 @@ call() {
         # Quote arguments the way a reader would type them.
         if [[ $a =~ [^A-Za-z0-9_./:=-] ]]; then shown+=("'$a'"); else shown+=("$a"); fi
     done
-    printf '\n$ grpcurl -plaintext %s\n' "${shown[*]}" >&2
-    if ! OUT=$(grpcurl -plaintext -max-time 15 "$@" 2>&1); then
+    local auth=() var
+    var=$(token_for "$@")
+    if [[ -n $var && -n ${!var:-} ]]; then
+        auth=(-H "authorization: Bearer ${!var}")
+        shown=(-H "'authorization: Bearer \$$var'" "${shown[@]}")
+    fi
+    printf '\n$ grpcurl %s %s\n' "$SHOWN_TRANSPORT" "${shown[*]}" >&2
+    if ! OUT=$(grpcurl "${TRANSPORT[@]}" "${auth[@]}" -max-time 15 "$@" 2>&1); then
         fail "grpcurl exited non-zero"
     fi
     sed -n '1,60p' <<<"$OUT" >&2
@@ -226,5 +260,33 @@ points = g(doc, "points", [])
 need(60 <= len(points) <= 61, "one point per minute of the hour, gaps filled: %d" % len(points))
 need(g(doc, "as_of"), "GetTimeSeries answers carry as_of")
 '
+
+# --- secure stack: callers are authenticated and authorised -----------------
+if [[ -n ${AUDIT_WRITER_TOKEN:-} && -n ${AUDIT_READER_TOKEN:-} ]]; then
+    # refused CODE ARGS... : the call fails with gRPC code CODE.
+    refused() {
+        local code=$1
+        shift
+        local shown="$*"
+        shown=${shown//"$AUDIT_WRITER_TOKEN"/\$AUDIT_WRITER_TOKEN}
+        shown=${shown//"$AUDIT_READER_TOKEN"/\$AUDIT_READER_TOKEN}
+        printf '\n$ grpcurl %s %s   # must fail: %s\n' "$SHOWN_TRANSPORT" "$shown" "$code" >&2
+        if OUT=$(grpcurl "${TRANSPORT[@]}" -max-time 15 "$@" 2>&1); then
+            fail "the call was not refused"
+        fi
+        expect_text "Code: $code"
+    }
+    SIGNAL='{"signal":{"ticker":"MSFT","side":"buy","action":"open","price":1,"original_signal_json":"{}"}}'
+    refused Unauthenticated -d "$SIGNAL" "$WRITER" signal_audit.v1.SignalWriterService/RecordSignal
+    refused PermissionDenied -H "authorization: Bearer $AUDIT_READER_TOKEN" -d "$SIGNAL" \
+        "$WRITER" signal_audit.v1.SignalWriterService/RecordSignal
+    refused PermissionDenied -H "authorization: Bearer $AUDIT_WRITER_TOKEN" \
+        "$READER" signal_audit.v1.SignalReaderService/GetReplicationStatus
+    # The signal recorded above names its caller.
+    call -d '{"signal_id":"'"$SIGNAL_ID"'"}' "$READER" signal_audit.v1.SignalReaderService/GetSignal
+    expect_json '
+need(g(g(doc, "signal", {}), "recorded_by") == "stack-writer", "recorded_by should name the writer token")
+'
+fi
 
 printf '\ngrpcurl-examples: all %d checks passed\n' "$CHECKS" >&2

@@ -20,7 +20,17 @@
 #   AUDIT_STACK_BACKUP        1: WAL archiving + pgBackRest repository in the
 #                             state folder (scripts/backup.sh); 0: none [1]
 #   AUDIT_STACK_SKIP_BUILD=1  use the release binaries already built
+#   AUDIT_STACK_SECURE=1      secure mode (below) [0: plaintext, no auth]
 #   RUST_LOG                  passed to both services [info]
+#
+# Secure mode, as in production: certificates from a CA of the stack's own
+# (openssl, in STACK_DIR/tls); PostgreSQL with ssl = on, both services
+# connecting with sslmode=verify-full as login users of the least-privilege
+# roles (audit_writer_svc IN ROLE audit_writer, audit_reader_svc IN ROLE
+# audit_reader; migrations run as the owner); gRPC over TLS; callers need a
+# bearer token (writer, reader and admin tokens, hashed in STACK_DIR/tokens,
+# in clear only in STACK_DIR/secrets.env, mode 600). STACK_DIR/env exports
+# what grpcurl needs (AUDIT_GRPC_CACERT and the tokens).
 # scripts/test.sh runs a second stack on other ports and folder at the same
 # time as a developer's, which is why everything here is configurable.
 # Every default port is below the kernel's ephemeral range (32768-60999 on
@@ -45,6 +55,8 @@ DB_NAME=signal_audit
 PRIMARY_URL=postgres://postgres@127.0.0.1:$PRIMARY_PORT/$DB_NAME
 REPLICA_URL=postgres://postgres@127.0.0.1:$REPLICA_PORT/$DB_NAME
 HEALTH_TIMEOUT=60
+SECURE=${AUDIT_STACK_SECURE:-0}
+TLS_DIR=$STACK_DIR/tls
 PSQL=${PG_BIN:-/usr/lib/postgresql/15/bin}/psql
 
 # shellcheck source=scripts/port-check.sh
@@ -108,8 +120,14 @@ service_name() {
     esac
 }
 
+# Plaintext, or TLS trusting the stack's CA in secure mode (health needs no token).
+grpc_transport() {
+    if [[ $SECURE == 1 ]]; then echo -cacert "$TLS_DIR/ca.crt"; else echo -plaintext; fi
+}
+
 health() {
-    grpcurl -plaintext -max-time 3 -d "{\"service\":\"$(service_name "$2")\"}" \
+    # shellcheck disable=SC2046 # the transport flags are words on purpose
+    grpcurl $(grpc_transport) -max-time 3 -d "{\"service\":\"$(service_name "$2")\"}" \
         "$1" grpc.health.v1.Health/Check 2>&1
 }
 
@@ -290,6 +308,95 @@ Stop everything with: scripts/stack.sh down
 EOF
 }
 
+# Secure mode: a CA, and one certificate for localhost/127.0.0.1 that both
+# PostgreSQL servers and both gRPC services present. Kept across `up`s.
+make_certs() {
+    mkdir -p -- "$TLS_DIR"
+    if [[ ! -s $TLS_DIR/server.crt || ! -s $TLS_DIR/ca.crt ]]; then
+        log "generating a CA and a server certificate in $TLS_DIR"
+        (
+            cd "$TLS_DIR"
+            umask 077
+            openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=signal-audit stack CA" \
+                -keyout ca.key -out ca.crt 2>/dev/null
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+                -keyout server.key -out server.csr 2>/dev/null
+            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
+            openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 \
+                -extfile server.ext -out server.crt 2>/dev/null
+            rm -f server.csr server.ext
+            chmod 644 ca.crt server.crt
+        )
+    fi
+    # PostgreSQL reads its own copy of the key, private to its OS user.
+    cp -- "$TLS_DIR/server.key" "$TLS_DIR/pg-server.key"
+    if [[ $(id -u) -eq 0 ]]; then chown postgres:postgres "$TLS_DIR/pg-server.key"; fi
+    chmod 600 "$TLS_DIR/pg-server.key"
+    chmod 755 "$TLS_DIR"
+}
+
+# ssl = on for one server (ALTER SYSTEM works on the standby too).
+enable_pg_ssl() {
+    local psql=$1
+    "$psql" -d postgres -c "ALTER SYSTEM SET ssl_cert_file = '$TLS_DIR/server.crt'"
+    "$psql" -d postgres -c "ALTER SYSTEM SET ssl_key_file = '$TLS_DIR/pg-server.key'"
+    "$psql" -d postgres -c "ALTER SYSTEM SET ssl = on"
+    "$psql" -d postgres -c "SELECT pg_reload_conf()" >/dev/null
+}
+
+# Login users of the least-privilege roles with fresh passwords, and the
+# gRPC tokens (their hashes in STACK_DIR/tokens); the clear-text secrets
+# only in STACK_DIR/secrets.env (mode 600).
+make_credentials() {
+    local writer_pw reader_pw role token
+    writer_pw=$(openssl rand -hex 16)
+    reader_pw=$(openssl rand -hex 16)
+    psql_primary -d "$DB_NAME" -c "DO \$\$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'audit_writer_svc') THEN
+            CREATE ROLE audit_writer_svc LOGIN IN ROLE audit_writer; END IF;
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'audit_reader_svc') THEN
+            CREATE ROLE audit_reader_svc LOGIN IN ROLE audit_reader; END IF;
+        END \$\$"
+    psql_primary -d "$DB_NAME" -c "ALTER ROLE audit_writer_svc PASSWORD '$writer_pw'"
+    psql_primary -d "$DB_NAME" -c "ALTER ROLE audit_reader_svc PASSWORD '$reader_pw'"
+    local tls="sslmode=verify-full&sslrootcert=$TLS_DIR/ca.crt"
+    : >"$STACK_DIR/tokens"
+    (
+        umask 077
+        {
+            echo "# secrets of the stack in $STACK_DIR (secure mode)"
+            echo "export AUDIT_WRITER_DATABASE_URL='postgres://audit_writer_svc:$writer_pw@127.0.0.1:$PRIMARY_PORT/$DB_NAME?$tls'"
+            echo "export AUDIT_READER_DATABASE_URL='postgres://audit_reader_svc:$reader_pw@127.0.0.1:$REPLICA_PORT/$DB_NAME?$tls'"
+            for role in writer reader admin; do
+                token=$(openssl rand -hex 24)
+                printf '%s stack-%s %s\n' "$role" "$role" \
+                    "$(printf %s "$token" | sha256sum | cut -d' ' -f1)" >>"$STACK_DIR/tokens"
+                echo "export AUDIT_${role^^}_TOKEN=$token"
+            done
+        } >"$STACK_DIR/secrets.env"
+    )
+}
+
+print_secure_help() {
+    cat >&2 <<EOF
+
+The stack runs in secure mode: TLS everywhere, callers need a token.
+  source $STACK_DIR/env   # AUDIT_GRPC_CACERT, AUDIT_WRITER_TOKEN, AUDIT_READER_TOKEN, AUDIT_ADMIN_TOKEN
+
+  grpcurl -cacert \$AUDIT_GRPC_CACERT $WRITER_ADDR list
+  grpcurl -cacert \$AUDIT_GRPC_CACERT -H "authorization: Bearer \$AUDIT_WRITER_TOKEN" \\
+    -d '{"signal":{"ticker":"NASDAQ:AAPL","side":"buy","action":"open","price":187.25,"original_signal_json":"{}"}}' \\
+    $WRITER_ADDR signal_audit.v1.SignalWriterService/RecordSignal
+  grpcurl -cacert \$AUDIT_GRPC_CACERT -H "authorization: Bearer \$AUDIT_READER_TOKEN" \\
+    -d '{"page_size":10}' $READER_ADDR signal_audit.v1.SignalReaderService/ListSignals
+
+  # every README example, IDs filled in and answers checked, over TLS with the tokens:
+  source $STACK_DIR/env && scripts/grpcurl-examples.sh $WRITER_ADDR $READER_ADDR
+
+Stop everything with: scripts/stack.sh down
+EOF
+}
+
 cmd_up() {
     "$ROOT/scripts/install-deps.sh"
     command -v grpcurl >/dev/null || die "grpcurl is not on PATH (scripts/install-deps.sh installs it)"
@@ -315,6 +422,13 @@ cmd_up() {
         sleep 0.2
     done
 
+    if [[ $SECURE == 1 ]]; then
+        make_certs
+        log "secure mode: PostgreSQL ssl = on"
+        enable_pg_ssl psql_primary
+        enable_pg_ssl psql_replica
+    fi
+
     if [[ ${AUDIT_STACK_SKIP_BUILD:-0} != 1 ]]; then
         log "cargo build --release -p audit-writer -p audit-reader"
         cargo build --release -p audit-writer -p audit-reader
@@ -334,23 +448,39 @@ cmd_up() {
     check_metrics_free writer "$WRITER_METRICS_LISTEN"
     check_metrics_free reader "$READER_METRICS_LISTEN"
 
+    # The owner migrates (over verified TLS in secure mode).
+    local owner_url=$PRIMARY_URL
+    [[ $SECURE != 1 ]] || owner_url="$PRIMARY_URL?sslmode=verify-full&sslrootcert=$TLS_DIR/ca.crt"
     log "audit-writer migrate"
-    AUDIT_DATABASE_URL=$PRIMARY_URL NO_COLOR=1 "$BIN_DIR/audit-writer" migrate >>"$STACK_DIR/migrate.log" 2>&1 || {
+    AUDIT_DATABASE_URL=$owner_url NO_COLOR=1 "$BIN_DIR/audit-writer" migrate >>"$STACK_DIR/migrate.log" 2>&1 || {
         tail -n 40 -- "$STACK_DIR/migrate.log" >&2
         die "audit-writer migrate failed (log: $STACK_DIR/migrate.log)"
     }
 
+    # Local development: plaintext, no caller authentication.
+    local writer_env=(AUDIT_DATABASE_URL="$PRIMARY_URL" AUDIT_AUTH=off)
+    local reader_env=(AUDIT_REPLICA_URL="$REPLICA_URL" AUDIT_AUTH=off)
+    if [[ $SECURE == 1 ]]; then
+        make_credentials
+        # shellcheck source=/dev/null
+        source "$STACK_DIR/secrets.env"
+        local tls_env=(AUDIT_TLS_CERT_FILE="$TLS_DIR/server.crt" AUDIT_TLS_KEY_FILE="$TLS_DIR/server.key"
+            AUDIT_AUTH=on AUDIT_AUTH_TOKENS_FILE="$STACK_DIR/tokens")
+        writer_env=(AUDIT_DATABASE_URL="$AUDIT_WRITER_DATABASE_URL" "${tls_env[@]}")
+        reader_env=(AUDIT_REPLICA_URL="$AUDIT_READER_DATABASE_URL" "${tls_env[@]}")
+    fi
+
     start_service writer "$WRITER_LISTEN" \
         AUDIT_WRITER_LISTEN="$WRITER_LISTEN" \
         AUDIT_METRICS_LISTEN="$WRITER_METRICS_LISTEN" \
-        AUDIT_DATABASE_URL="$PRIMARY_URL"
+        "${writer_env[@]}"
     # The reader queries only the replica; AUDIT_PRIMARY_URL is passed for
     # tooling that wants both ends and is ignored by audit-reader today.
     start_service reader "$READER_LISTEN" \
         AUDIT_READER_LISTEN="$READER_LISTEN" \
         AUDIT_METRICS_LISTEN="$READER_METRICS_LISTEN" \
-        AUDIT_REPLICA_URL="$REPLICA_URL" \
-        AUDIT_PRIMARY_URL="$PRIMARY_URL"
+        AUDIT_PRIMARY_URL="$PRIMARY_URL" \
+        "${reader_env[@]}"
 
     wait_healthy writer "$WRITER_ADDR" "$WRITER_LISTEN"
     wait_healthy reader "$READER_ADDR" "$READER_LISTEN"
@@ -370,6 +500,15 @@ EOF
 # backups: scripts/backup.sh backup|info|restore $STACK_DIR
 export AUDIT_STACK_BACKUP_DIR=$STACK_DIR
 EOF
+    fi
+    if [[ $SECURE == 1 ]]; then
+        cat >>"$STACK_DIR/env" <<EOF
+# secure mode: gRPC over TLS (grpcurl -cacert \$AUDIT_GRPC_CACERT) with bearer tokens
+export AUDIT_GRPC_CACERT=$TLS_DIR/ca.crt
+source $STACK_DIR/secrets.env
+EOF
+        print_secure_help
+        return 0
     fi
     print_usage_help
 }

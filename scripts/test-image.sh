@@ -261,7 +261,7 @@ wait_serving() {
 }
 
 start=$SECONDS
-(in_image AUDIT_DATABASE_URL="$PRIMARY_URL" AUDIT_WRITER_LISTEN="$WRITER_ADDR" \
+(in_image AUDIT_DATABASE_URL="$PRIMARY_URL" AUDIT_WRITER_LISTEN="$WRITER_ADDR" AUDIT_AUTH=off \
     AUDIT_METRICS_LISTEN="$WRITER_METRICS" \
     AUDIT_POOL_MIN=2 AUDIT_POOL_MAX=4 AUDIT_LOG_JSON=true NO_COLOR=1 \
     -- /usr/local/bin/audit-writer serve) >"$WORK/writer.log" 2>&1 &
@@ -270,7 +270,7 @@ PIDS+=("$WRITER_PID")
 wait_serving writer "$WRITER_PID" "$WRITER_ADDR" signal_audit.v1.SignalWriterService
 check_identity writer "$WRITER_PID"
 
-(in_image AUDIT_REPLICA_URL="$REPLICA_URL" AUDIT_READER_LISTEN="$READER_ADDR" \
+(in_image AUDIT_REPLICA_URL="$REPLICA_URL" AUDIT_READER_LISTEN="$READER_ADDR" AUDIT_AUTH=off \
     AUDIT_METRICS_LISTEN="$READER_METRICS" \
     AUDIT_POOL_MIN=2 AUDIT_POOL_MAX=4 AUDIT_LOG_JSON=true NO_COLOR=1 \
     -- /usr/local/bin/audit-reader serve) >"$WORK/reader.log" 2>&1 &

@@ -24,7 +24,9 @@
 #             against a full stack (scripts/stack.sh up) in .stack-test on
 #             ports of its own, so a developer's .stack keeps running; then
 #             scripts/check-dashboard-metrics.sh against its /metrics
-#             endpoints (every name the dashboard and rules use is exported)
+#             endpoints (every name the dashboard and rules use is exported);
+#             then the examples again with the stack in secure mode
+#             (AUDIT_STACK_SECURE=1)
 #   prometheus  a real Prometheus scrapes such a stack with the alert rules;
 #             the replica is stopped and AuditReplicaDown must fire
 #             (scripts/prometheus-replica-alert.sh, about 3 minutes)
@@ -242,6 +244,17 @@ step_examples() {
         sleep 2
     done
     scripts/check-dashboard-metrics.sh "${urls[@]}"
+    # The same examples against the stack in secure mode: TLS to PostgreSQL
+    # (verify-full) and on gRPC, least-privilege database users, bearer
+    # tokens; the script then also checks that callers without the right
+    # token are refused.
+    scripts/stack.sh down >/dev/null
+    AUDIT_STACK_SECURE=1 AUDIT_STACK_SKIP_BUILD=1 scripts/stack.sh up >/dev/null
+    (
+        # shellcheck source=/dev/null
+        source "$AUDIT_STACK_DIR/env"
+        scripts/grpcurl-examples.sh "$AUDIT_WRITER_LISTEN" "$AUDIT_READER_LISTEN"
+    )
 }
 
 step_prometheus() {

@@ -35,6 +35,8 @@ impl WriterProcess {
             .arg("serve")
             .env("AUDIT_DATABASE_URL", &args.database_url)
             .env("AUDIT_WRITER_LISTEN", &listen)
+            // Measures the write path; callers are not authenticated here.
+            .env("AUDIT_AUTH", "off")
             .env("AUDIT_POOL_MIN", &pool)
             .env("AUDIT_POOL_MAX", &pool)
             .env("RUST_LOG", &args.writer_log)

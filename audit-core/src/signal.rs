@@ -18,6 +18,8 @@ pub struct NewSignal {
     pub original_signal: serde_json::Value,
     pub tags: Vec<String>,
     pub received_at: DateTime<Utc>,
+    /// The authenticated caller that recorded it (none with auth off).
+    pub recorded_by: Option<String>,
 }
 
 /// An event ready to apply to its signal.
@@ -33,6 +35,8 @@ pub struct NewEvent {
     pub error_info: Option<serde_json::Value>,
     pub http_status: Option<i32>,
     pub response_data: Option<String>,
+    /// The authenticated caller that recorded it (none with auth off).
+    pub recorded_by: Option<String>,
 }
 
 impl NewEvent {

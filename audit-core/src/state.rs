@@ -89,6 +89,7 @@ mod tests {
             error_info: None,
             http_status: failed.then_some(503),
             response_data: None,
+            recorded_by: None,
         }
     }
 

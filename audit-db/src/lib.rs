@@ -1,5 +1,6 @@
 //! The storage shared by both services: the diesel [`schema`] (mirroring
-//! the migrations), the [`models`] rows, the bb8 [`pool`] builder, the
+//! the migrations), the [`models`] rows, [`connect`] (every connection,
+//! with TLS as the URL's `sslmode` says), the bb8 [`pool`] builder, the
 //! consistency tokens of [`replication`], and [`DbError`], which classifies
 //! database failures by what a caller can do about them; [`leader`] runs
 //! each periodic job once per cluster.
@@ -11,6 +12,7 @@
 //! job). This crate knows nothing of gRPC; each service maps [`DbError`]
 //! to its own statuses.
 
+pub mod connect;
 mod error;
 pub mod leader;
 pub mod models;
@@ -19,5 +21,6 @@ pub mod quality;
 pub mod replication;
 pub mod schema;
 
+pub use connect::{establish, redact_url};
 pub use error::DbError;
 pub use pool::{PgPool, PoolConfig, PooledConnection, build_pool};

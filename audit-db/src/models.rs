@@ -26,6 +26,9 @@ pub struct SignalRow {
     pub error_count: i32,
     pub retry_count: i32,
     pub tags: Vec<String>,
+    /// The caller that recorded it; none for rows from before
+    /// authentication or written with auth off.
+    pub recorded_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable)]
@@ -43,6 +46,7 @@ pub struct EventRow {
     pub http_status: Option<i32>,
     pub response_data: Option<String>,
     pub recorded_at: DateTime<Utc>,
+    pub recorded_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -58,6 +62,7 @@ pub struct NewEventRow<'a> {
     pub error_info: Option<&'a serde_json::Value>,
     pub http_status: Option<i32>,
     pub response_data: Option<&'a str>,
+    pub recorded_by: Option<&'a str>,
 }
 
 impl<'a> From<&'a audit_core::NewEvent> for NewEventRow<'a> {
@@ -73,6 +78,7 @@ impl<'a> From<&'a audit_core::NewEvent> for NewEventRow<'a> {
             error_info: event.error_info.as_ref(),
             http_status: event.http_status,
             response_data: event.response_data.as_deref(),
+            recorded_by: event.recorded_by.as_deref(),
         }
     }
 }
@@ -116,6 +122,7 @@ impl SignalRow {
             error_count: state.error_count,
             retry_count: state.retry_count,
             tags: signal.tags.clone(),
+            recorded_by: signal.recorded_by.clone(),
         }
     }
 

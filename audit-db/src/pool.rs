@@ -5,7 +5,7 @@
 
 use diesel::ConnectionError;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError};
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use std::ops::Deref;
 use std::time::{Duration, Instant};
 
@@ -143,7 +143,7 @@ pub fn build_pool(config: &PoolConfig) -> PgPool {
         let setup = setup.clone();
         let url = url.to_owned();
         Box::pin(async move {
-            let mut conn = AsyncPgConnection::establish(&url).await?;
+            let mut conn = crate::connect::establish(&url).await?;
             conn.batch_execute(&setup)
                 .await
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;

@@ -20,6 +20,7 @@ diesel::table! {
         error_count -> Int4,
         retry_count -> Int4,
         tags -> Array<Text>,
+        recorded_by -> Nullable<Text>,
     }
 }
 
@@ -40,6 +41,7 @@ diesel::table! {
         http_status -> Nullable<Int4>,
         response_data -> Nullable<Text>,
         recorded_at -> Timestamptz,
+        recorded_by -> Nullable<Text>,
     }
 }
 

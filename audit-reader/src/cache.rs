@@ -8,6 +8,8 @@
 //!
 //! The in-process layer (moka) is always on; a shared Redis layer is used
 //! when `AUDIT_REDIS_URL` is set, so several readers share their work.
+//! `rediss://` URLs connect over TLS (rustls), trusting the system's CA
+//! bundle or, when `AUDIT_REDIS_CA_FILE` is set, that CA (PEM) instead.
 //! Redis being unreachable never fails a call: the answer is computed.
 //! Each look-up counts in `audit_reader_cache_requests_total` by tier
 //! (`memory`, `redis`) and result (`hit`, `miss`).
@@ -15,6 +17,29 @@
 use moka::future::Cache;
 use prost::Message;
 use std::time::Duration;
+
+/// A Redis client for `url`; `rediss://` trusts `ca_file` when given.
+fn redis_client(url: &str, ca_file: Option<&std::path::Path>) -> redis::RedisResult<redis::Client> {
+    match ca_file {
+        None => redis::Client::open(url),
+        Some(path) => {
+            let root_cert = std::fs::read(path).map_err(|error| {
+                redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "cannot read the Redis CA file",
+                    format!("{}: {error}", path.display()),
+                ))
+            })?;
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct AnswerCache {
@@ -24,9 +49,14 @@ pub struct AnswerCache {
 }
 
 impl AnswerCache {
-    pub async fn new(ttl: Duration, max_entries: u64, redis_url: Option<&str>) -> Self {
+    pub async fn new(
+        ttl: Duration,
+        max_entries: u64,
+        redis_url: Option<&str>,
+        redis_ca_file: Option<&std::path::Path>,
+    ) -> Self {
         let redis = match redis_url {
-            Some(url) => match redis::Client::open(url) {
+            Some(url) => match redis_client(url, redis_ca_file) {
                 Ok(client) => match client.get_connection_manager().await {
                     Ok(manager) => Some(manager),
                     Err(error) => {
@@ -35,7 +65,8 @@ impl AnswerCache {
                     }
                 },
                 Err(error) => {
-                    tracing::warn!(%error, "invalid AUDIT_REDIS_URL; using the in-process cache only");
+                    // The error never quotes the URL (it may hold a password).
+                    tracing::warn!(%error, "invalid AUDIT_REDIS_URL or AUDIT_REDIS_CA_FILE; using the in-process cache only");
                     None
                 }
             },

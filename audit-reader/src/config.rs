@@ -41,10 +41,13 @@ pub struct ServeArgs {
     pub metrics_listen: audit_server::metrics::MetricsListen,
     #[command(flatten)]
     pub connection: audit_server::ConnectionArgs,
-    /// The streaming replica every query runs on.
+    /// The streaming replica every query runs on. TLS as libpq's `sslmode`
+    /// and `sslrootcert` URL parameters say (default prefer); the value is
+    /// never shown (it may hold a password).
     #[arg(
         long,
         env = "AUDIT_REPLICA_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:15433/signal_audit"
     )]
     pub replica_url: String,
@@ -52,6 +55,8 @@ pub struct ServeArgs {
     pub pool: audit_server::PoolArgs,
     #[command(flatten)]
     pub shutdown: audit_server::ShutdownArgs,
+    #[command(flatten)]
+    pub security: audit_server::SecurityArgs,
     /// PostgreSQL statement_timeout for every connection.
     #[arg(long, env = "AUDIT_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
     pub statement_timeout_ms: u64,
@@ -72,9 +77,14 @@ pub struct ServeArgs {
     /// Most answers kept in the in-process cache.
     #[arg(long, env = "AUDIT_CACHE_MAX_ENTRIES", default_value_t = 10_000)]
     pub cache_max_entries: u64,
-    /// Shared Redis cache (e.g. redis://127.0.0.1:6379/0); off when unset.
-    #[arg(long, env = "AUDIT_REDIS_URL")]
+    /// Shared Redis cache (e.g. redis://127.0.0.1:6379/0, or
+    /// rediss://:PASSWORD@cache:6380/0 over TLS); off when unset.
+    #[arg(long, env = "AUDIT_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// CA certificates (PEM) a rediss:// server's certificate must chain
+    /// to, instead of the system's CA bundle.
+    #[arg(long, env = "AUDIT_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// How often StreamEvents polls the replica for new commits when idle.
     #[arg(long, env = "AUDIT_TAIL_POLL_MS", default_value_t = 100)]
     pub tail_poll_ms: u64,

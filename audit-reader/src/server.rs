@@ -11,6 +11,7 @@ use crate::replica;
 use audit_db::build_pool;
 use audit_proto::v1::signal_analytics_service_server::SignalAnalyticsServiceServer;
 use audit_proto::v1::signal_reader_service_server::SignalReaderServiceServer;
+use audit_server::auth::{Access, Role};
 use audit_server::{ServeError, Shutdown};
 use std::future::Future;
 use std::time::Duration;
@@ -38,6 +39,7 @@ pub async fn run(
     )
     .await?;
     let shutdown = Shutdown::on(shutdown, args.shutdown.grace());
+    let security = args.security.load(policy)?;
     let pool = build_pool(&args.pool());
     let pool_gauges = pool.watch(POOL_SAMPLE_EVERY);
     let replica_gauges = replica::watch(pool.clone(), Duration::from_millis(args.health_check_ms));
@@ -57,6 +59,7 @@ pub async fn run(
         Duration::from_millis(args.cache_ttl_ms),
         args.cache_max_entries,
         args.redis_url.as_deref(),
+        args.redis_ca_file.as_deref(),
     )
     .await;
     let analytics = SignalAnalyticsServiceServer::new(AnalyticsService::new(pool.clone(), cache))
@@ -70,6 +73,7 @@ pub async fn run(
         Routes::new(reader).add_service(analytics),
         listener,
         &args.connection,
+        security,
         Duration::from_millis(args.health_check_ms),
         pool,
         shutdown,
@@ -78,4 +82,19 @@ pub async fn run(
     pool_gauges.abort();
     replica_gauges.abort();
     result
+}
+
+/// Who may call what: every read, export, tail and analytics RPC needs the
+/// `reader` role; anything else served here (admin RPCs to come) needs
+/// `admin`. Health and reflection are decided by `AUDIT_AUTH_OPEN_HEALTH` /
+/// `AUDIT_AUTH_OPEN_REFLECTION`.
+pub fn policy(path: &str) -> Access {
+    let reader = SignalReaderServiceServer::<ReaderService>::NAME;
+    let analytics = SignalAnalyticsServiceServer::<AnalyticsService>::NAME;
+    match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
+        Some((service, _)) if service == reader || service == analytics => {
+            Access::Role(Role::Reader)
+        }
+        _ => Access::Role(Role::Admin),
+    }
 }

@@ -94,3 +94,49 @@ mod tests {
         assert!(parsed("five minutes").is_err());
     }
 }
+
+/// TLS and caller authentication, both services; flatten into `ServeArgs`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SecurityArgs {
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthConfigError),
+}
+
+/// What [`crate::serve`] needs to serve securely: the TLS configuration
+/// (none: plaintext) and the caller checks (possibly off).
+#[derive(Debug, Clone)]
+pub struct Security {
+    pub tls: Option<std::sync::Arc<crate::tls::TlsReloader>>,
+    pub auth: crate::auth::Auth,
+}
+
+impl Security {
+    /// Plaintext, no authentication (tests and local development).
+    pub fn off() -> Self {
+        Self {
+            tls: None,
+            auth: crate::auth::Auth::off(),
+        }
+    }
+}
+
+impl SecurityArgs {
+    /// Loads certificates and credential files; `policy` is the service's
+    /// method → role table.
+    pub fn load(&self, policy: crate::auth::Policy) -> Result<Security, SecurityError> {
+        Ok(Security {
+            tls: crate::tls::TlsReloader::load(&self.tls)?,
+            auth: crate::auth::Auth::from_args(&self.auth, policy)?,
+        })
+    }
+}

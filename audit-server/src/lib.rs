@@ -13,8 +13,11 @@
 //! - [`oversized`]: RESOURCE_EXHAUSTED (not OUT_OF_RANGE) for a request
 //!   over the size limit;
 //! - [`PoolArgs`], [`ConnectionArgs`]: the pool and connection options both
-//!   services take.
+//!   services take;
+//! - [`tls`] and [`auth`]: TLS (mutual, reloadable) and caller
+//!   authentication and authorisation ([`SecurityArgs`] → [`Security`]).
 
+pub mod auth;
 mod config;
 pub mod drain;
 pub mod metrics;
@@ -23,8 +26,9 @@ pub mod rpc_metrics;
 mod serve;
 mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
-pub use config::{ConnectionArgs, MaybeDuration, PoolArgs};
+pub use config::{ConnectionArgs, MaybeDuration, PoolArgs, Security, SecurityArgs, SecurityError};
 pub use drain::{Shutdown, ShutdownArgs};
 pub use serve::{ServeError, reflection_services, serve, watch_health};
 pub use shutdown::shutdown_signal;

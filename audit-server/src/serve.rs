@@ -22,18 +22,26 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("metrics endpoint: {0}")]
     Metrics(#[from] std::io::Error),
+    #[error(transparent)]
+    Security(#[from] crate::SecurityError),
 }
 
 /// Serves `routes` on `listener` next to health and reflection, one span per
-/// call, until `shutdown` fires. `services` report SERVING only while
-/// `database` answers a ping. On shutdown: NOT_SERVING, stop accepting, let
-/// in-flight calls finish (the services end their own streams), and return
-/// after at most the shutdown's grace period whatever is still open.
+/// call, TLS and caller checks as `security` says, until `shutdown` fires.
+/// `services` report SERVING only while `database` answers a ping. On
+/// shutdown: NOT_SERVING, stop accepting, let in-flight calls finish (the
+/// services end their own streams), and return after at most the shutdown's
+/// grace period whatever is still open.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is one independent piece of the server's wiring, passed once by main"
+)]
 pub async fn serve(
     services: &[&'static str],
     routes: tonic::service::Routes,
     listener: tokio::net::TcpListener,
     connection: &ConnectionArgs,
+    security: crate::Security,
     health_every: Duration,
     database: PgPool,
     shutdown: Shutdown,
@@ -56,6 +64,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let services = services.to_vec();
+    let reload_task = security.tls.clone().map(|tls| tokio::spawn(tls.watch()));
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         ?services,
@@ -74,11 +83,11 @@ pub async fn serve(
         .layer(tower::util::MapResponseLayer::new(
             rewrite_oversized::<tonic::body::Body>,
         ))
+        // Inside the metrics layer, so refused calls are counted too.
+        .layer(crate::auth::AuthLayer::new(security.auth))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
-            // TCP_NODELAY on every accepted socket: with Nagle on, a small
-            // response waits for the client's delayed ACK (about 40 ms).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            crate::tls::incoming(listener, security.tls),
             async move {
                 draining.draining().await;
                 health_task.abort();
@@ -89,7 +98,11 @@ pub async fn serve(
                 }
             },
         );
-    match drain::bounded(server, &shutdown).await {
+    let outcome = drain::bounded(server, &shutdown).await;
+    if let Some(task) = reload_task {
+        task.abort();
+    }
+    match outcome {
         Some(result) => result?,
         None => tracing::warn!(
             grace_secs = shutdown.grace().as_secs_f64(),

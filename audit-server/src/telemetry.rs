@@ -29,8 +29,13 @@ pub struct TelemetryArgs {
     #[arg(long, env = "AUDIT_LOG_JSON", default_value_t = false, global = true)]
     pub log_json: bool,
     /// OTLP/gRPC collector for spans (e.g. http://otel-collector:4317, or
-    /// https://… for TLS); off when unset.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    /// https://… for TLS); off when unset. Never shown by --help.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        global = true,
+        hide_env_values = true
+    )]
     pub otlp_endpoint: Option<String>,
 }
 

@@ -37,6 +37,8 @@ pub fn new_signal(
         original_signal,
         tags: rules::tags("tags", &signal.tags, limits)?,
         received_at: time("received_at", signal.received_at.as_ref(), limits, now)?,
+        // Set by the handler from the authenticated caller, never by the request.
+        recorded_by: None,
     })
 }
 
@@ -74,6 +76,7 @@ pub fn new_event(
             &event.response_data,
             limits.max_payload_bytes,
         )?,
+        recorded_by: None,
     })
 }
 

@@ -25,6 +25,7 @@ pub fn signal_to_proto(row: SignalRow) -> pb::Signal {
         error_count: row.error_count,
         retry_count: row.retry_count,
         tags: row.tags,
+        recorded_by: row.recorded_by.unwrap_or_default(),
     }
 }
 
@@ -41,5 +42,6 @@ pub fn event_to_proto(row: EventRow) -> pb::SignalEvent {
         http_status: row.http_status.unwrap_or(0),
         response_data: row.response_data.unwrap_or_default(),
         sequence: row.sequence,
+        recorded_by: row.recorded_by.unwrap_or_default(),
     }
 }

@@ -42,10 +42,13 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL primary.
+    /// PostgreSQL primary. TLS as libpq's `sslmode` and `sslrootcert` URL
+    /// parameters say (default prefer); the value is never shown (it may
+    /// hold a password).
     #[arg(
         long,
         env = "AUDIT_DATABASE_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:15432/signal_audit"
     )]
     pub database_url: String,
@@ -80,6 +83,8 @@ pub struct ServeArgs {
     pub pool: audit_server::PoolArgs,
     #[command(flatten)]
     pub shutdown: audit_server::ShutdownArgs,
+    #[command(flatten)]
+    pub security: audit_server::SecurityArgs,
     /// PostgreSQL statement_timeout for every connection.
     #[arg(long, env = "AUDIT_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
     pub statement_timeout_ms: u64,

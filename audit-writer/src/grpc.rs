@@ -67,6 +67,12 @@ async fn respond<T>(
     work.await.map(Response::new).map_err(Status::from)
 }
 
+/// Who the audit trail says recorded this request's items: the
+/// authenticated caller (none with auth off).
+fn recorded_by<T>(request: &Request<T>) -> Option<String> {
+    audit_server::auth::caller(request).map(|caller| caller.name.clone())
+}
+
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
@@ -78,6 +84,7 @@ pub(crate) fn decode_batch(
     max_items: usize,
     signals: &[pb::NewSignal],
     events: &[pb::NewEvent],
+    recorded_by: Option<&str>,
 ) -> Result<(Vec<NewSignal>, Vec<NewEvent>), DomainError> {
     let items = signals.len() + events.len();
     if items == 0 {
@@ -94,14 +101,20 @@ pub(crate) fn decode_batch(
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            decode::new_signal(s, limits, now).map_err(|e| e.within(&format!("signals[{i}].")))
+            let mut signal = decode::new_signal(s, limits, now)
+                .map_err(|e| e.within(&format!("signals[{i}].")))?;
+            signal.recorded_by = recorded_by.map(str::to_owned);
+            Ok(signal)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let events = events
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            decode::new_event(e, limits, now).map_err(|err| err.within(&format!("events[{i}].")))
+            let mut event = decode::new_event(e, limits, now)
+                .map_err(|err| err.within(&format!("events[{i}].")))?;
+            event.recorded_by = recorded_by.map(str::to_owned);
+            Ok(event)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((signals, events))
@@ -118,8 +131,15 @@ impl SignalWriterService for WriterService {
     ) -> Result<Response<Self::IngestStream>, Status> {
         let limits = self.limits.clone();
         let max_items = self.max_batch_items;
+        let by = recorded_by(&request);
         let decode: ingest::Decode = Arc::new(move |chunk: &pb::IngestRequest| {
-            decode_batch(&limits, max_items, &chunk.signals, &chunk.events)
+            decode_batch(
+                &limits,
+                max_items,
+                &chunk.signals,
+                &chunk.events,
+                by.as_deref(),
+            )
         });
         Ok(Response::new(ingest::acknowledge(
             request.into_inner(),
@@ -137,9 +157,11 @@ impl SignalWriterService for WriterService {
         request: Request<pb::RecordSignalRequest>,
     ) -> Result<Response<pb::RecordSignalResponse>, Status> {
         respond(async {
+            let by = recorded_by(&request);
             let signal = required("signal", request.into_inner().signal)?;
-            let signal = decode::new_signal(&signal, &self.limits, Utc::now())
+            let mut signal = decode::new_signal(&signal, &self.limits, Utc::now())
                 .map_err(|e| e.within("signal."))?;
+            signal.recorded_by = by;
             tracing::debug!(signal_id = %signal.signal_id, ticker = %signal.ticker, "record signal");
             let committed = self.group_commit.record_signal(signal).await?;
             Ok(pb::RecordSignalResponse {
@@ -157,9 +179,11 @@ impl SignalWriterService for WriterService {
         request: Request<pb::RecordEventRequest>,
     ) -> Result<Response<pb::RecordEventResponse>, Status> {
         respond(async {
+            let by = recorded_by(&request);
             let event = required("event", request.into_inner().event)?;
-            let event = decode::new_event(&event, &self.limits, Utc::now())
+            let mut event = decode::new_event(&event, &self.limits, Utc::now())
                 .map_err(|e| e.within("event."))?;
+            event.recorded_by = by;
             tracing::debug!(
                 signal_id = %event.signal_id,
                 event_id = %event.event_id,
@@ -185,12 +209,14 @@ impl SignalWriterService for WriterService {
         request: Request<pb::RecordBatchRequest>,
     ) -> Result<Response<pb::RecordBatchResponse>, Status> {
         respond(async {
+            let by = recorded_by(&request);
             let batch = request.into_inner();
             let (signals, events) = decode_batch(
                 &self.limits,
                 self.max_batch_items,
                 &batch.signals,
                 &batch.events,
+                by.as_deref(),
             )?;
             tracing::debug!(
                 signals = signals.len(),

@@ -9,6 +9,7 @@ use crate::jobs;
 use audit_db::build_pool;
 use audit_migrations::MigrationError;
 use audit_proto::v1::signal_writer_service_server::SignalWriterServiceServer;
+use audit_server::auth::{Access, Role};
 use audit_server::{ServeError, Shutdown};
 use std::future::Future;
 use std::time::Duration;
@@ -56,6 +57,7 @@ pub async fn run(
     )
     .await?;
     let shutdown = Shutdown::on(shutdown, args.shutdown.grace());
+    let security = args.security.load(policy)?;
     let pool = build_pool(&args.pool());
     let mut jobs = jobs::start(&pool, &args.schedule());
     jobs.push(pool.watch(POOL_SAMPLE_EVERY));
@@ -76,6 +78,7 @@ pub async fn run(
         Routes::new(writer),
         listener,
         &args.connection,
+        security,
         Duration::from_millis(args.health_check_ms),
         pool,
         shutdown,
@@ -85,4 +88,16 @@ pub async fn run(
         job.abort();
     }
     result
+}
+
+/// Who may call what: every writer RPC (Ingest, Record*, AddTags,
+/// RemoveTags) needs the `writer` role. Anything else served here — admin
+/// RPCs to come — needs `admin`. Health and reflection are decided by
+/// `AUDIT_AUTH_OPEN_HEALTH` / `AUDIT_AUTH_OPEN_REFLECTION`.
+pub fn policy(path: &str) -> Access {
+    let writer = SignalWriterServiceServer::<WriterService>::NAME;
+    match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
+        Some((service, _)) if service == writer => Access::Role(Role::Writer),
+        _ => Access::Role(Role::Admin),
+    }
 }

@@ -13,6 +13,7 @@
 pub mod process;
 
 pub mod analytics;
+pub mod pki;
 
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_reader_service_client::SignalReaderServiceClient;
@@ -168,7 +169,7 @@ fn start_cluster() -> Cluster {
 pub async fn connect(url: &str) -> AsyncPgConnection {
     AsyncPgConnection::establish(url)
         .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+        .unwrap_or_else(|e| panic!("connect {}: {e}", audit_db::redact_url(url)))
 }
 
 #[derive(QueryableByName)]
@@ -238,6 +239,8 @@ pub fn writer_flags(database_url: &str) -> Vec<String> {
         "--max-payload-bytes=16384".into(),
         "--max-batch-items=100".into(),
         "--health-check-ms=100".into(),
+        // Caller authentication has its own tests (tests/auth.rs).
+        "--auth=off".into(),
     ]
     .into()
 }
@@ -253,6 +256,7 @@ pub fn reader_flags(replica_url: &str) -> Vec<String> {
         "--pool-timeout-ms=5000".into(),
         "--consistency-poll-ms=2".into(),
         "--health-check-ms=100".into(),
+        "--auth=off".into(),
     ]
     .into()
 }
@@ -570,5 +574,48 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A client interceptor that sends `token` as `authorization: Bearer …`.
+pub fn bearer(
+    token: &str,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone + use<> {
+    let value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {token}")
+        .parse()
+        .unwrap_or_else(|e| panic!("token header: {e}"));
+    move |mut request: tonic::Request<()>| {
+        request
+            .metadata_mut()
+            .insert("authorization", value.clone());
+        Ok(request)
+    }
+}
+
+/// Turns authentication on in server options: `tokens` as a tokens file
+/// (`role name token` triples, hashed as operators would) and `certs` as a
+/// client-certificates file (`role name` pairs), both written into `dir`.
+pub fn auth_on(
+    auth: &mut audit_server::auth::AuthArgs,
+    dir: &std::path::Path,
+    tokens: &[(&str, &str, &str)],
+    certs: &[(&str, &str)],
+) {
+    auth.auth = audit_server::auth::AuthMode::On;
+    if !tokens.is_empty() {
+        let lines: String = tokens
+            .iter()
+            .map(|(role, name, token)| {
+                format!("{role} {name} {}\n", audit_server::auth::token_hash(token))
+            })
+            .collect();
+        auth.auth_tokens_file = Some(pki::write(dir, "tokens", &lines));
+    }
+    if !certs.is_empty() {
+        let lines: String = certs
+            .iter()
+            .map(|(role, name)| format!("{role} {name}\n"))
+            .collect();
+        auth.auth_client_certs_file = Some(pki::write(dir, "client-certs", &lines));
     }
 }

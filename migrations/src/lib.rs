@@ -5,7 +5,6 @@
 //! synchronous; it runs on a blocking thread through diesel-async's
 //! connection wrapper so callers stay async and no libpq is linked.
 
-use diesel::Connection;
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
 use diesel_async::AsyncPgConnection;
@@ -126,9 +125,11 @@ where
     T: Send + 'static,
     F: FnOnce(&mut Wrapper) -> Result<T, MigrationError> + Send + 'static,
 {
-    let url = database_url.to_owned();
+    // Connected here, with the TLS the URL asks for (audit_db::establish);
+    // the blocking wrapper then drives it on this runtime.
+    let conn = audit_db::establish(database_url).await?;
     tokio::task::spawn_blocking(move || {
-        let mut conn = Wrapper::establish(&url)?;
+        let mut conn = Wrapper::from(conn);
         work(&mut conn)
     })
     .await?

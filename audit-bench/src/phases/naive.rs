@@ -93,6 +93,7 @@ fn received(signal: &NewSignal, event_id: Uuid) -> (SignalRow, EventIdRow, NewEv
         error_count: 0,
         retry_count: 0,
         tags: signal.tags.clone(),
+        recorded_by: signal.recorded_by.clone(),
     };
     let id = EventIdRow {
         event_id,
@@ -110,6 +111,7 @@ fn received(signal: &NewSignal, event_id: Uuid) -> (SignalRow, EventIdRow, NewEv
         error_info: None,
         http_status: None,
         response_data: None,
+        recorded_by: signal.recorded_by.clone(),
     };
     (row, id, event)
 }

@@ -79,7 +79,7 @@ pub async fn next_events(
                          THEN pg_last_xact_replay_timestamp() \
                          ELSE pg_last_xact_replay_timestamp() - interval '50 milliseconds' END AS h) \
          SELECT e.sequence, e.event_id, e.signal_id, e.ts, e.event_type, e.location, e.worker_id, \
-                e.details, e.error_info, e.http_status, e.response_data, e.recorded_at, \
+                e.details, e.error_info, e.http_status, e.response_data, e.recorded_at, e.recorded_by, \
                 s.normalised_ticker, c.committed_at \
          FROM signal_events e \
          JOIN signals s ON s.signal_id = e.signal_id \

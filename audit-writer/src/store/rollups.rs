@@ -316,8 +316,10 @@ pub async fn refresh_materialized_views(pool: &PgPool) -> Result<(), DbError> {
             .execute(conn)
             .await?;
             for view in *group {
-                // Names come from the constant above, never from a request.
-                diesel::sql_query(format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {view}"))
+                // REFRESH needs ownership of the view; the migration's
+                // SECURITY DEFINER function does it with the owner's rights.
+                diesel::sql_query("SELECT audit_refresh_materialized_view($1)")
+                    .bind::<Text, _>(*view)
                     .execute(conn)
                     .await?;
                 diesel::sql_query(

@@ -50,11 +50,11 @@ macro_rules! constant_statement {
 /// The `signals` columns [`SignalRow`] reads.
 const SIGNAL_COLUMNS: &str = "signal_id, ticker, normalised_ticker, side, action, price, \
     original_signal, current_status, current_location, created_at, updated_at, \
-    total_processing_time, error_count, retry_count, tags";
+    total_processing_time, error_count, retry_count, tags, recorded_by";
 
 /// The `signal_events` columns `EventRow` reads.
 const EVENT_COLUMNS: &str = "sequence, event_id, signal_id, ts, event_type, location, worker_id, \
-    details, error_info, http_status, response_data, recorded_at";
+    details, error_info, http_status, response_data, recorded_at, recorded_by";
 
 /// New signals (status `received`) with their first event and its id claim,
 /// in one statement (data-modifying CTEs): ids already stored are skipped,
@@ -72,6 +72,7 @@ pub struct InsertSignals<'a> {
     // text[] per row cannot ride in a 1-D array: each row's tags as a JSON array.
     tags: Vec<serde_json::Value>,
     received_ids: Vec<Uuid>,
+    recorded_by: Vec<Option<&'a str>>,
 }
 
 impl<'a> InsertSignals<'a> {
@@ -88,6 +89,7 @@ impl<'a> InsertSignals<'a> {
             received: rows.iter().map(|r| r.created_at).collect(),
             tags: rows.iter().map(|r| serde_json::json!(r.tags)).collect(),
             received_ids,
+            recorded_by: rows.iter().map(|r| r.recorded_by.as_deref()).collect(),
         }
     }
 }
@@ -116,15 +118,17 @@ impl QueryFragment<Pg> for InsertSignals<'_> {
         out.push_bind_param::<Array<Jsonb>, _>(&self.tags)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<SqlUuid>, _>(&self.received_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.recorded_by)?;
         out.push_sql(
-            ") AS t(id, ticker, normalised, side, action, price, payload, at, tags, received_id)), \
+            ") AS t(id, ticker, normalised, side, action, price, payload, at, tags, received_id, by)), \
              ins AS ( \
                  INSERT INTO signals (signal_id, ticker, normalised_ticker, side, action, price, \
                      original_signal, current_status, current_location, created_at, updated_at, \
-                     error_count, retry_count, tags) \
+                     error_count, retry_count, tags, recorded_by) \
                  SELECT id, ticker, normalised, side, action, price, payload, 'received', \
                         'processing_queue', at, at, 0, 0, \
-                        ARRAY(SELECT jsonb_array_elements_text(tags)) \
+                        ARRAY(SELECT jsonb_array_elements_text(tags)), by \
                  FROM t ON CONFLICT (signal_id) DO NOTHING RETURNING ",
         );
         out.push_sql(SIGNAL_COLUMNS);
@@ -133,8 +137,9 @@ impl QueryFragment<Pg> for InsertSignals<'_> {
                  INSERT INTO signal_event_ids (event_id, signal_id, ts) \
                  SELECT t.received_id, ins.signal_id, ins.created_at FROM ins JOIN t ON t.id = ins.signal_id), \
              events AS ( \
-                 INSERT INTO signal_events (event_id, signal_id, ts, event_type, location) \
-                 SELECT t.received_id, ins.signal_id, ins.created_at, 'received', 'processing_queue' \
+                 INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, recorded_by) \
+                 SELECT t.received_id, ins.signal_id, ins.created_at, 'received', 'processing_queue', \
+                        ins.recorded_by \
                  FROM ins JOIN t ON t.id = ins.signal_id) \
              SELECT * FROM ins",
         );
@@ -189,6 +194,7 @@ pub struct InsertEvents<'a> {
     errors: Vec<Option<&'a serde_json::Value>>,
     http: Vec<Option<i32>>,
     responses: Vec<Option<&'a str>>,
+    recorded_by: Vec<Option<&'a str>>,
 }
 
 impl<'a> InsertEvents<'a> {
@@ -204,6 +210,7 @@ impl<'a> InsertEvents<'a> {
             errors: events.iter().map(|e| e.error_info.as_ref()).collect(),
             http: events.iter().map(|e| e.http_status).collect(),
             responses: events.iter().map(|e| e.response_data.as_deref()).collect(),
+            recorded_by: events.iter().map(|e| e.recorded_by.as_deref()).collect(),
         }
     }
 }
@@ -214,8 +221,8 @@ impl QueryFragment<Pg> for InsertEvents<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
             "INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, worker_id, \
-                 details, error_info, http_status, response_data) \
-             SELECT e, s, ts, t::signal_status, l::signal_location, w, d, ei, hs, rd FROM unnest(",
+                 details, error_info, http_status, response_data, recorded_by) \
+             SELECT e, s, ts, t::signal_status, l::signal_location, w, d, ei, hs, rd, rb FROM unnest(",
         );
         out.push_bind_param::<Array<SqlUuid>, _>(&self.event_ids)?;
         out.push_sql(", ");
@@ -236,7 +243,9 @@ impl QueryFragment<Pg> for InsertEvents<'_> {
         out.push_bind_param::<Array<Nullable<Int4>>, _>(&self.http)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Nullable<Text>>, _>(&self.responses)?;
-        out.push_sql(") AS u(e, s, ts, t, l, w, d, ei, hs, rd) RETURNING ");
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.recorded_by)?;
+        out.push_sql(") AS u(e, s, ts, t, l, w, d, ei, hs, rd, rb) RETURNING ");
         out.push_sql(EVENT_COLUMNS);
         Ok(())
     }
