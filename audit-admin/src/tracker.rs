@@ -38,6 +38,10 @@ use std::io::BufRead;
 use std::str::FromStr;
 use uuid::Uuid;
 
+/// The caller an imported signal or event is recorded by: the import itself,
+/// so the audit trail tells migrated history from live traffic.
+const IMPORTED_BY: &str = "audit-admin import";
+
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Namespace of the ids import gives events that have none in the file.
@@ -211,11 +215,13 @@ fn check(signal: &TrackedSignal, limits: &Limits) -> Result<Checked, audit_core:
             limits,
             now,
         )?,
+        recorded_by: Some(IMPORTED_BY.to_owned()),
     };
     let mut events = Vec::new();
     for (i, e) in signal.events.iter().enumerate() {
         let field = |f: &str| format!("events[{i}].{f}");
         let event = NewEvent {
+            recorded_by: Some(IMPORTED_BY.to_owned()),
             event_id: event_id(signal, i),
             signal_id: signal.signal_id,
             event_type: SignalStatus::from_name(&field("event_type"), &e.event_type)?,

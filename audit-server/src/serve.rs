@@ -86,18 +86,15 @@ pub async fn serve(
         // Inside the metrics layer, so refused calls are counted too.
         .layer(crate::auth::AuthLayer::new(security.auth))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            crate::tls::incoming(listener, security.tls),
-            async move {
-                draining.draining().await;
-                health_task.abort();
-                for service in std::iter::once("").chain(services) {
-                    reporter
-                        .set_service_status(service, ServingStatus::NotServing)
-                        .await;
-                }
-            },
-        );
+        .serve_with_incoming_shutdown(crate::tls::incoming(listener, security.tls), async move {
+            draining.draining().await;
+            health_task.abort();
+            for service in std::iter::once("").chain(services) {
+                reporter
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
+        });
     let outcome = drain::bounded(server, &shutdown).await;
     if let Some(task) = reload_task {
         task.abort();
