@@ -69,7 +69,7 @@ step_deps() {
 }
 
 step_cargo() {
-    cargo test --workspace --all-targets
+    cargo test --workspace --all-targets --no-fail-fast
 }
 
 step_docs() {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 /// The columns of `signal_events` an archive holds: all but the generated
 /// search vector, which PostgreSQL recomputes on restore.
 pub const EVENT_COLUMNS: &str = "sequence, event_id, signal_id, ts, event_type, location, worker_id, \
-    details, error_info, http_status, response_data, recorded_at";
+    details, error_info, http_status, response_data, recorded_at, recorded_by";
 
 /// Rows per round trip.
 const BATCH: i64 = 10_000;

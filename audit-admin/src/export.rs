@@ -3,6 +3,7 @@
 //! in pages of signals keyed by (created_at, signal_id).
 
 use crate::cli::ExportArgs;
+use crate::dump::EVENT_COLUMNS;
 use crate::error::AdminError;
 use crate::report::{self, Report};
 use crate::{db, tracker};
@@ -54,11 +55,10 @@ pub async fn run(pool: &PgPool, args: &ExportArgs) -> Result<Report, AdminError>
         let Some(last) = page.last() else { break };
         after = Some((last.created_at, last.signal_id));
         let ids: Vec<Uuid> = page.iter().map(|s| s.signal_id).collect();
-        let rows: Vec<EventRow> = diesel::sql_query(
-            "SELECT sequence, event_id, signal_id, ts, event_type, location, worker_id, details, \
-                    error_info, http_status, response_data, recorded_at \
-             FROM signal_events WHERE signal_id = ANY($1) ORDER BY signal_id, ts, sequence",
-        )
+        let rows: Vec<EventRow> = diesel::sql_query(format!(
+            "SELECT {EVENT_COLUMNS} FROM signal_events WHERE signal_id = ANY($1) \
+             ORDER BY signal_id, ts, sequence"
+        ))
         .bind::<Array<SqlUuid>, _>(&ids)
         .load(&mut conn)
         .await?;

@@ -11,6 +11,7 @@
 
 use crate::cli::VerifyArgs;
 use crate::db;
+use crate::dump::EVENT_COLUMNS;
 use crate::error::AdminError;
 use crate::report::{self, Report};
 use crate::tracker::{self, TrackedEvent, TrackedSignal};
@@ -174,11 +175,10 @@ pub async fn run(pool: &PgPool, args: &VerifyArgs) -> Result<Report, AdminError>
                 .bind::<Array<SqlUuid>, _>(&ids)
                 .load(&mut conn)
                 .await?;
-        let events: Vec<EventRow> = diesel::sql_query(
-            "SELECT sequence, event_id, signal_id, ts, event_type, location, worker_id, details, \
-                    error_info, http_status, response_data, recorded_at \
-             FROM signal_events WHERE signal_id = ANY($1) ORDER BY signal_id, ts, sequence",
-        )
+        let events: Vec<EventRow> = diesel::sql_query(format!(
+            "SELECT {EVENT_COLUMNS} FROM signal_events WHERE signal_id = ANY($1) \
+             ORDER BY signal_id, ts, sequence"
+        ))
         .bind::<Array<SqlUuid>, _>(&ids)
         .load(&mut conn)
         .await?;
