@@ -60,16 +60,8 @@ EOF
     exit 2
 }
 
-if [[ $(id -u) -eq 0 ]]; then
-    AS_ROOT=1
-    getent passwd postgres >/dev/null ||
-        die "running as root but there is no 'postgres' OS user (see scripts/install-deps.sh)"
-    PG_HOME=$(getent passwd postgres | cut -d: -f6)
-    as_pg() { runuser -u postgres -- env HOME="$PG_HOME" "$@"; }
-else
-    AS_ROOT=0
-    as_pg() { "$@"; }
-fi
+# shellcheck source=lib/as-postgres.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/as-postgres.sh"
 
 PGBACKREST=$(command -v pgbackrest 2>/dev/null || true)
 
