@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Reproduces the analytics figures in BENCHMARKS.md:
 #
-#   scripts/bench-analytics.sh [EVENTS]        # default 10000000
+#   scripts/bench-analytics.sh [EVENTS] [RUN OPTIONS]   # default 10000000
+#   BENCH_RUNS=3 scripts/bench-analytics.sh 10000000 --skip CheckDataQuality
+#
+# RUN OPTIONS go to `audit-analytics-bench run` (see its --help: --only,
+# --skip, --iterations ...). BENCH_RUNS (default 1) repeats the measuring run
+# on the same generated history, so three runs cost one bulk load.
 #
 # Builds release binaries, starts a throw-away primary + streaming replica
 # (scripts/pg-cluster.sh) in a temporary folder on ports of its own, creates
@@ -15,6 +20,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 EVENTS=${1:-10000000}
+shift $(( $# > 0 ? 1 : 0 ))
+RUNS=${BENCH_RUNS:-1}
 PRIMARY_PORT=${BENCH_PRIMARY_PORT:-17632}
 REPLICA_PORT=${BENCH_REPLICA_PORT:-17633}
 READER=127.0.0.1:${BENCH_READER_PORT:-17652}
@@ -53,4 +60,7 @@ for _ in $(seq 100); do
     grpcurl -plaintext "$READER" grpc.health.v1.Health/Check >/dev/null 2>&1 && break
     sleep 0.2
 done
-target/release/audit-analytics-bench run --reader "http://$READER" --replica-url "$REPLICA"
+for run in $(seq "$RUNS"); do
+    echo "== run $run of $RUNS"
+    target/release/audit-analytics-bench run --reader "http://$READER" --replica-url "$REPLICA" "$@"
+done

@@ -52,6 +52,11 @@ pub struct Args {
     /// Only the questions whose name contains this (case-insensitive).
     #[arg(long)]
     only: Option<String>,
+    /// Leave out the questions whose name contains any of these
+    /// (comma-separated, case-insensitive), e.g. `CheckDataQuality` when
+    /// repeating a run (it scans raw events for minutes by design).
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
 }
 
 /// The analytics RPCs; each is asked about the 24 hours before `end`.
@@ -563,6 +568,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let client = SignalAnalyticsServiceClient::connect(args.reader.clone()).await?;
     let end = Utc::now();
     let only = args.only.as_deref().map(str::to_lowercase);
+    let skip: Vec<String> = args.skip.iter().map(|s| s.to_lowercase()).collect();
     println!(
         "analytics bench: up to {} calls per RPC within {} s ({} for RPCs that read raw events), \
          {} runs per raw query, last 24 h",
@@ -573,8 +579,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
         "question", "calls", "rpc p50", "rpc p99", "raw p50", "raw p99", "speed-up", "rows rpc/raw"
     );
     for q in questions().iter().filter(|q| {
-        only.as_ref()
-            .is_none_or(|o| q.name.to_lowercase().contains(o))
+        let name = q.name.to_lowercase();
+        only.as_ref().is_none_or(|o| name.contains(o))
+            && !skip.iter().any(|s| name.contains(s.as_str()))
     }) {
         let calls = if q.reads_raw {
             Calls::exactly(args.raw_iterations)
