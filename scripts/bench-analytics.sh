@@ -7,6 +7,7 @@
 # RUN OPTIONS go to `audit-analytics-bench run` (see its --help: --only,
 # --skip, --iterations ...). BENCH_RUNS (default 1) repeats the measuring run
 # on the same generated history, so three runs cost one bulk load.
+# BENCH_SKIP_BUILD=1 uses the release binaries already in target/.
 #
 # Builds release binaries, starts a throw-away primary + streaming replica
 # (scripts/pg-cluster.sh) in a temporary folder on ports of its own, creates
@@ -26,7 +27,7 @@ PRIMARY_PORT=${BENCH_PRIMARY_PORT:-17632}
 REPLICA_PORT=${BENCH_REPLICA_PORT:-17633}
 READER=127.0.0.1:${BENCH_READER_PORT:-17652}
 
-cargo build --release -p audit-writer -p audit-reader -p audit-analytics-bench
+[[ -n ${BENCH_SKIP_BUILD:-} ]] || cargo build --release -p audit-writer -p audit-reader -p audit-analytics-bench
 
 STATE=$(mktemp -d /tmp/audit-abench-XXXXXX)
 chmod 755 "$STATE"

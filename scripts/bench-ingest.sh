@@ -18,6 +18,7 @@
 # Environment:
 #   BENCH_PRIMARY_PORT / BENCH_REPLICA_PORT   cluster ports (17532 / 17533)
 #   PG_BIN                                    PostgreSQL 15 binaries
+#   BENCH_SKIP_BUILD=1                        use the release binaries already in target/
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +27,7 @@ PRIMARY_PORT=${BENCH_PRIMARY_PORT:-17532}
 REPLICA_PORT=${BENCH_REPLICA_PORT:-17533}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
-cargo build --release -p audit-writer -p audit-bench
+[[ -n ${BENCH_SKIP_BUILD:-} ]] || cargo build --release -p audit-writer -p audit-bench
 
 STATE=$(mktemp -d /tmp/audit-bench-XXXXXX)
 # pg-cluster.sh hands the folder to the postgres user when run as root.

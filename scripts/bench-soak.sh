@@ -23,6 +23,7 @@
 #                                    (17582 / 17583 / 17581 / 17584, below
 #                                    the kernel's ephemeral port range)
 #   PG_BIN                           PostgreSQL 15 binaries
+#   BENCH_SKIP_BUILD=1               use the release binaries already in target/
 #   AUDIT_*                          reach both services as they are
 set -euo pipefail
 
@@ -37,7 +38,7 @@ READER_PORT=${SOAK_READER_PORT:-17584}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 TARGET=${CARGO_TARGET_DIR:-target}
 
-cargo build --release -p audit-writer -p audit-reader -p audit-bench
+[[ -n ${BENCH_SKIP_BUILD:-} ]] || cargo build --release -p audit-writer -p audit-reader -p audit-bench
 
 STATE=$(mktemp -d /tmp/audit-soak-XXXXXX)
 chmod 755 "$STATE"

@@ -138,7 +138,8 @@ impl Meter {
 pub struct Tally {
     pub latency: Histogram<u64>,
     pub items: usize,
-    /// Calls or chunks refused with RESOURCE_EXHAUSTED and sent again.
+    /// Calls or chunks refused with RESOURCE_EXHAUSTED, or naive transactions
+    /// aborted by a deadlock or serialization failure, and sent again.
     pub refused: usize,
 }
 

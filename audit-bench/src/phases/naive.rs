@@ -41,23 +41,35 @@ pub async fn run(cx: &Context<'_>) -> Result<Measured, BenchError> {
                     )?;
                     let (row, id, event) = received(&signal, workload.event_id(i));
                     let started = Instant::now();
-                    conn.transaction::<_, diesel::result::Error, _>(async |c| {
-                        diesel::insert_into(signals::table)
-                            .values(&row)
-                            .execute(c)
-                            .await?;
-                        diesel::insert_into(signal_event_ids::table)
-                            .values(&id)
-                            .execute(c)
-                            .await?;
-                        diesel::insert_into(signal_events::table)
-                            .values(NewEventRow::from(&event))
-                            .execute(c)
-                            .await?;
-                        Ok(())
-                    })
-                    .await
-                    .map_err(BenchError::query)?;
+                    // A deadlock or serialization failure (e.g. against the
+                    // writer's partition maintenance) is retried as any
+                    // client would; it is counted, and its time stays in
+                    // this transaction's latency.
+                    loop {
+                        let attempt = conn
+                            .transaction::<_, diesel::result::Error, _>(async |c| {
+                                diesel::insert_into(signals::table)
+                                    .values(&row)
+                                    .execute(c)
+                                    .await?;
+                                diesel::insert_into(signal_event_ids::table)
+                                    .values(&id)
+                                    .execute(c)
+                                    .await?;
+                                diesel::insert_into(signal_events::table)
+                                    .values(NewEventRow::from(&event))
+                                    .execute(c)
+                                    .await?;
+                                Ok(())
+                            })
+                            .await
+                            .map_err(DbError::from);
+                        match attempt {
+                            Ok(()) => break,
+                            Err(DbError::Aborted(_)) => tally.refused += 1,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
                     tally.done(1, started);
                 }
             }

@@ -4,9 +4,15 @@ use audit_db::{DbError, PgPool};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 
 /// How long partition maintenance waits for a table lock before giving up
-/// until its next run. Creating a partition locks `signal_events`; a bounded
-/// wait keeps writers queued behind that lock request for at most this long.
-const LOCK_TIMEOUT: &str = "2s";
+/// until its next run. Creating a partition locks `signal_events` and, for
+/// the cloned foreign key, `signals`, in an order that can close a cycle
+/// with a writer's transaction (signals, then events, then the signal row's
+/// update). Waiting less than PostgreSQL's `deadlock_timeout` (1 s by
+/// default) makes maintenance give up before the deadlock detector runs in
+/// the writer's backend, so the writer's transaction is never the one
+/// aborted; a bounded wait also keeps writers queued behind the lock
+/// request for at most this long.
+const LOCK_TIMEOUT: &str = "500ms";
 
 /// Creates the premade daily partitions of `signal_events`. pg_partman's own
 /// retention is not configured: it would detach inside a function, holding
