@@ -111,12 +111,22 @@ async fn ensure_empty(pool: &PgPool) -> Result<(), BenchError> {
 
 /// Every phase starts from empty tables and a fresh checkpoint, so no phase
 /// pays for the previous one's index growth or dirty pages.
+/// The TRUNCATE can deadlock with the writer's partition maintenance (both
+/// lock `signals` and `signal_events`); the detector aborts one of them, so
+/// it is simply tried again.
 async fn reset(pool: &PgPool) -> Result<(), BenchError> {
     let mut conn = pool.get().await.map_err(DbError::from)?;
-    conn.batch_execute("TRUNCATE signals, signal_event_ids, signal_events CASCADE; CHECKPOINT;")
-        .await
-        .map_err(BenchError::query)?;
-    Ok(())
+    let mut attempts = 0;
+    loop {
+        let reset = conn
+            .batch_execute("TRUNCATE signals, signal_event_ids, signal_events CASCADE; CHECKPOINT;")
+            .await
+            .map_err(DbError::from);
+        match reset {
+            Err(DbError::Aborted(_)) if attempts < 5 => attempts += 1,
+            other => return other.map_err(BenchError::from),
+        }
+    }
 }
 
 #[cfg(test)]
