@@ -53,12 +53,14 @@ until [[ $(psql -qAt -h 127.0.0.1 -p "$REPLICA_PORT" -U postgres -d bench \
 
 # GetStageLatencies and CheckDataQuality read 24 h of raw events; on 10M
 # events that can take longer than the reader's default 10 s statement timeout.
-AUDIT_REPLICA_URL=$REPLICA AUDIT_READER_LISTEN=$READER AUDIT_POOL_MIN=4 AUDIT_POOL_MAX=8 RUST_LOG=warn \
+# AUDIT_AUTH=off: the only caller is the bench itself, over loopback.
+AUDIT_AUTH=off AUDIT_REPLICA_URL=$REPLICA AUDIT_READER_LISTEN=$READER AUDIT_POOL_MIN=4 AUDIT_POOL_MAX=8 RUST_LOG=warn \
     AUDIT_STATEMENT_TIMEOUT_MS=${BENCH_STATEMENT_TIMEOUT_MS:-600000} \
     target/release/audit-reader serve &
 READER_PID=$!
 for _ in $(seq 100); do
     grpcurl -plaintext "$READER" grpc.health.v1.Health/Check >/dev/null 2>&1 && break
+    kill -0 "$READER_PID" 2>/dev/null || { echo "bench-analytics: audit-reader exited" >&2; exit 1; }
     sleep 0.2
 done
 for run in $(seq "$RUNS"); do

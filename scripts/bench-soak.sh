@@ -59,10 +59,11 @@ REPLICA=postgres://postgres@127.0.0.1:$REPLICA_PORT/soak
 "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d postgres -c 'CREATE DATABASE soak'
 AUDIT_DATABASE_URL=$PRIMARY RUST_LOG=warn "$TARGET/release/audit-writer" migrate
 
-RUST_LOG=warn AUDIT_DATABASE_URL=$PRIMARY AUDIT_WRITER_LISTEN=127.0.0.1:$WRITER_PORT \
+# AUDIT_AUTH=off: the only callers are the bench itself, over loopback.
+RUST_LOG=warn AUDIT_AUTH=off AUDIT_DATABASE_URL=$PRIMARY AUDIT_WRITER_LISTEN=127.0.0.1:$WRITER_PORT \
     "$TARGET/release/audit-writer" serve >"$STATE/writer.log" 2>&1 &
 WRITER_PID=$!
-RUST_LOG=warn AUDIT_REPLICA_URL=$REPLICA AUDIT_READER_LISTEN=127.0.0.1:$READER_PORT \
+RUST_LOG=warn AUDIT_AUTH=off AUDIT_REPLICA_URL=$REPLICA AUDIT_READER_LISTEN=127.0.0.1:$READER_PORT \
     "$TARGET/release/audit-reader" serve >"$STATE/reader.log" 2>&1 &
 READER_PID=$!
 # Both listen once their port answers.
