@@ -95,13 +95,14 @@ pub fn install() -> &'static PrometheusHandle {
         let prometheus = builder.build_recorder();
         let handle = prometheus.handle();
         let installed = match OTLP_METER.get() {
-            None => metrics::set_global_recorder(prometheus),
+            None => metrics::set_global_recorder(prometheus).map_err(|e| e.to_string()),
             Some(meter) => metrics::set_global_recorder(
                 FanoutBuilder::default()
                     .add_recorder(prometheus)
                     .add_recorder(otel_recorder(meter.clone()))
                     .build(),
-            ),
+            )
+            .map_err(|e| e.to_string()),
         };
         if let Err(error) = installed {
             tracing::warn!(%error, "a metrics recorder was already installed; /metrics shows only what reaches this one");

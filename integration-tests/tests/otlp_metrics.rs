@@ -18,7 +18,7 @@
 use audit_proto::v1 as pb;
 use audit_server::metrics::MetricsListen;
 use audit_server::telemetry::{MetricsExporter, TelemetryArgs};
-use integration_tests::{TestApp, free_port, new_signal, wait_until};
+use integration_tests::{TestApp, free_port, wait_until};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
