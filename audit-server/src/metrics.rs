@@ -300,12 +300,20 @@ mod tests {
                 match metric.data() {
                     AggregatedMetrics::F64(MetricData::Gauge(gauge)) => {
                         for p in gauge.data_points() {
-                            lines.push(format!("{name}{{{}}} {}", labels(p.attributes()), p.value()));
+                            lines.push(format!(
+                                "{name}{{{}}} {}",
+                                labels(p.attributes()),
+                                p.value()
+                            ));
                         }
                     }
                     AggregatedMetrics::U64(MetricData::Sum(sum)) => {
                         for p in sum.data_points() {
-                            lines.push(format!("{name}{{{}}} {}", labels(p.attributes()), p.value()));
+                            lines.push(format!(
+                                "{name}{{{}}} {}",
+                                labels(p.attributes()),
+                                p.value()
+                            ));
                         }
                     }
                     AggregatedMetrics::F64(MetricData::Histogram(histogram)) => {
@@ -357,8 +365,7 @@ mod tests {
             metrics::gauge!("audit_writer_ingest_streams_in_use").increment(1.0);
             metrics::gauge!("audit_writer_ingest_streams_in_use").increment(1.0);
             metrics::gauge!("audit_writer_ingest_streams_in_use").decrement(1.0);
-            metrics::counter!("audit_writer_refusals_total", "reason" => "queue_full")
-                .increment(0);
+            metrics::counter!("audit_writer_refusals_total", "reason" => "queue_full").increment(0);
             metrics::counter!("audit_writer_refusals_total", "reason" => "ingest_slots")
                 .increment(2);
             let call = metrics::histogram!(
@@ -381,7 +388,6 @@ mod tests {
         ));
         assert!(provider.shutdown().is_ok());
     }
-
 
     #[test]
     fn listen_address_or_off() {

@@ -171,10 +171,7 @@ impl Drop for Telemetry {
 /// metrics when there is a metrics endpoint (see [`TelemetryArgs`]); call
 /// it before [`crate::metrics::listen`] installs the recorder.
 /// `service_name` is the default for `service.name`.
-pub fn init(
-    service_name: &'static str,
-    args: &TelemetryArgs,
-) -> Result<Telemetry, TelemetryError> {
+pub fn init(service_name: &'static str, args: &TelemetryArgs) -> Result<Telemetry, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = if args.log_json {
@@ -276,9 +273,7 @@ fn metric_exporter(endpoint: &str) -> Result<opentelemetry_otlp::MetricExporter,
 
 /// TLS for an `https://` endpoint: the system's roots, plus
 /// `OTEL_EXPORTER_OTLP_CERTIFICATE` when set.
-fn tls_for(
-    endpoint: &str,
-) -> Result<Option<tonic::transport::ClientTlsConfig>, TelemetryError> {
+fn tls_for(endpoint: &str) -> Result<Option<tonic::transport::ClientTlsConfig>, TelemetryError> {
     if !endpoint.starts_with("https://") {
         return Ok(None);
     }

@@ -221,7 +221,11 @@ const WRITER: &str = "signal_audit.v1.SignalWriterService";
 const READER: &str = "signal_audit.v1.SignalReaderService";
 const RPC: &str = "rpc_server_duration_seconds";
 
-fn call(service: &'static str, method: &'static str, code: &'static str) -> [(&'static str, &'static str); 3] {
+fn call(
+    service: &'static str,
+    method: &'static str,
+    code: &'static str,
+) -> [(&'static str, &'static str); 3] {
     [
         ("rpc_service", service),
         ("rpc_method", method),
@@ -280,9 +284,13 @@ async fn metrics_are_pushed_over_otlp_next_to_prometheus() {
         async || {
             collector
                 .latest_with(RPC, &call(WRITER, "RecordSignal", "3"))
-                .filter(|e| e.metric(RPC).is_some_and(|m| {
-                    points(m).iter().any(|a| has(a, &call(READER, "GetSignal", "0")))
-                }))
+                .filter(|e| {
+                    e.metric(RPC).is_some_and(|m| {
+                        points(m)
+                            .iter()
+                            .any(|a| has(a, &call(READER, "GetSignal", "0")))
+                    })
+                })
         },
     )
     .await;
@@ -294,18 +302,23 @@ async fn metrics_are_pushed_over_otlp_next_to_prometheus() {
     assert_eq!(
         recorded.explicit_bounds,
         [
-            0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            60.0
+            0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
         ],
         "the buckets /metrics has, not the SDK's defaults"
     );
     assert_eq!(export.metric(RPC).unwrap().unit, "s");
     assert_eq!(
-        export.histogram(RPC, &call(WRITER, "RecordSignal", "3")).0.count,
+        export
+            .histogram(RPC, &call(WRITER, "RecordSignal", "3"))
+            .0
+            .count,
         1
     );
     assert_eq!(
-        export.histogram(RPC, &call(READER, "GetSignal", "0")).0.count,
+        export
+            .histogram(RPC, &call(READER, "GetSignal", "0"))
+            .0
+            .count,
         1
     );
 
@@ -325,10 +338,7 @@ async fn metrics_are_pushed_over_otlp_next_to_prometheus() {
         export.gauge("db_client_connection_max", &[("pool_name", "replica")]),
         8.0
     );
-    assert_eq!(
-        export.gauge("audit_writer_ingest_streams_in_use", &[]),
-        0.0
-    );
+    assert_eq!(export.gauge("audit_writer_ingest_streams_in_use", &[]), 0.0);
     // Counters: exported from start-up with 0, and counting.
     assert_eq!(
         export.counter("audit_writer_refusals_total", &[("reason", "queue_full")]),
@@ -392,14 +402,19 @@ async fn metrics_are_pushed_over_otlp_next_to_prometheus() {
     let last = collector
         .latest_with(RPC, &call(READER, "GetSignal", "5"))
         .expect("the last export has the call made just before shutdown");
-    assert_eq!(last.histogram(RPC, &call(READER, "GetSignal", "5")).0.count, 1);
+    assert_eq!(
+        last.histogram(RPC, &call(READER, "GetSignal", "5")).0.count,
+        1
+    );
     assert_eq!(sorted(&last.resource()), sorted(&resource));
 
     // Same resource as the spans (exported by the same shutdown).
     let span_resources = collector.span_resources.lock().unwrap().clone();
     assert!(!span_resources.is_empty(), "spans were exported");
     assert!(
-        span_resources.iter().all(|r| sorted(r) == sorted(&resource)),
+        span_resources
+            .iter()
+            .all(|r| sorted(r) == sorted(&resource)),
         "spans: {span_resources:?}, metrics: {resource:?}"
     );
 }
