@@ -5,8 +5,9 @@
 //!   export) and the caller's W3C trace context on every call's span;
 //! - [`serve`]: one tonic server with health (from a database ping),
 //!   reflection (v1 and v1alpha), TCP_NODELAY and graceful shutdown;
-//! - [`metrics`]: the process's Prometheus recorder and each service's
-//!   `/metrics` endpoint; [`rpc_metrics`]: the per-call duration and status
+//! - [`metrics`]: the process's recorder (Prometheus, and OTLP when
+//!   telemetry has an endpoint for it) and each service's `/metrics`
+//!   endpoint; [`rpc_metrics`]: the per-call duration and status
 //!   (metric and span);
 //! - [`shutdown_signal`]: SIGTERM or Ctrl-C; [`Shutdown`]: the drain that
 //!   ends long-lived streams and is bounded by a grace period;
@@ -32,4 +33,6 @@ pub use config::{ConnectionArgs, MaybeDuration, PoolArgs, Security, SecurityArgs
 pub use drain::{Shutdown, ShutdownArgs};
 pub use serve::{ServeError, reflection_services, serve, watch_health};
 pub use shutdown::shutdown_signal;
-pub use telemetry::{Telemetry, TelemetryArgs, TelemetryError, current_trace_id, grpc_span};
+pub use telemetry::{
+    MetricsExporter, Telemetry, TelemetryArgs, TelemetryError, current_trace_id, grpc_span,
+};

@@ -8,11 +8,21 @@
 //! at all, so nothing retries or complains. The resource comes from the
 //! SDK's detectors: `OTEL_SERVICE_NAME`, then `OTEL_RESOURCE_ATTRIBUTES`,
 //! then the binary's name.
+//!
+//! Metrics go over OTLP too when an endpoint is set
+//! (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`, else the one above) and
+//! `OTEL_METRICS_EXPORTER` is not `none`: a meter provider with the same
+//! resource and a periodic reader (`OTEL_METRIC_EXPORT_INTERVAL`) is handed
+//! to [`crate::metrics`], whose recorder then feeds it as well as the
+//! Prometheus endpoint.
 
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::time::Duration;
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
@@ -28,8 +38,9 @@ pub struct TelemetryArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "AUDIT_LOG_JSON", default_value_t = false, global = true)]
     pub log_json: bool,
-    /// OTLP/gRPC collector for spans (e.g. http://otel-collector:4317, or
-    /// https://… for TLS); off when unset. Never shown by --help.
+    /// OTLP/gRPC collector for spans and metrics (e.g.
+    /// http://otel-collector:4317, or https://… for TLS); off when unset.
+    /// Never shown by --help.
     #[arg(
         long,
         env = "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -37,12 +48,84 @@ pub struct TelemetryArgs {
         hide_env_values = true
     )]
     pub otlp_endpoint: Option<String>,
+    /// OTLP/gRPC collector for metrics only, instead of
+    /// OTEL_EXPORTER_OTLP_ENDPOINT (set alone, it exports metrics but no
+    /// spans). Never shown by --help.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        global = true,
+        hide_env_values = true
+    )]
+    pub otlp_metrics_endpoint: Option<String>,
+    /// `otlp` pushes the metrics to the OTLP endpoint when one is set;
+    /// `none` keeps them on /metrics only (e.g. when the collector scrapes
+    /// it already, which would count everything twice).
+    #[arg(
+        long,
+        env = "OTEL_METRICS_EXPORTER",
+        value_enum,
+        default_value_t = MetricsExporter::Otlp,
+        global = true
+    )]
+    pub metrics_exporter: MetricsExporter,
+    /// Milliseconds between two OTLP metric exports (OpenTelemetry's
+    /// default, 60000); a last export happens at shutdown.
+    #[arg(
+        long,
+        env = "OTEL_METRIC_EXPORT_INTERVAL",
+        default_value_t = 60_000,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub metric_export_interval_ms: u64,
+}
+
+/// `OTEL_METRICS_EXPORTER`: the values of the specification this service
+/// supports (it has no console exporter, and Prometheus is always served).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsExporter {
+    Otlp,
+    None,
 }
 
 impl TelemetryArgs {
-    pub fn init(&self, service_name: &'static str) -> Result<Telemetry, TelemetryError> {
-        init(service_name, self.log_json, self.otlp_endpoint.as_deref())
+    /// The options of a service that exports nothing over OTLP, to adjust
+    /// in tests.
+    pub fn off() -> Self {
+        Self {
+            log_json: false,
+            otlp_endpoint: None,
+            otlp_metrics_endpoint: None,
+            metrics_exporter: MetricsExporter::Otlp,
+            metric_export_interval_ms: 60_000,
+        }
     }
+
+    /// Installs logging and tracing, and OTLP metric export; see [`init`].
+    pub fn init(&self, service_name: &'static str) -> Result<Telemetry, TelemetryError> {
+        init(service_name, self)
+    }
+
+    /// Where spans go, if anywhere.
+    fn trace_endpoint(&self) -> Option<&str> {
+        set(self.otlp_endpoint.as_deref())
+    }
+
+    /// Where metrics go, if anywhere.
+    fn metrics_endpoint(&self) -> Option<&str> {
+        match self.metrics_exporter {
+            MetricsExporter::None => None,
+            MetricsExporter::Otlp => set(self.otlp_metrics_endpoint.as_deref())
+                .or_else(|| set(self.otlp_endpoint.as_deref())),
+        }
+    }
+}
+
+/// An endpoint variable counts as unset when empty (Helm and compose files
+/// often set variables to "").
+fn set(endpoint: Option<&str>) -> Option<&str> {
+    endpoint.map(str::trim).filter(|e| !e.is_empty())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,13 +138,27 @@ pub enum TelemetryError {
     Subscriber(#[from] tracing_subscriber::util::TryInitError),
 }
 
-/// Keeps the OTLP pipeline alive; dropping it flushes the spans still queued.
+/// Keeps the OTLP pipelines alive; dropping it exports the metrics one last
+/// time and flushes the spans still queued.
+///
+/// Both shutdowns block until their export thread is done, while that
+/// thread's gRPC channel is driven by the tokio runtime: drop it where the
+/// runtime's workers are free, as `main` (the runtime's `block_on` thread)
+/// does, never inside a spawned task of a current-thread runtime.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
 }
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
+        // Metrics first: their last export may record nothing new, but the
+        // spans' flush should not delay it past a pod's grace period.
+        if let Some(provider) = self.meter_provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            tracing::warn!(%error, "last OTLP metric export failed");
+        }
         if let Some(provider) = self.provider.take() {
             let _ = provider.shutdown();
         }
@@ -69,18 +166,15 @@ impl Drop for Telemetry {
 }
 
 /// Installs the global subscriber: `RUST_LOG` filtering (default `info`),
-/// JSON lines when `json` is set, trace ids on log lines, and OTLP/gRPC
-/// export to `otlp_endpoint` when one is given (the services take it from
-/// the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variable). `service_name` is
-/// the default for `service.name`.
-pub fn init(
-    service_name: &'static str,
-    json: bool,
-    otlp_endpoint: Option<&str>,
-) -> Result<Telemetry, TelemetryError> {
+/// JSON lines when `log_json` is set, trace ids on log lines, and OTLP/gRPC
+/// export of spans when `otlp_endpoint` is set. Sets up OTLP export of the
+/// metrics when there is a metrics endpoint (see [`TelemetryArgs`]); call
+/// it before [`crate::metrics::listen`] installs the recorder.
+/// `service_name` is the default for `service.name`.
+pub fn init(service_name: &'static str, args: &TelemetryArgs) -> Result<Telemetry, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = if json {
+    let fmt = if args.log_json {
         tracing_subscriber::fmt::layer()
             .json()
             .event_format(WithTraceId {
@@ -98,11 +192,26 @@ pub fn init(
             .with_writer(std::io::stderr)
             .boxed()
     };
-    let mut provider = SdkTracerProvider::builder().with_resource(resource(service_name));
-    if let Some(endpoint) = otlp_endpoint.map(str::trim).filter(|e| !e.is_empty()) {
+    let resource = resource(service_name);
+    let mut provider = SdkTracerProvider::builder().with_resource(resource.clone());
+    if let Some(endpoint) = args.trace_endpoint() {
         provider = provider.with_batch_exporter(span_exporter(endpoint)?);
     }
     let provider = provider.build();
+    let meter_provider = match args.metrics_endpoint() {
+        Some(endpoint) => {
+            let reader = PeriodicReader::builder(metric_exporter(endpoint)?)
+                .with_interval(Duration::from_millis(args.metric_export_interval_ms))
+                .build();
+            let meter_provider = SdkMeterProvider::builder()
+                .with_resource(resource)
+                .with_reader(reader)
+                .build();
+            crate::metrics::export_to(meter_provider.meter(METER_NAME));
+            Some(meter_provider)
+        }
+        None => None,
+    };
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name));
     tracing_subscriber::registry()
         .with(filter)
@@ -111,8 +220,13 @@ pub fn init(
         .try_init()?;
     Ok(Telemetry {
         provider: Some(provider),
+        meter_provider,
     })
 }
+
+/// The instrumentation scope of every metric: they are all recorded
+/// through the `metrics` facade, whichever crate records them.
+const METER_NAME: &str = "signal-audit";
 
 /// The SDK's detectors (`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SERVICE_NAME`,
 /// SDK attributes). `OTEL_SERVICE_NAME` wins over a `service.name` in the
@@ -138,19 +252,41 @@ fn span_exporter(endpoint: &str) -> Result<opentelemetry_otlp::SpanExporter, Tel
     let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint);
-    if endpoint.starts_with("https://") {
-        // Without roots the exporter's default TLS trusts nothing.
-        let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
-        if let Some(path) = std::env::var_os("OTEL_EXPORTER_OTLP_CERTIFICATE") {
-            let pem = std::fs::read(&path).map_err(|error| TelemetryError::Certificate {
-                path: path.to_string_lossy().into_owned(),
-                error,
-            })?;
-            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
-        }
+    if let Some(tls) = tls_for(endpoint)? {
         builder = builder.with_tls_config(tls);
     }
     Ok(builder.build()?)
+}
+
+/// Cumulative temporality (the exporter's default), as Prometheus has it:
+/// each export carries the totals since start-up.
+fn metric_exporter(endpoint: &str) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
+    use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
+    let mut builder = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint);
+    if let Some(tls) = tls_for(endpoint)? {
+        builder = builder.with_tls_config(tls);
+    }
+    Ok(builder.build()?)
+}
+
+/// TLS for an `https://` endpoint: the system's roots, plus
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` when set.
+fn tls_for(endpoint: &str) -> Result<Option<tonic::transport::ClientTlsConfig>, TelemetryError> {
+    if !endpoint.starts_with("https://") {
+        return Ok(None);
+    }
+    // Without roots the exporter's default TLS trusts nothing.
+    let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+    if let Some(path) = std::env::var_os("OTEL_EXPORTER_OTLP_CERTIFICATE") {
+        let pem = std::fs::read(&path).map_err(|error| TelemetryError::Certificate {
+            path: path.to_string_lossy().into_owned(),
+            error,
+        })?;
+        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+    }
+    Ok(Some(tls))
 }
 
 /// Adds the trace id of the span the event happens in: a `trace_id` key

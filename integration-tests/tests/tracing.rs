@@ -138,8 +138,14 @@ async fn spans_are_exported_and_continue_the_callers_trace() {
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     let endpoint = format!("http://{addr}");
-    let telemetry =
-        audit_server::telemetry::init("audit-writer-test", false, Some(&endpoint)).unwrap();
+    // Spans only: this collector has no metrics service (tests/otlp_metrics.rs).
+    let telemetry = audit_server::telemetry::TelemetryArgs {
+        otlp_endpoint: Some(endpoint),
+        metrics_exporter: audit_server::telemetry::MetricsExporter::None,
+        ..audit_server::telemetry::TelemetryArgs::off()
+    }
+    .init("audit-writer-test")
+    .unwrap();
 
     let app = TestApp::start().await;
     let parent_id = "00f067aa0ba902b7";
