@@ -551,7 +551,12 @@ async fn answer_raw(url: &str, raw: &Raw, end: DateTime<Utc>) -> Result<usize, E
         Raw::QualityChecks => {
             let mut conn = pool.get().await?;
             Ok(
-                quality::check(&mut conn, STUCK_AFTER_US, start, end, MAX_IDS)
+                let window = quality::Window {
+                    touched_by: quality::TouchedBy::EventTime,
+                    from: start,
+                    to: end,
+                };
+                quality::check(&mut conn, STUCK_AFTER_US, window, MAX_IDS)
                     .await?
                     .len(),
             )
