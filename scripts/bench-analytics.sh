@@ -2,6 +2,7 @@
 # Reproduces the analytics figures in BENCHMARKS.md:
 #
 #   scripts/bench-analytics.sh [EVENTS]        # default 10000000
+#   BENCH_HOUR_EVENTS=100000 BENCH_SLICES=60   # the maintenance step (below)
 #
 # Builds release binaries, starts a throw-away primary + streaming replica
 # (scripts/pg-cluster.sh) in a temporary folder on ports of its own, creates
@@ -9,7 +10,10 @@
 # PostgreSQL (audit-analytics-bench bulk: deterministic, not through gRPC),
 # refreshes the rollups, waits for the replica, starts audit-reader on the
 # replica and runs `audit-analytics-bench run` (every analytics RPC against
-# the same question on raw events), then removes everything.
+# the same question on raw events), then `audit-analytics-bench maintenance`
+# on the primary (the writer's periodic jobs for one hour of new traffic on
+# top of the EVENTS of history: wall and backend CPU per job, the figure
+# that must stay flat as EVENTS grows), then removes everything.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,3 +58,6 @@ for _ in $(seq 100); do
     sleep 0.2
 done
 target/release/audit-analytics-bench run --reader "http://$READER" --replica-url "$REPLICA"
+# After the reads: it adds an hour of traffic to the primary.
+target/release/audit-analytics-bench maintenance --database-url "$PRIMARY" \
+    --hour-events "${BENCH_HOUR_EVENTS:-100000}" --slices "${BENCH_SLICES:-60}"

@@ -67,6 +67,8 @@ enum Rpc {
     TickerActivity,
     SearchEvents,
     CheckDataQuality,
+    /// The same over the last hour only (target: under 1 s at 10M events).
+    CheckDataQualityHour,
 }
 
 /// How the same question is answered without the reader.
@@ -75,7 +77,8 @@ enum Raw {
     Sql(String),
     /// The reader's own consistency checks, run in-process on the replica
     /// (they read raw events already; only the gRPC layer is left out).
-    QualityChecks,
+    /// Over the last this many hours.
+    QualityChecks(i64),
 }
 
 struct Question {
@@ -327,7 +330,15 @@ fn questions() -> Vec<Question> {
             ..question(
                 "CheckDataQuality (24 h)",
                 Rpc::CheckDataQuality,
-                Raw::QualityChecks,
+                Raw::QualityChecks(24),
+            )
+        },
+        Question {
+            reads_raw: true,
+            ..question(
+                "CheckDataQuality (last 1 h)",
+                Rpc::CheckDataQualityHour,
+                Raw::QualityChecks(1),
             )
         },
     ]
@@ -520,6 +531,16 @@ async fn ask(client: &mut Client, rpc: Rpc, end: DateTime<Utc>) -> Result<usize,
             .into_inner()
             .findings
             .len(),
+        Rpc::CheckDataQualityHour => client
+            .check_data_quality(pb::CheckDataQualityRequest {
+                stuck_after: None,
+                summary_range: span(end - TimeDelta::hours(1), end),
+                max_ids: 0,
+            })
+            .await?
+            .into_inner()
+            .findings
+            .len(),
     })
 }
 
@@ -548,12 +569,12 @@ async fn answer_raw(url: &str, raw: &Raw, end: DateTime<Utc>) -> Result<usize, E
                 .execute(&mut conn)
                 .await?)
         }
-        Raw::QualityChecks => {
+        Raw::QualityChecks(hours) => {
             let mut conn = pool.get().await?;
             Ok(
                 let window = quality::Window {
                     touched_by: quality::TouchedBy::EventTime,
-                    from: start,
+                    from: end - TimeDelta::hours(*hours),
                     to: end,
                 };
                 quality::check(&mut conn, STUCK_AFTER_US, window, MAX_IDS)

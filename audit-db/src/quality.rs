@@ -16,7 +16,8 @@
 use crate::DbError;
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Interval, Text, Timestamptz};
+use audit_core::{SignalStatus, SignalStatusMapping};
+use diesel::sql_types::{Array, BigInt, Interval, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,14 +117,14 @@ fn orphans(touched_by: TouchedBy) -> String {
     )
 }
 
-/// Non-terminal signals untouched for `$2`. Written as `= ANY` of the
-/// non-terminal statuses (not `NOT signal_status_is_terminal(…)`) so that
-/// it is one range of `signals_status_updated_idx` per status: the cost is
-/// the stuck signals, not every signal.
+/// Signals in one of the statuses `$3` (the non-terminal ones) untouched
+/// for `$2`. Bound as a `signal_status[]` (not `NOT
+/// signal_status_is_terminal(…)`, nor a text array cast in SQL, which the
+/// planner cannot estimate) so that the planner sees the values: one range
+/// of `signals_status_updated_idx` per status, so the cost is the stuck
+/// signals, not every signal.
 const STUCK: &str = "SELECT signal_id::text AS id, count(*) OVER () AS total FROM signals \
-     WHERE current_status = ANY (ARRAY(SELECT s FROM unnest(enum_range(NULL::signal_status)) AS s \
-                                       WHERE NOT signal_status_is_terminal(s))) \
-       AND updated_at < now() - $2 \
+     WHERE current_status = ANY ($3) AND updated_at < now() - $2 \
      ORDER BY updated_at LIMIT $1";
 
 /// Counters of the touched signals recomputed from their own events.
@@ -228,6 +229,12 @@ pub async fn check(
         .bind::<Interval, _>(diesel::pg::data_types::PgInterval::from_microseconds(
             stuck_after_us,
         ))
+        .bind::<Array<SignalStatusMapping>, _>(
+            SignalStatus::ALL
+                .into_iter()
+                .filter(|s| !s.is_terminal())
+                .collect::<Vec<_>>(),
+        )
         .load::<Row>(conn)
         .await?;
     let counters = diesel::sql_query(counters(touched_by))

@@ -68,8 +68,10 @@ pub async fn daily(
 ) -> Result<(Vec<DayRow>, DateTime<Utc>), DbError> {
     let rows: Vec<SummedRow> = diesel::sql_query(
         "WITH src AS ( \
-             SELECT date_trunc('day', hour, 'UTC') AS day, normalised_ticker, a.* \
-             FROM ticker_activity_hourly a \
+             SELECT date_trunc('day', hour, 'UTC') AS day, normalised_ticker, signals, succeeded, \
+                    rejected, failed, in_flight, errors, retries, processing_count, \
+                    processing_sum_us, processing_histogram \
+             FROM ticker_activity_hourly \
              WHERE hour >= date_trunc('day', $1, 'UTC') \
                AND hour < date_trunc('day', $2, 'UTC') + interval '1 day' \
                AND date_trunc('day', hour, 'UTC') < $2 \
