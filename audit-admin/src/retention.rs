@@ -612,10 +612,10 @@ async fn purge_rollups(
         for (table, old) in rollup_tables(period) {
             let Count { n } =
                 diesel::sql_query(format!("SELECT count(*) AS n FROM {table} WHERE {old}"))
-            .bind::<Text, _>(period)
-            .bind::<Timestamptz, _>(cutoff)
-            .get_result(conn)
-            .await?;
+                    .bind::<Text, _>(period)
+                    .bind::<Timestamptz, _>(cutoff)
+                    .get_result(conn)
+                    .await?;
             total += n;
         }
         return Ok(total);

@@ -195,10 +195,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         "maintenance: {history} events of history, then one hour of {new} new events \
          in {slices} slices, refreshes after each"
     );
-    println!(
-        "{:<20} {:>10} {:>12}  work",
-        "job", "wall", "backend cpu"
-    );
+    println!("{:<20} {:>10} {:>12}  work", "job", "wall", "backend cpu");
     println!(
         "{:<20} {:>8.2} s {:>12}  {minutes} minute keys in {slices} passes",
         "rollup_refresh",

@@ -571,16 +571,14 @@ async fn answer_raw(url: &str, raw: &Raw, end: DateTime<Utc>) -> Result<usize, E
         }
         Raw::QualityChecks(hours) => {
             let mut conn = pool.get().await?;
-            Ok(
-                let window = quality::Window {
-                    touched_by: quality::TouchedBy::EventTime,
-                    from: end - TimeDelta::hours(*hours),
-                    to: end,
-                };
-                quality::check(&mut conn, STUCK_AFTER_US, window, MAX_IDS)
-                    .await?
-                    .len(),
-            )
+            let window = quality::Window {
+                touched_by: quality::TouchedBy::EventTime,
+                from: end - TimeDelta::hours(*hours),
+                to: end,
+            };
+            Ok(quality::check(&mut conn, STUCK_AFTER_US, window, MAX_IDS)
+                .await?
+                .len())
         }
     }
 }

@@ -14,9 +14,9 @@
 //! (through `signals_status_updated_idx`, one range per non-terminal status).
 
 use crate::DbError;
+use audit_core::{SignalStatus, SignalStatusMapping};
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
-use audit_core::{SignalStatus, SignalStatusMapping};
 use diesel::sql_types::{Array, BigInt, Interval, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 

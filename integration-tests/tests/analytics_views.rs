@@ -141,12 +141,10 @@ async fn stage_latencies_match_a_recomputation_from_the_timelines() {
         .unwrap()
         .into_inner();
     check_stages("view", &all.stages, &expected, false);
-    let refreshed: Refreshed = diesel::sql_query(
-        "SELECT refreshed_at FROM analytics_state",
-    )
-    .get_result(&mut db)
-    .await
-    .unwrap();
+    let refreshed: Refreshed = diesel::sql_query("SELECT refreshed_at FROM analytics_state")
+        .get_result(&mut db)
+        .await
+        .unwrap();
     assert_eq!(
         nanos(&all.as_of),
         refreshed.refreshed_at.timestamp_nanos_opt().unwrap(),
@@ -443,5 +441,9 @@ async fn the_hourly_tables_equal_a_full_recomputation_after_late_events() {
         .filter(|l| l.contains(" LATE "))
         .collect();
     assert_eq!(split.len(), 2, "{split:?}");
-    assert!(split.iter().any(|l| l.contains("late-worker-2 queued_processing processing")));
+    assert!(
+        split
+            .iter()
+            .any(|l| l.contains("late-worker-2 queued_processing processing"))
+    );
 }

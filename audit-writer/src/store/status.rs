@@ -56,7 +56,9 @@ const ANALYTICS_AGE: &str =
 pub async fn read(pool: &PgPool) -> Result<Status, DbError> {
     let mut conn = pool.get().await?;
     let backlog: Backlog = diesel::sql_query(BACKLOG).get_result(&mut conn).await?;
-    let analytics: Age = diesel::sql_query(ANALYTICS_AGE).get_result(&mut conn).await?;
+    let analytics: Age = diesel::sql_query(ANALYTICS_AGE)
+        .get_result(&mut conn)
+        .await?;
     Ok(Status {
         rollup_backlog_secs: backlog.backlog.max(0.0),
         analytics_age_secs: analytics.age.max(0.0),

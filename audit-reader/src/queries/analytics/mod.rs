@@ -62,7 +62,9 @@ pub async fn replica_as_of(conn: &mut AsyncPgConnection) -> Result<DateTime<Utc>
 
 /// When the hourly analytics tables (stage latencies, ticker activity) were
 /// last brought up to date: the as_of of answers read from them.
-pub(crate) async fn analytics_as_of(conn: &mut AsyncPgConnection) -> Result<DateTime<Utc>, DbError> {
+pub(crate) async fn analytics_as_of(
+    conn: &mut AsyncPgConnection,
+) -> Result<DateTime<Utc>, DbError> {
     let row: AsOf = diesel::sql_query("SELECT refreshed_at FROM analytics_state")
         .get_result(conn)
         .await?;

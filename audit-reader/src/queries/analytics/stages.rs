@@ -10,8 +10,8 @@
 //! `exact` reads raw events with percentile_cont, for short ranges only.
 
 use super::{filter_value, rollup_key};
-use crate::queries::analytics::histogram::LatencyHistogram;
 use crate::queries::analytics::analytics_as_of;
+use crate::queries::analytics::histogram::LatencyHistogram;
 use audit_core::TickerScope;
 use audit_db::DbError;
 use chrono::{DateTime, Utc};
