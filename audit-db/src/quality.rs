@@ -9,7 +9,8 @@
 //! orphans and counters look only at the signals with an event in the
 //! window (by event time for the RPC and `audit-admin check`, by
 //! `recorded_at` for the periodic job, which checks what was written since
-//! its last run, late events included), the summary check at the minutes
+//! its last run, late events included), or whose latest event is stamped
+//! in it (`updated_at`, for either), the summary check at the minutes
 //! of the window, and the stuck check at the stuck signals themselves
 //! (through `signals_status_updated_idx`, one range per non-terminal status).
 
@@ -74,7 +75,8 @@ impl TouchedBy {
 }
 
 /// What the orphan, counter and summary checks compare: the signals with
-/// an event `touched_by` in [`from`, `to`), and the minute rollups starting
+/// an event `touched_by` in [`from`, `to`) or an `updated_at` there (their
+/// latest event's stamp), and the minute rollups starting
 /// in [`from`, `to`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -91,12 +93,20 @@ struct Row {
     total: i64,
 }
 
-/// The signals with an event in the window (`$2`, `$3`): one index range
-/// scan of `signal_events` by `column`.
+/// The signals with an event in the window (`$2`, `$3`; one index range
+/// scan of `signal_events` by `column`), and those whose latest event is
+/// stamped in it (`updated_at`, through `signals_updated_at_idx`). The
+/// second half finds an id claim whose event is missing on a signal with no
+/// other event in the window (its claim is stamped like its event, and the
+/// missing event was the latest one, so the signal's `updated_at` is that
+/// stamp); claims' own `ts` has no index, and one would be written by every
+/// event insert.
 fn touched(column: &str) -> String {
     format!(
-        "touched AS (SELECT DISTINCT signal_id FROM signal_events \
-                     WHERE {column} >= $2 AND {column} < $3)"
+        "touched AS (SELECT signal_id FROM signal_events \
+                     WHERE {column} >= $2 AND {column} < $3 \
+                     UNION \
+                     SELECT signal_id FROM signals WHERE updated_at >= $2 AND updated_at < $3)"
     )
 }
 

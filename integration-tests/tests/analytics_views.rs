@@ -404,7 +404,7 @@ async fn the_hourly_tables_equal_a_full_recomputation_after_late_events() {
     let mut signal = integration_tests::new_signal("LATE");
     let id = uuid::Uuid::new_v4().to_string();
     signal.signal_id = id.clone();
-    signal.received_at = Some(audit_wire::convert::to_timestamp(now - 5 * hour));
+    signal.received_at = Some(audit_wire::convert::to_timestamp(now - hour * 5));
     batch.signals.push(signal);
     batch.events.push(integration_tests::new_event(
         &id,
@@ -423,7 +423,7 @@ async fn the_hourly_tables_equal_a_full_recomputation_after_late_events() {
         &id,
         pb::SignalStatus::QueuedProcessing,
         pb::SignalLocation::ProcessingQueue,
-        Some(now - 3 * hour),
+        Some(now - hour * 3),
     );
     late.worker_id = "late-worker-2".into();
     writer

@@ -68,7 +68,7 @@ fn finding(finding: quality::Finding) -> pb::Finding {
         Check::OrphanEvents => (
             pb::FindingKind::OrphanEvents,
             "event id claims without their event, or events without their claim \
-             (signals with an event in summary_range)",
+             (signals with an event, or their latest one, in summary_range)",
         ),
         Check::StuckSignals => (
             pb::FindingKind::StuckSignals,
@@ -77,7 +77,7 @@ fn finding(finding: quality::Finding) -> pb::Finding {
         Check::CounterMismatch => (
             pb::FindingKind::CounterMismatch,
             "signals whose error_count or retry_count disagree with their events \
-             (signals with an event in summary_range)",
+             (signals with an event, or their latest one, in summary_range)",
         ),
         Check::SummaryMismatch => (
             pb::FindingKind::SummaryMismatch,
