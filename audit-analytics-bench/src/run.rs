@@ -211,7 +211,7 @@ const RAW_CORRELATIONS: &str = "WITH counts AS ( \
 
 /// Daily activity per ticker for the days starting in the range, each
 /// signal's outcome, errors, retries and processing time taken from its
-/// events (the materialized view reads the signals' own counters).
+/// events (the hourly activity table reads the signals' own counters).
 fn raw_ticker_activity() -> String {
     format!(
         "WITH per_signal AS ( \
@@ -294,7 +294,7 @@ fn questions() -> Vec<Question> {
                 sql(RAW_ERRORS),
             )
         },
-        // From the hourly materialized view (exact: false).
+        // From the hourly stage-latency tables (exact: false).
         question(
             "GetStageLatencies (24 h)",
             Rpc::StageLatencies,

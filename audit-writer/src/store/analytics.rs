@@ -70,7 +70,7 @@ const HOUR_KEYS: &str =
     "SELECT DISTINCT hour, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(hour, ticker)";
 
 /// Rebuilds the per-worker stage rows of the keys: lag() over the whole
-/// timeline of every signal with an event in a key's hour (the matview's
+/// timeline of every signal with an event in a key's hour (the old view's
 /// definition), keeping the transitions whose later event lies in a key.
 fn stages_from_events() -> String {
     format!(
