@@ -3,6 +3,7 @@
 #
 #   scripts/bench-analytics.sh [EVENTS] [RUN OPTIONS]   # default 10000000
 #   BENCH_RUNS=3 scripts/bench-analytics.sh 10000000 --skip CheckDataQuality
+#   BENCH_HOUR_EVENTS=100000 BENCH_SLICES=60   # the maintenance step (below)
 #
 # RUN OPTIONS go to `audit-analytics-bench run` (see its --help: --only,
 # --skip, --iterations ...). BENCH_RUNS (default 1) repeats the measuring run
@@ -15,7 +16,10 @@
 # PostgreSQL (audit-analytics-bench bulk: deterministic, not through gRPC),
 # refreshes the rollups, waits for the replica, starts audit-reader on the
 # replica and runs `audit-analytics-bench run` (every analytics RPC against
-# the same question on raw events), then removes everything.
+# the same question on raw events), then `audit-analytics-bench maintenance`
+# on the primary (the writer's periodic jobs for one hour of new traffic on
+# top of the EVENTS of history: wall and backend CPU per job, the figure
+# that must stay flat as EVENTS grows), then removes everything.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -67,3 +71,6 @@ for run in $(seq "$RUNS"); do
     echo "== run $run of $RUNS"
     target/release/audit-analytics-bench run --reader "http://$READER" --replica-url "$REPLICA" "$@"
 done
+# After the reads: it adds an hour of traffic to the primary.
+target/release/audit-analytics-bench maintenance --database-url "$PRIMARY" \
+    --hour-events "${BENCH_HOUR_EVENTS:-100000}" --slices "${BENCH_SLICES:-60}"

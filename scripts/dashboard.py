@@ -163,8 +163,8 @@ timeseries("Time since last success", "Per job; see AuditJobNotSucceededRecently
            [(f"time() - max by (job_name) (audit_job_last_success_timestamp_seconds{{{W}}})", "{{job_name}}")], width=8)
 timeseries("Rollup backlog", "Age of the oldest minute waiting for the rollup refresher (0 = up to date).", "s",
            [(f"max(audit_rollup_backlog_seconds{{{W}}})", "backlog")])
-timeseries("Materialized view age", "Time since each materialized view was refreshed.", "s",
-           [(f"min by (view) (audit_matview_age_seconds{{{W}}})", "{{view}}")])
+timeseries("Analytics tables age", "Time since the hourly analytics tables (stage latencies, ticker activity) were last brought up to date.", "s",
+           [(f"min(audit_analytics_age_seconds{{{W}}})", "age")])
 
 row("Reader: replica and cache")
 timeseries("Replica lag", "Replay lag per replica as each reader sees it.", "s",

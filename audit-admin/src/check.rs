@@ -37,7 +37,14 @@ pub async fn run(pool: &PgPool, args: &CheckArgs) -> Result<Report, AdminError> 
             .build_transaction()
             .read_only()
             .repeatable_read()
-            .run(async |conn| quality::check(conn, stuck_us, from, to, max_ids).await)
+            .run(async |conn| {
+                let window = quality::Window {
+                    touched_by: quality::TouchedBy::EventTime,
+                    from,
+                    to,
+                };
+                quality::check(conn, stuck_us, window, max_ids).await
+            })
             .await;
         spinner.finish_and_clear();
         Ok::<_, AdminError>(findings?)

@@ -570,8 +570,36 @@ struct Count {
     n: i64,
 }
 
+/// The hourly analytics tables (stage latencies, ticker activity) keep the
+/// hour rollups' retention: they are hour rollups too.
+const HOURLY_ANALYTICS: [&str; 3] = [
+    "stage_latency_hourly",
+    "stage_latency_hourly_by_ticker",
+    "ticker_activity_hourly",
+];
+
+/// Which rows of each table `period` rollups older than `$2` are (`$1` is
+/// the period): both summary tables, and for hours the analytics tables.
+fn rollup_tables(period: &str) -> Vec<(&'static str, &'static str)> {
+    let mut tables = vec![
+        (
+            "signal_metrics_summary",
+            "period_type = $1::metrics_period AND period_start < $2",
+        ),
+        (
+            "signal_error_summary",
+            "period_type = $1::metrics_period AND period_start < $2",
+        ),
+    ];
+    if period == "hour" {
+        tables.extend(HOURLY_ANALYTICS.map(|t| (t, "$1 = 'hour' AND hour < $2")));
+    }
+    tables
+}
+
 /// Deletes the `period` rollups older than `cutoff` from both summary
-/// tables, a batch per statement, and moves the kind's horizon.
+/// tables (and, for hours, the hourly analytics tables), a batch per
+/// statement, and moves the kind's horizon.
 async fn purge_rollups(
     conn: &mut AsyncPgConnection,
     kind: Kind,
@@ -581,15 +609,13 @@ async fn purge_rollups(
 ) -> Result<i64, AdminError> {
     if dry_run {
         let mut total = 0;
-        for table in ["signal_metrics_summary", "signal_error_summary"] {
-            let Count { n } = diesel::sql_query(format!(
-                "SELECT count(*) AS n FROM {table} \
-                 WHERE period_type = $1::metrics_period AND period_start < $2"
-            ))
-            .bind::<Text, _>(period)
-            .bind::<Timestamptz, _>(cutoff)
-            .get_result(conn)
-            .await?;
+        for (table, old) in rollup_tables(period) {
+            let Count { n } =
+                diesel::sql_query(format!("SELECT count(*) AS n FROM {table} WHERE {old}"))
+                    .bind::<Text, _>(period)
+                    .bind::<Timestamptz, _>(cutoff)
+                    .get_result(conn)
+                    .await?;
             total += n;
         }
         return Ok(total);
@@ -598,12 +624,11 @@ async fn purge_rollups(
     // alone, so it cannot rebuild a coarser bucket from half-deleted rows.
     set_horizon(conn, kind, cutoff).await?;
     let mut total = 0;
-    for table in ["signal_metrics_summary", "signal_error_summary"] {
+    for (table, old) in rollup_tables(period) {
         loop {
             let n = diesel::sql_query(format!(
                 "DELETE FROM {table} WHERE ctid = ANY(ARRAY( \
-                     SELECT ctid FROM {table} WHERE period_type = $1::metrics_period \
-                     AND period_start < $2 LIMIT $3))"
+                     SELECT ctid FROM {table} WHERE {old} LIMIT $3))"
             ))
             .bind::<Text, _>(period)
             .bind::<Timestamptz, _>(cutoff)

@@ -1,6 +1,6 @@
 //! Millions of events generated inside PostgreSQL, deterministic for a
 //! seed (`setseed`), in chunks so no transaction grows without bound; then
-//! the rollups and materialized views are brought up to date.
+//! the rollups and the hourly analytics tables are brought up to date.
 
 use crate::Error;
 use audit_db::{PoolConfig, build_pool};
@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 /// One chunk: signals `$1 + 1 ..= $1 + $2`, spread over the last 24 hours.
-const GENERATE: &str = "
+pub(crate) const GENERATE: &str = "
 CREATE TEMP TABLE gen ON COMMIT DROP AS
 SELECT md5('s' || g)::uuid AS id,
        (ARRAY['NASDAQ:AAPL','MSFT.US','NVDA','TSLA','AMZN.US','GOOGL','META','SPY','QQQ','IWM',
@@ -135,7 +135,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     drop(conn);
     let refreshed = Instant::now();
     let buckets = rollups::refresh(&pool).await?;
-    rollups::refresh_materialized_views(&pool).await?;
+    audit_writer::store::analytics::refresh(&pool).await?;
     let mut conn = pool.get().await?;
     conn.batch_execute("VACUUM ANALYZE").await?;
     println!(

@@ -9,9 +9,13 @@
 //!   the same question answered from raw events on the replica in the same
 //!   run, with p50/p99 latencies and the speed-up; the dashboard RPCs are
 //!   judged against their target, the others reported for information.
+//! - `maintenance`: the writer's periodic jobs' wall and CPU time for one
+//!   hour of new traffic on top of the history (flat with history is the
+//!   goal).
 
 mod bulk;
 mod history;
+mod maintenance;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +42,9 @@ enum Command {
     Bulk(bulk::Args),
     /// Measure every analytics RPC against raw-event queries.
     Run(run::Args),
+    /// Measure the periodic jobs' cost for one hour of new traffic on top
+    /// of the history in the database.
+    Maintenance(maintenance::Args),
 }
 
 #[tokio::main]
@@ -46,6 +53,7 @@ async fn main() -> ExitCode {
         Command::History(args) => history::run(args).await,
         Command::Bulk(args) => bulk::run(args).await,
         Command::Run(args) => run::run(args).await,
+        Command::Maintenance(args) => maintenance::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -72,6 +72,8 @@ enum Rpc {
     TickerActivity,
     SearchEvents,
     CheckDataQuality,
+    /// The same over the last hour only (target: under 1 s at 10M events).
+    CheckDataQualityHour,
 }
 
 /// How the same question is answered without the reader.
@@ -80,7 +82,8 @@ enum Raw {
     Sql(String),
     /// The reader's own consistency checks, run in-process on the replica
     /// (they read raw events already; only the gRPC layer is left out).
-    QualityChecks,
+    /// Over the last this many hours.
+    QualityChecks(i64),
 }
 
 struct Question {
@@ -213,7 +216,7 @@ const RAW_CORRELATIONS: &str = "WITH counts AS ( \
 
 /// Daily activity per ticker for the days starting in the range, each
 /// signal's outcome, errors, retries and processing time taken from its
-/// events (the materialized view reads the signals' own counters).
+/// events (the hourly activity table reads the signals' own counters).
 fn raw_ticker_activity() -> String {
     format!(
         "WITH per_signal AS ( \
@@ -296,7 +299,7 @@ fn questions() -> Vec<Question> {
                 sql(RAW_ERRORS),
             )
         },
-        // From the hourly materialized view (exact: false).
+        // From the hourly stage-latency tables (exact: false).
         question(
             "GetStageLatencies (24 h)",
             Rpc::StageLatencies,
@@ -332,7 +335,15 @@ fn questions() -> Vec<Question> {
             ..question(
                 "CheckDataQuality (24 h)",
                 Rpc::CheckDataQuality,
-                Raw::QualityChecks,
+                Raw::QualityChecks(24),
+            )
+        },
+        Question {
+            reads_raw: true,
+            ..question(
+                "CheckDataQuality (last 1 h)",
+                Rpc::CheckDataQualityHour,
+                Raw::QualityChecks(1),
             )
         },
     ]
@@ -525,6 +536,16 @@ async fn ask(client: &mut Client, rpc: Rpc, end: DateTime<Utc>) -> Result<usize,
             .into_inner()
             .findings
             .len(),
+        Rpc::CheckDataQualityHour => client
+            .check_data_quality(pb::CheckDataQualityRequest {
+                stuck_after: None,
+                summary_range: span(end - TimeDelta::hours(1), end),
+                max_ids: 0,
+            })
+            .await?
+            .into_inner()
+            .findings
+            .len(),
     })
 }
 
@@ -553,13 +574,16 @@ async fn answer_raw(url: &str, raw: &Raw, end: DateTime<Utc>) -> Result<usize, E
                 .execute(&mut conn)
                 .await?)
         }
-        Raw::QualityChecks => {
+        Raw::QualityChecks(hours) => {
             let mut conn = pool.get().await?;
-            Ok(
-                quality::check(&mut conn, STUCK_AFTER_US, start, end, MAX_IDS)
-                    .await?
-                    .len(),
-            )
+            let window = quality::Window {
+                touched_by: quality::TouchedBy::EventTime,
+                from: end - TimeDelta::hours(*hours),
+                to: end,
+            };
+            Ok(quality::check(&mut conn, STUCK_AFTER_US, window, MAX_IDS)
+                .await?
+                .len())
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Scheduled jobs run once per cluster, not once per writer pod.
 //!
-//! Every periodic job (partition maintenance, rollup refresh, materialized
-//! view refresh, retention, data-quality checks) runs inside
+//! Every periodic job (partition maintenance, rollup refresh, analytics
+//! refresh, retention, data-quality checks) runs inside
 //! [`with_job_lock`]: a PostgreSQL session-level advisory lock per job,
 //! taken with `pg_try_advisory_lock`, so when two writers (or a writer and
 //! an operator's `audit-admin`) reach the same job at once, one runs it and
@@ -28,7 +28,7 @@ const NAMESPACE: i32 = 0x5341_4a42; // "SAJB"
 pub enum Job {
     PartitionMaintenance,
     RollupRefresh,
-    MatviewRefresh,
+    AnalyticsRefresh,
     Retention,
     QualityCheck,
 }
@@ -37,7 +37,7 @@ impl Job {
     pub const ALL: [Job; 5] = [
         Job::PartitionMaintenance,
         Job::RollupRefresh,
-        Job::MatviewRefresh,
+        Job::AnalyticsRefresh,
         Job::Retention,
         Job::QualityCheck,
     ];
@@ -46,7 +46,7 @@ impl Job {
         match self {
             Job::PartitionMaintenance => "partition_maintenance",
             Job::RollupRefresh => "rollup_refresh",
-            Job::MatviewRefresh => "matview_refresh",
+            Job::AnalyticsRefresh => "analytics_refresh",
             Job::Retention => "retention",
             Job::QualityCheck => "quality_check",
         }
@@ -57,7 +57,8 @@ impl Job {
         match self {
             Job::PartitionMaintenance => 1,
             Job::RollupRefresh => 2,
-            Job::MatviewRefresh => 3,
+            // 3 was the materialized views' refresh, retired with them.
+            Job::AnalyticsRefresh => 6,
             Job::Retention => 4,
             Job::QualityCheck => 5,
         }

@@ -4,11 +4,21 @@
 //! job (on the primary, counts for `audit_data_quality_findings`). Raw SQL:
 //! anti-joins, correlated recounts and window counts. Run inside one
 //! repeatable-read transaction, so the checks see one snapshot.
+//!
+//! Every check costs what its [`Window`] holds, never the whole history:
+//! orphans and counters look only at the signals with an event in the
+//! window (by event time for the RPC and `audit-admin check`, by
+//! `recorded_at` for the periodic job, which checks what was written since
+//! its last run, late events included), or whose latest event is stamped
+//! in it (`updated_at`, for either), the summary check at the minutes
+//! of the window, and the stuck check at the stuck signals themselves
+//! (through `signals_status_updated_idx`, one range per non-terminal status).
 
 use crate::DbError;
+use audit_core::{SignalStatus, SignalStatusMapping};
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Interval, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Interval, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +56,35 @@ pub struct Finding {
     pub ids: Vec<String>,
 }
 
+/// Which events (and so which signals) a window selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TouchedBy {
+    /// Events stamped in the window (`ts`, partition-pruned).
+    EventTime,
+    /// Events written in the window (`recorded_at`), whatever their stamp.
+    RecordedAt,
+}
+
+impl TouchedBy {
+    fn column(self) -> &'static str {
+        match self {
+            TouchedBy::EventTime => "ts",
+            TouchedBy::RecordedAt => "recorded_at",
+        }
+    }
+}
+
+/// What the orphan, counter and summary checks compare: the signals with
+/// an event `touched_by` in [`from`, `to`) or an `updated_at` there (their
+/// latest event's stamp), and the minute rollups starting
+/// in [`from`, `to`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub touched_by: TouchedBy,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
 #[derive(QueryableByName)]
 struct Row {
     #[diesel(sql_type = Text)]
@@ -54,28 +93,64 @@ struct Row {
     total: i64,
 }
 
-/// Id claims without their event, and events without their claim.
-const ORPHANS: &str = "SELECT id, count(*) OVER () AS total FROM ( \
-        SELECT i.event_id::text AS id FROM signal_event_ids i \
-        WHERE NOT EXISTS (SELECT 1 FROM signal_events e \
-                          WHERE e.event_id = i.event_id AND e.signal_id = i.signal_id AND e.ts = i.ts) \
-        UNION ALL \
-        SELECT e.event_id::text FROM signal_events e \
-        WHERE NOT EXISTS (SELECT 1 FROM signal_event_ids i WHERE i.event_id = e.event_id)) o \
-    ORDER BY id LIMIT $1";
+/// The signals with an event in the window (`$2`, `$3`; one index range
+/// scan of `signal_events` by `column`), and those whose latest event is
+/// stamped in it (`updated_at`, through `signals_updated_at_idx`). The
+/// second half finds an id claim whose event is missing on a signal with no
+/// other event in the window (its claim is stamped like its event, and the
+/// missing event was the latest one, so the signal's `updated_at` is that
+/// stamp); claims' own `ts` has no index, and one would be written by every
+/// event insert.
+fn touched(column: &str) -> String {
+    format!(
+        "touched AS (SELECT signal_id FROM signal_events \
+                     WHERE {column} >= $2 AND {column} < $3 \
+                     UNION \
+                     SELECT signal_id FROM signals WHERE updated_at >= $2 AND updated_at < $3)"
+    )
+}
 
+/// Id claims without their event, and events without their claim, of the
+/// touched signals (claims through `signal_event_ids_signal_idx`, events
+/// through `signal_events_signal_ts_idx`).
+fn orphans(touched_by: TouchedBy) -> String {
+    format!(
+        "WITH {} SELECT id, count(*) OVER () AS total FROM ( \
+            SELECT i.event_id::text AS id FROM touched t JOIN signal_event_ids i ON i.signal_id = t.signal_id \
+            WHERE NOT EXISTS (SELECT 1 FROM signal_events e \
+                              WHERE e.event_id = i.event_id AND e.signal_id = i.signal_id AND e.ts = i.ts) \
+            UNION ALL \
+            SELECT e.event_id::text FROM touched t JOIN signal_events e ON e.signal_id = t.signal_id \
+            WHERE NOT EXISTS (SELECT 1 FROM signal_event_ids i WHERE i.event_id = e.event_id)) o \
+        ORDER BY id LIMIT $1",
+        touched(touched_by.column())
+    )
+}
+
+/// Signals in one of the statuses `$3` (the non-terminal ones) untouched
+/// for `$2`. Bound as a `signal_status[]` (not `NOT
+/// signal_status_is_terminal(…)`, nor a text array cast in SQL, which the
+/// planner cannot estimate) so that the planner sees the values: one range
+/// of `signals_status_updated_idx` per status, so the cost is the stuck
+/// signals, not every signal.
 const STUCK: &str = "SELECT signal_id::text AS id, count(*) OVER () AS total FROM signals \
-     WHERE NOT signal_status_is_terminal(current_status) AND updated_at < now() - $2 \
+     WHERE current_status = ANY ($3) AND updated_at < now() - $2 \
      ORDER BY updated_at LIMIT $1";
 
-/// Counters recomputed from the signal's own events.
-const COUNTERS: &str = "SELECT s.signal_id::text AS id, count(*) OVER () AS total FROM signals s \
-    WHERE s.error_count <> (SELECT count(*) FROM signal_events e WHERE e.signal_id = s.signal_id \
-                            AND (e.error_info IS NOT NULL OR e.http_status >= 400)) \
-       OR s.retry_count <> (SELECT COALESCE(sum(c - 1), 0) FROM ( \
-                            SELECT count(*) AS c FROM signal_events e WHERE e.signal_id = s.signal_id \
-                              AND e.event_type IN ('processing', 'forwarding') GROUP BY e.event_type) t) \
-    ORDER BY 1 LIMIT $1";
+/// Counters of the touched signals recomputed from their own events.
+fn counters(touched_by: TouchedBy) -> String {
+    format!(
+        "WITH {} SELECT s.signal_id::text AS id, count(*) OVER () AS total \
+        FROM touched t JOIN signals s ON s.signal_id = t.signal_id \
+        WHERE s.error_count <> (SELECT count(*) FROM signal_events e WHERE e.signal_id = s.signal_id \
+                                AND (e.error_info IS NOT NULL OR e.http_status >= 400)) \
+           OR s.retry_count <> (SELECT COALESCE(sum(c - 1), 0) FROM ( \
+                                SELECT count(*) AS c FROM signal_events e WHERE e.signal_id = s.signal_id \
+                                  AND e.event_type IN ('processing', 'forwarding') GROUP BY e.event_type) t) \
+        ORDER BY 1 LIMIT $1",
+        touched(touched_by.column())
+    )
+}
 
 /// Minute buckets starting in the range whose figures raw events do not
 /// reproduce: the counts and latency sum of `signal_metrics_summary`
@@ -139,17 +214,24 @@ fn finding(check: Check, rows: Vec<Row>) -> Finding {
     }
 }
 
-/// Runs every check; `stuck_after_us` is the stuck threshold in microseconds.
+/// Runs every check over `window`; `stuck_after_us` is the stuck threshold
+/// in microseconds.
 #[tracing::instrument(name = "SELECT data_quality", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "data_quality"))]
 pub async fn check(
     conn: &mut AsyncPgConnection,
     stuck_after_us: i64,
-    summary_from: DateTime<Utc>,
-    summary_to: DateTime<Utc>,
+    window: Window,
     max_ids: i64,
 ) -> Result<Vec<Finding>, DbError> {
-    let orphans = diesel::sql_query(ORPHANS)
+    let Window {
+        touched_by,
+        from,
+        to,
+    } = window;
+    let orphans = diesel::sql_query(orphans(touched_by))
         .bind::<BigInt, _>(max_ids)
+        .bind::<Timestamptz, _>(from)
+        .bind::<Timestamptz, _>(to)
         .load::<Row>(conn)
         .await?;
     let stuck = diesel::sql_query(STUCK)
@@ -157,16 +239,24 @@ pub async fn check(
         .bind::<Interval, _>(diesel::pg::data_types::PgInterval::from_microseconds(
             stuck_after_us,
         ))
+        .bind::<Array<SignalStatusMapping>, _>(
+            SignalStatus::ALL
+                .into_iter()
+                .filter(|s| !s.is_terminal())
+                .collect::<Vec<_>>(),
+        )
         .load::<Row>(conn)
         .await?;
-    let counters = diesel::sql_query(COUNTERS)
+    let counters = diesel::sql_query(counters(touched_by))
         .bind::<BigInt, _>(max_ids)
+        .bind::<Timestamptz, _>(from)
+        .bind::<Timestamptz, _>(to)
         .load::<Row>(conn)
         .await?;
     let summary = diesel::sql_query(SUMMARY)
         .bind::<BigInt, _>(max_ids)
-        .bind::<Timestamptz, _>(summary_from)
-        .bind::<Timestamptz, _>(summary_to)
+        .bind::<Timestamptz, _>(from)
+        .bind::<Timestamptz, _>(to)
         .load::<Row>(conn)
         .await?;
     Ok(vec![

@@ -8,7 +8,7 @@
 //! UNAVAILABLE. [`request`] turns protobuf filters into [`queries`];
 //! [`grpc`] holds the reader's thin handlers (with [`export`] and [`tail`]
 //! for the streaming calls), [`analytics`] the analytics service's, one
-//! module per RPC family, answered from rollups and materialized views and
+//! module per RPC family, answered from rollups and hourly analytics tables and
 //! cached in [`cache`]. Failures are [`error::ReadError`], mapped to a gRPC
 //! status in one place. [`server::run`] wires them with health, the
 //! replica gauges of [`replica`], reflection, tracing, metrics and graceful

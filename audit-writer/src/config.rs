@@ -137,14 +137,16 @@ pub struct ServeArgs {
     /// 1 s it doubled the write p99 in BENCHMARKS.md); answers carry `as_of`.
     #[arg(long, env = "AUDIT_ROLLUP_REFRESH_MS", default_value_t = 10_000)]
     pub rollup_refresh_ms: u64,
-    /// How often the materialized views are refreshed (CONCURRENTLY). Each
-    /// refresh recomputes whole views: about a minute of one core for 10M
-    /// events (BENCHMARKS.md), hence minutes rather than seconds.
-    #[arg(long, env = "AUDIT_MATVIEW_REFRESH_SECS", default_value_t = 300)]
-    pub matview_refresh_secs: u64,
+    /// How often the hourly analytics tables (stage latencies, ticker
+    /// activity) are brought up to date with the keys the rollup refresh
+    /// handed over. Each pass rebuilds only the hours that changed, so its
+    /// cost follows the traffic, not the history.
+    #[arg(long, env = "AUDIT_ANALYTICS_REFRESH_SECS", default_value_t = 60)]
+    pub analytics_refresh_secs: u64,
     /// How often the data-quality checks run on the primary (orphans,
-    /// stuck signals, counters, rollups of the last period; as
-    /// `audit_data_quality_findings`). Each run reads every signal.
+    /// stuck signals, counters, rollups; as `audit_data_quality_findings`).
+    /// Each run checks what was written since the previous one (signals
+    /// with new events, late ones included) and the stuck signals.
     #[arg(long, env = "AUDIT_DATA_QUALITY_SECS", default_value_t = 3_600)]
     pub data_quality_secs: u64,
     /// Start even when the database carries migrations this build does not
@@ -172,7 +174,7 @@ impl ServeArgs {
         crate::jobs::Schedule {
             partition_maintenance: Duration::from_secs(self.partition_maintenance_secs.max(1)),
             rollup_refresh: Duration::from_millis(self.rollup_refresh_ms.max(10)),
-            matview_refresh: Duration::from_secs(self.matview_refresh_secs.max(1)),
+            analytics_refresh: Duration::from_secs(self.analytics_refresh_secs.max(1)),
             data_quality: Duration::from_secs(self.data_quality_secs.max(1)),
         }
     }

@@ -1,7 +1,8 @@
 //! The writer's periodic jobs on the primary (the replica cannot write):
-//! pg_partman maintenance, the rollup refresh, the materialized views and
-//! the data-quality checks; and the sampler of the gauges that say whether
-//! they keep up (rollup backlog, view ages, partitions premade).
+//! pg_partman maintenance, the rollup refresh, the hourly analytics tables'
+//! refresh and the data-quality checks; and the sampler of the gauges that
+//! say whether they keep up (rollup backlog, analytics age, partitions
+//! premade).
 //!
 //! Each job's runs are counted in `audit_job_runs_total`, timed in
 //! `audit_job_duration_seconds` and stamped in
@@ -10,7 +11,7 @@
 //! several writers every job runs in one of them at a time; the others skip
 //! that turn (a skipped turn counts as a successful run).
 
-use crate::store::{maintenance, rollups, status};
+use crate::store::{analytics, maintenance, rollups, status};
 use audit_db::leader::{Job, Turn, with_job_lock};
 use audit_db::quality::Check;
 use audit_db::{DbError, PgPool};
@@ -89,7 +90,7 @@ where
 pub struct Schedule {
     pub partition_maintenance: Duration,
     pub rollup_refresh: Duration,
-    pub matview_refresh: Duration,
+    pub analytics_refresh: Duration,
     pub data_quality: Duration,
 }
 
@@ -120,11 +121,12 @@ pub fn start(pool: &PgPool, schedule: &Schedule) -> Vec<JoinHandle<()>> {
                 Ok(())
             }
         }),
-        every("matview_refresh", schedule.matview_refresh, move || {
+        // GetStageLatencies and GetTickerActivity lag raw events by about a
+        // rollup period plus one of these.
+        every("analytics_refresh", schedule.analytics_refresh, move || {
             let pool = p3.clone();
             async move {
-                let work = rollups::refresh_materialized_views(&pool);
-                once_per_cluster(&pool, Job::MatviewRefresh, work).await?;
+                once_per_cluster(&pool, Job::AnalyticsRefresh, analytics::refresh(&pool)).await?;
                 Ok(())
             }
         }),
@@ -142,13 +144,21 @@ fn data_quality(pool: PgPool, period: Duration) -> JoinHandle<()> {
         metrics::gauge!("audit_data_quality_findings", "kind" => check.as_str()).set(0.0);
     }
     metrics::gauge!("audit_stuck_signals").set(0.0);
+    // Where the last successful run of this writer ended: the next one
+    // checks what was written since. A writer that skipped turns (another
+    // ran them) checks a longer window, at most a day; never a shorter one.
+    let checked_until = std::sync::Arc::new(std::sync::Mutex::new(None));
     every("data_quality", period, move || {
         let pool = pool.clone();
+        let checked_until = checked_until.clone();
         async move {
-            let work = status::data_quality(&pool, period);
-            let Some(findings) = once_per_cluster(&pool, Job::QualityCheck, work).await? else {
+            let since = *checked_until.lock().unwrap_or_else(|e| e.into_inner());
+            let work = status::data_quality(&pool, since, period);
+            let Some((findings, until)) = once_per_cluster(&pool, Job::QualityCheck, work).await?
+            else {
                 return Ok(());
             };
+            *checked_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
             for finding in findings {
                 let count = finding.count as f64;
                 metrics::gauge!("audit_data_quality_findings", "kind" => finding.check.as_str())
@@ -173,9 +183,7 @@ fn sample(pool: PgPool) -> JoinHandle<()> {
             match status::read(&pool).await {
                 Ok(status) => {
                     metrics::gauge!("audit_rollup_backlog_seconds").set(status.rollup_backlog_secs);
-                    for (view, age) in status.view_ages_secs {
-                        metrics::gauge!("audit_matview_age_seconds", "view" => view).set(age);
-                    }
+                    metrics::gauge!("audit_analytics_age_seconds").set(status.analytics_age_secs);
                     metrics::gauge!("audit_partitions_premade_days")
                         .set(status.partitions_premade_days);
                 }

@@ -9,7 +9,7 @@
 //! that the reader honours. Failures are [`error::WriteError`], mapped to a
 //! gRPC status in one place. [`server::run`] wires the service with health,
 //! reflection, tracing and graceful shutdown; [`jobs`] keep the partitions,
-//! rollups and materialized views current.
+//! rollups and hourly analytics tables current.
 
 pub mod command;
 pub mod config;

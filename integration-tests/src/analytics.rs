@@ -102,6 +102,7 @@ pub async fn start_app() -> TestApp {
         writer.max_batch_items = 5_000;
         // The tests refresh explicitly, so what they compare is deterministic.
         writer.rollup_refresh_ms = 3_600_000;
+        writer.analytics_refresh_secs = 3_600;
     })
     .await
 }
@@ -113,6 +114,16 @@ pub fn range(start: DateTime<Utc>, minutes: i64) -> Option<pb::TimeRange> {
             start + TimeDelta::minutes(minutes),
         )),
     })
+}
+
+/// What the writer's rollup and analytics jobs do, once each: the rollup
+/// refresh hands its keys to the hourly analytics tables' refresh.
+pub async fn refresh_analytics(app: &TestApp) {
+    let pool = audit_db::build_pool(&crate::writer_args(app.primary_url.clone()).pool());
+    audit_writer::store::rollups::refresh(&pool).await.unwrap();
+    audit_writer::store::analytics::refresh(&pool)
+        .await
+        .unwrap();
 }
 
 /// percentile_cont as PostgreSQL defines it, on sorted values.

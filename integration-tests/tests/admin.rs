@@ -261,8 +261,8 @@ async fn a_job_runs_in_one_place_at_a_time() {
     let pool = pool(&url);
     // Two contenders for the same job: the second is told it is busy; a
     // different job is not affected.
-    let turn = with_job_lock(&pool, Job::MatviewRefresh, async || {
-        let second = with_job_lock(&pool, Job::MatviewRefresh, async || {
+    let turn = with_job_lock(&pool, Job::AnalyticsRefresh, async || {
+        let second = with_job_lock(&pool, Job::AnalyticsRefresh, async || {
             Ok::<_, audit_db::DbError>(())
         })
         .await?;
@@ -277,7 +277,7 @@ async fn a_job_runs_in_one_place_at_a_time() {
     assert_eq!(turn, Turn::Ran((Turn::Busy, Turn::Ran(()))));
     // Released afterwards.
     assert_eq!(
-        with_job_lock(&pool, Job::MatviewRefresh, async || Ok::<
+        with_job_lock(&pool, Job::AnalyticsRefresh, async || Ok::<
             _,
             audit_db::DbError,
         >(1))
@@ -293,28 +293,27 @@ struct RefreshedAt {
     refreshed_at: chrono::DateTime<chrono::Utc>,
 }
 
-async fn matview_refreshed_at(url: &str) -> chrono::DateTime<chrono::Utc> {
+async fn analytics_refreshed_at(url: &str) -> chrono::DateTime<chrono::Utc> {
     let mut conn = connect(url).await;
-    let RefreshedAt { refreshed_at } = diesel::sql_query(
-        "SELECT refreshed_at FROM matview_refreshes WHERE view_name = 'mv_daily_ticker_activity'",
-    )
-    .get_result(&mut conn)
-    .await
-    .unwrap();
+    let RefreshedAt { refreshed_at } =
+        diesel::sql_query("SELECT refreshed_at FROM analytics_state")
+            .get_result(&mut conn)
+            .await
+            .unwrap();
     refreshed_at
 }
 
-/// The writer's matview refresh (which had no lock before) skips its turns
-/// while another writer holds the job, and runs once it is free.
+/// The writer's analytics refresh skips its turns while another writer
+/// holds the job, and runs once it is free.
 #[tokio::test]
-async fn the_writers_matview_refresh_waits_for_the_job_lock() {
+async fn the_writers_analytics_refresh_waits_for_the_job_lock() {
     let cluster = cluster().await;
     let url = cluster.primary_url(&fresh_database(cluster).await);
     let holder_pool = pool(&url);
     let (release, released) = tokio::sync::oneshot::channel::<()>();
     let (taken, is_taken) = tokio::sync::oneshot::channel::<()>();
     let holder = tokio::spawn(async move {
-        with_job_lock(&holder_pool, Job::MatviewRefresh, async || {
+        with_job_lock(&holder_pool, Job::AnalyticsRefresh, async || {
             let _ = taken.send(());
             let _ = released.await;
             Ok::<_, audit_db::DbError>(())
@@ -322,25 +321,25 @@ async fn the_writers_matview_refresh_waits_for_the_job_lock() {
         .await
     });
     is_taken.await.unwrap();
-    let before = matview_refreshed_at(&url).await;
+    let before = analytics_refreshed_at(&url).await;
     // A writer refreshing every second, on the database whose job is held.
     let mut args = writer_args(url.clone());
-    args.matview_refresh_secs = 1;
+    args.analytics_refresh_secs = 1;
     let writer = integration_tests::spawn_writer(args).await;
     // Three of its periods pass with the job held elsewhere: no refresh.
     tokio::time::sleep(Duration::from_millis(3_200)).await;
     assert_eq!(
-        matview_refreshed_at(&url).await,
+        analytics_refreshed_at(&url).await,
         before,
         "refreshed while another held the job"
     );
     let _ = release.send(());
     assert_eq!(holder.await.unwrap().unwrap(), Turn::Ran(()));
     wait_until(
-        "the matview refresh once the job is free",
+        "the analytics refresh once the job is free",
         Duration::from_secs(15),
         Duration::from_millis(100),
-        async || (matview_refreshed_at(&url).await != before).then_some(()),
+        async || (analytics_refreshed_at(&url).await != before).then_some(()),
     )
     .await;
     writer.shutdown().await;

@@ -86,4 +86,28 @@ async fn data_quality_finds_each_kind_of_problem_with_ids() {
     let (summaries, summary_ids) = count(&broken, pb::FindingKind::SummaryMismatch);
     assert_eq!(summaries, 1, "{summary_ids:?}");
     assert!(summary_ids[0].starts_with("minute "));
+
+    // An id claimed for an event that never arrived, on a signal with no
+    // event at all: found through the signal's updated_at in the range.
+    let at = (start + chrono::TimeDelta::minutes(10)).to_rfc3339();
+    primary
+        .batch_execute(&format!(
+            "INSERT INTO signals (signal_id, ticker, normalised_ticker, side, action, price, original_signal, created_at, updated_at) \
+             VALUES ('00000000-0000-0000-0000-0000000000a1', 'A', 'A', 'buy', 'open', 1, '{{}}', '{at}', '{at}'); \
+             INSERT INTO signal_event_ids VALUES ('00000000-0000-0000-0000-0000000000ee', '00000000-0000-0000-0000-0000000000a1', '{at}');"
+        ))
+        .await
+        .unwrap();
+    app.wait_replica().await;
+    let lonely = analytics
+        .check_data_quality(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let (orphans, orphan_ids) = count(&lonely, pb::FindingKind::OrphanEvents);
+    assert_eq!(orphans, 2, "{orphan_ids:?}");
+    assert!(
+        orphan_ids.contains(&"00000000-0000-0000-0000-0000000000ee".to_string()),
+        "{orphan_ids:?}"
+    );
 }

@@ -1,5 +1,6 @@
-//! GetStageLatencies and GetTickerActivity, from the materialized views,
-//! against recomputations from the signals' timelines.
+//! GetStageLatencies and GetTickerActivity, from the incrementally
+//! maintained hourly tables, against recomputations from the signals'
+//! timelines (late events for old hours included).
 
 #![allow(
     clippy::unwrap_used,
@@ -124,18 +125,14 @@ async fn stage_latencies_match_a_recomputation_from_the_timelines() {
             exact,
         };
 
-    // The view is only as fresh as its last refresh.
+    // The tables are only as fresh as their last refresh.
     let before = analytics
         .get_stage_latencies(request("", pb::StageGrouping::None, false))
         .await
         .unwrap()
         .into_inner();
     assert!(before.stages.is_empty(), "{:?}", before.stages);
-    let pool =
-        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool());
-    audit_writer::store::rollups::refresh_materialized_views(&pool)
-        .await
-        .unwrap();
+    refresh_analytics(&app).await;
     app.wait_replica().await;
 
     let all = analytics
@@ -144,12 +141,10 @@ async fn stage_latencies_match_a_recomputation_from_the_timelines() {
         .unwrap()
         .into_inner();
     check_stages("view", &all.stages, &expected, false);
-    let refreshed: Refreshed = diesel::sql_query(
-        "SELECT refreshed_at FROM matview_refreshes WHERE view_name = 'mv_hourly_stage_latencies'",
-    )
-    .get_result(&mut db)
-    .await
-    .unwrap();
+    let refreshed: Refreshed = diesel::sql_query("SELECT refreshed_at FROM analytics_state")
+        .get_result(&mut db)
+        .await
+        .unwrap();
     assert_eq!(
         nanos(&all.as_of),
         refreshed.refreshed_at.timestamp_nanos_opt().unwrap(),
@@ -238,7 +233,7 @@ async fn stage_latencies_match_a_recomputation_from_the_timelines() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn ticker_activity_comes_from_the_refreshed_materialized_view() {
+async fn ticker_activity_comes_from_the_refreshed_hourly_table() {
     let app = start_app().await;
     let mut analytics = SignalAnalyticsServiceClient::new(channel(app.reader_server.addr).await);
     let today = Utc::now().duration_trunc(TimeDelta::days(1)).unwrap();
@@ -278,11 +273,7 @@ async fn ticker_activity_comes_from_the_refreshed_materialized_view() {
             .is_empty()
     );
 
-    let pool =
-        audit_db::build_pool(&integration_tests::writer_args(app.primary_url.clone()).pool());
-    audit_writer::store::rollups::refresh_materialized_views(&pool)
-        .await
-        .unwrap();
+    refresh_analytics(&app).await;
     app.wait_replica().await;
     let after = analytics
         .get_ticker_activity(request())
@@ -303,5 +294,156 @@ async fn ticker_activity_comes_from_the_refreshed_materialized_view() {
     assert!(
         as_of(&after) > as_of(&before),
         "as_of moves with the refresh"
+    );
+}
+
+/// Every hourly analytics row recomputed from scratch (the old views'
+/// definitions, per hour), as text, to compare with the incremental tables.
+const FULL_STAGES: &str = "
+WITH transitions AS (
+    SELECT date_trunc('hour', e.ts, 'UTC') AS hour, s.normalised_ticker,
+           COALESCE(lag(e.worker_id) OVER w, '') AS worker_id,
+           lag(e.event_type) OVER w AS from_stage, e.event_type AS to_stage,
+           (extract(epoch FROM e.ts - lag(e.ts) OVER w) * 1000000)::bigint AS us
+    FROM signal_events e JOIN signals s ON s.signal_id = e.signal_id
+    WINDOW w AS (PARTITION BY e.signal_id ORDER BY e.ts, e.sequence)
+), buckets AS (
+    SELECT hour, normalised_ticker, worker_id, from_stage, to_stage, latency_bucket(us) AS bucket,
+           count(*) AS n, sum(us) AS sum_us, max(us) AS max_us
+    FROM transitions WHERE from_stage IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6
+)
+SELECT format('%s %s %s %s %s %s %s %s %s', hour, normalised_ticker, worker_id, from_stage,
+              to_stage, sum(n), sum(sum_us), max(max_us), jsonb_object_agg(bucket, n)) AS line
+FROM buckets GROUP BY hour, normalised_ticker, worker_id, from_stage, to_stage ORDER BY 1";
+
+const STORED_STAGES: &str = "
+SELECT format('%s %s %s %s %s %s %s %s %s', hour, normalised_ticker, worker_id, from_stage,
+              to_stage, transitions, latency_sum_us, latency_max_us, latency_histogram) AS line
+FROM stage_latency_hourly ORDER BY 1";
+
+/// The by-ticker rows (and the '*' rows) are sums of the per-worker rows.
+const STAGE_SUMS_DIFFER: &str = "
+WITH w AS (SELECT hour, t.ticker, from_stage, to_stage, sum(transitions) AS n, sum(latency_sum_us) AS s,
+                  max(latency_max_us) AS m
+           FROM stage_latency_hourly
+           CROSS JOIN LATERAL (VALUES (normalised_ticker::text), ('*')) AS t(ticker)
+           GROUP BY 1, 2, 3, 4),
+     b AS (SELECT hour, normalised_ticker::text AS ticker, from_stage, to_stage, transitions AS n,
+                  latency_sum_us AS s, latency_max_us AS m
+           FROM stage_latency_hourly_by_ticker)
+SELECT format('%s %s %s %s', coalesce(w.hour, b.hour), coalesce(w.ticker, b.ticker),
+              coalesce(w.from_stage, b.from_stage), coalesce(w.to_stage, b.to_stage)) AS line
+FROM w FULL JOIN b USING (hour, ticker, from_stage, to_stage)
+WHERE (w.n, w.s, w.m) IS DISTINCT FROM (b.n, b.s, b.m)";
+
+const FULL_ACTIVITY: &str = "
+SELECT format('%s %s %s %s %s %s %s %s %s %s %s', date_trunc('hour', created_at, 'UTC'),
+              normalised_ticker, count(*),
+              count(*) FILTER (WHERE current_status = 'forwarded_success'),
+              count(*) FILTER (WHERE current_status IN ('rejected', 'discarded')),
+              count(*) FILTER (WHERE current_status IN ('forwarded_timeout', 'forwarded_http_error',
+                                                        'forwarded_generic_error', 'error')),
+              count(*) FILTER (WHERE NOT signal_status_is_terminal(current_status)),
+              sum(error_count), sum(retry_count), count(total_processing_time),
+              COALESCE(sum((extract(epoch FROM total_processing_time) * 1000000)::bigint), 0)) AS line
+FROM signals GROUP BY date_trunc('hour', created_at, 'UTC'), normalised_ticker ORDER BY 1";
+
+const STORED_ACTIVITY: &str = "
+SELECT format('%s %s %s %s %s %s %s %s %s %s %s', hour, normalised_ticker, signals, succeeded,
+              rejected, failed, in_flight, errors, retries, processing_count, processing_sum_us) AS line
+FROM ticker_activity_hourly ORDER BY 1";
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct Line {
+    #[diesel(sql_type = Text)]
+    line: String,
+}
+
+async fn lines(db: &mut diesel_async::AsyncPgConnection, sql: &str) -> Vec<String> {
+    diesel::sql_query(sql)
+        .load::<Line>(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.line)
+        .collect()
+}
+
+/// The incremental tables hold exactly what a full recomputation gives,
+/// after a first pass and after late events for old hours: a late event
+/// splits a transition filed under a LATER hour than its own, and a new
+/// event changes the activity of its signal's creation hour.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hourly_tables_equal_a_full_recomputation_after_late_events() {
+    let app = start_app().await;
+    history(&app).await;
+    refresh_analytics(&app).await;
+    let mut db = app.primary().await;
+    let check = async |db: &mut diesel_async::AsyncPgConnection, when: &str| {
+        let stored = lines(db, STORED_STAGES).await;
+        assert!(!stored.is_empty(), "{when}");
+        assert_eq!(stored, lines(db, FULL_STAGES).await, "{when}: stages");
+        assert_eq!(
+            lines(db, STAGE_SUMS_DIFFER).await,
+            Vec::<String>::new(),
+            "{when}: by ticker"
+        );
+        assert_eq!(
+            lines(db, STORED_ACTIVITY).await,
+            lines(db, FULL_ACTIVITY).await,
+            "{when}: activity"
+        );
+    };
+    check(&mut db, "first pass").await;
+
+    // A signal received five hours ago and processed now; refreshed.
+    let hour = TimeDelta::hours(1);
+    let now = Utc::now();
+    let mut writer = app.writer.clone();
+    let mut batch = pb::RecordBatchRequest::default();
+    let mut signal = integration_tests::new_signal("LATE");
+    let id = uuid::Uuid::new_v4().to_string();
+    signal.signal_id = id.clone();
+    signal.received_at = Some(audit_wire::convert::to_timestamp(now - hour * 5));
+    batch.signals.push(signal);
+    batch.events.push(integration_tests::new_event(
+        &id,
+        pb::SignalStatus::Processing,
+        pb::SignalLocation::WorkerProcessing,
+        Some(now),
+    ));
+    writer.record_batch(batch).await.unwrap();
+    refresh_analytics(&app).await;
+    check(&mut db, "new signal").await;
+
+    // Late: an event stamped three hours ago, between the two. It splits
+    // received -> processing (filed under now's hour) in two, and only its
+    // own minute, three hours back, is dirty.
+    let mut late = integration_tests::new_event(
+        &id,
+        pb::SignalStatus::QueuedProcessing,
+        pb::SignalLocation::ProcessingQueue,
+        Some(now - hour * 3),
+    );
+    late.worker_id = "late-worker-2".into();
+    writer
+        .record_batch(pb::RecordBatchRequest {
+            events: vec![late],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    refresh_analytics(&app).await;
+    check(&mut db, "late event").await;
+    let split: Vec<String> = lines(&mut db, STORED_STAGES)
+        .await
+        .into_iter()
+        .filter(|l| l.contains(" LATE "))
+        .collect();
+    assert_eq!(split.len(), 2, "{split:?}");
+    assert!(
+        split
+            .iter()
+            .any(|l| l.contains("late-worker-2 queued_processing processing"))
     );
 }

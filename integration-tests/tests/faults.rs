@@ -872,7 +872,7 @@ async fn a_client_leaving_mid_export_or_mid_ingest_leaves_no_statement_behind() 
     let app = TestApp::start_with(|writer, _| {
         // Only the Ingest statements run on the writer's connections.
         writer.rollup_refresh_ms = 3_600_000;
-        writer.matview_refresh_secs = 3_600;
+        writer.analytics_refresh_secs = 3_600;
         writer.partition_maintenance_secs = 3_600;
     })
     .await;

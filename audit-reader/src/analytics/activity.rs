@@ -1,4 +1,4 @@
-//! GetTickerActivity: per day and ticker, from the daily materialized view.
+//! GetTickerActivity: per day and ticker, summed from the hourly activity table.
 
 use super::{AnalyticsService, bounded_range, millis, snapshot, ticker_scope};
 use crate::error::ReadError;

@@ -4,7 +4,7 @@
 use super::{AnalyticsService, snapshot};
 use crate::error::ReadError;
 use audit_core::DomainError;
-use audit_db::quality::{self, Check};
+use audit_db::quality::{self, Check, TouchedBy, Window};
 use audit_proto::v1 as pb;
 use audit_wire::convert::{self, to_timestamp};
 use audit_wire::decode::time_range;
@@ -49,7 +49,12 @@ pub(super) async fn check_data_quality(
     // like a mismatch.
     let findings = snapshot(&mut conn)
         .run(async |conn| {
-            Ok::<_, ReadError>(quality::check(conn, stuck_after_us, from, to, max_ids).await?)
+            let window = Window {
+                touched_by: TouchedBy::EventTime,
+                from,
+                to,
+            };
+            Ok::<_, ReadError>(quality::check(conn, stuck_after_us, window, max_ids).await?)
         })
         .await?;
     Ok(pb::CheckDataQualityResponse {
@@ -62,7 +67,8 @@ fn finding(finding: quality::Finding) -> pb::Finding {
     let (kind, description) = match finding.check {
         Check::OrphanEvents => (
             pb::FindingKind::OrphanEvents,
-            "event id claims without their event, or events without their claim",
+            "event id claims without their event, or events without their claim \
+             (signals with an event, or their latest one, in summary_range)",
         ),
         Check::StuckSignals => (
             pb::FindingKind::StuckSignals,
@@ -70,7 +76,8 @@ fn finding(finding: quality::Finding) -> pb::Finding {
         ),
         Check::CounterMismatch => (
             pb::FindingKind::CounterMismatch,
-            "signals whose error_count or retry_count disagree with their events",
+            "signals whose error_count or retry_count disagree with their events \
+             (signals with an event, or their latest one, in summary_range)",
         ),
         Check::SummaryMismatch => (
             pb::FindingKind::SummaryMismatch,

@@ -2,8 +2,8 @@
 //! [`signals`] inserts signals (with their `received` event), [`events`]
 //! applies events to their signals through the state machine of
 //! `audit_core::SignalState`, [`tags`] edits tags under the row lock;
-//! [`statements`] holds their constant-shape SQL. [`rollups`] and
-//! [`maintenance`] are the writer's periodic jobs on the primary, [`status`]
+//! [`statements`] holds their constant-shape SQL. [`rollups`], [`analytics`]
+//! and [`maintenance`] are the writer's periodic jobs on the primary, [`status`]
 //! what its gauges read.
 //!
 //! All writes go through one set-based path, [`apply`]: a handful of
@@ -21,6 +21,7 @@
 //! rollback (all or nothing) while group commit ([`record_group`]) commits
 //! the good items and fails only the bad ones.
 
+pub mod analytics;
 mod events;
 pub mod maintenance;
 pub mod rollups;

@@ -1,6 +1,7 @@
 //! Keeps `signal_metrics_summary` and `signal_error_summary` exact (see the
-//! migrations that create them for the design). Runs on the primary, from
-//! the writer.
+//! migrations that create them for the design), and hands the keys it took
+//! to the hourly analytics tables' refresher (`analytics.rs`). Runs on the
+//! primary, from the writer.
 //!
 //! One pass, one transaction: take the dirty (minute, ticker) keys the
 //! `signal_events` trigger queued, recompute those minutes from raw events,
@@ -199,6 +200,10 @@ fn errors_roll_up(from: Period, to: Period) -> String {
     )
 }
 
+/// Queues the taken keys for the analytics refresher.
+const HAND_OVER: &str = "INSERT INTO analytics_dirty (bucket_minute, normalised_ticker) \
+     SELECT * FROM unnest($1::timestamptz[], $2::text[])";
+
 #[derive(QueryableByName)]
 struct DirtyKey {
     #[diesel(sql_type = Timestamptz)]
@@ -263,6 +268,10 @@ async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<usize, DbError> {
                 .await
         };
         use Period::{Day, Hour, Minute};
+        // The hourly analytics tables are rebuilt from the same keys, on
+        // their own schedule (store/analytics.rs): hand them over in this
+        // transaction, so a key is never lost between the two.
+        run(conn, HAND_OVER.to_owned(), &tickers).await?;
         run(conn, minutes_from_events(), &tickers).await?;
         run(conn, roll_up(Minute, Minute, Source::AllTickers), &everyone).await?;
         for ticker_set in [&tickers, &everyone] {
@@ -281,58 +290,4 @@ async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<usize, DbError> {
         .execute(conn)
         .await?;
     Ok(keys.len())
-}
-
-/// Materialized views the writer keeps fresh, in groups refreshed in one
-/// transaction each: a view derived from another is refreshed right after
-/// it, so the two always agree and share one refresh time. Each view has a
-/// unique index so it can be refreshed CONCURRENTLY (readers are never
-/// blocked). Each refresh recomputes whole views, hence the configurable
-/// interval.
-pub const MATERIALIZED_VIEWS: &[&[&str]] = &[
-    &["mv_daily_ticker_activity"],
-    &[
-        "mv_hourly_stage_latencies",
-        "mv_hourly_stage_latencies_by_ticker",
-    ],
-];
-
-/// A refresh recomputes a whole view (minutes on tens of millions of
-/// events), far beyond the pool's statement timeout; this bounds it instead.
-const MATVIEW_REFRESH_TIMEOUT: &str = "15min";
-
-/// Refreshes every materialized view and records when, one transaction per
-/// group of [`MATERIALIZED_VIEWS`]: the recorded time (the transaction's start, just before the
-/// refresh takes its snapshot) becomes visible together with the contents,
-/// and never claims data newer than the refresh read.
-#[tracing::instrument(name = "REFRESH MATERIALIZED VIEW mv_*", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "REFRESH MATERIALIZED VIEW", db.collection.name = "mv_*"))]
-pub async fn refresh_materialized_views(pool: &PgPool) -> Result<(), DbError> {
-    let mut conn = pool.get().await?;
-    for group in MATERIALIZED_VIEWS {
-        conn.transaction::<_, DbError, _>(async |conn| {
-            diesel::sql_query(format!(
-                "SET LOCAL statement_timeout = '{MATVIEW_REFRESH_TIMEOUT}'"
-            ))
-            .execute(conn)
-            .await?;
-            for view in *group {
-                // REFRESH needs ownership of the view; the migration's
-                // SECURITY DEFINER function does it with the owner's rights.
-                diesel::sql_query("SELECT audit_refresh_materialized_view($1)")
-                    .bind::<Text, _>(*view)
-                    .execute(conn)
-                    .await?;
-                diesel::sql_query(
-                    "INSERT INTO matview_refreshes (view_name, refreshed_at) VALUES ($1, now()) \
-                     ON CONFLICT (view_name) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at",
-                )
-                .bind::<Text, _>(*view)
-                .execute(conn)
-                .await?;
-            }
-            Ok(())
-        })
-        .await?;
-    }
-    Ok(())
 }

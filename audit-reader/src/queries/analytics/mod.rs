@@ -60,16 +60,14 @@ pub async fn replica_as_of(conn: &mut AsyncPgConnection) -> Result<DateTime<Utc>
     Ok(row.refreshed_at)
 }
 
-/// When a materialized view was last refreshed (the as_of of its answers).
-pub(crate) async fn view_refreshed_at(
+/// When the hourly analytics tables (stage latencies, ticker activity) were
+/// last brought up to date: the as_of of answers read from them.
+pub(crate) async fn analytics_as_of(
     conn: &mut AsyncPgConnection,
-    view: &str,
 ) -> Result<DateTime<Utc>, DbError> {
-    let row: AsOf =
-        diesel::sql_query("SELECT refreshed_at FROM matview_refreshes WHERE view_name = $1")
-            .bind::<Text, _>(view)
-            .get_result(conn)
-            .await?;
+    let row: AsOf = diesel::sql_query("SELECT refreshed_at FROM analytics_state")
+        .get_result(conn)
+        .await?;
     Ok(row.refreshed_at)
 }
 

@@ -2,15 +2,16 @@
 //! (lag() over its whole timeline), per stage transition, filed under the
 //! later event's time.
 //!
-//! Two sources. `hourly` reads the `mv_hourly_stage_latencies` materialized
-//! view, or its per-ticker sum when no worker grouping is asked for (see
-//! their migrations): counts, averages and maxima exact, percentiles
-//! from merged histograms (within 2%), as of the view's last refresh.
+//! Two sources. `hourly` reads the incrementally maintained
+//! `stage_latency_hourly` table, or its per-ticker (and '*' all-ticker) sum
+//! when no worker grouping is asked for (see their migration): counts,
+//! averages and maxima exact, percentiles from merged histograms (within
+//! 2%), as of the tables' last refresh.
 //! `exact` reads raw events with percentile_cont, for short ranges only.
 
-use super::filter_value;
+use super::{filter_value, rollup_key};
+use crate::queries::analytics::analytics_as_of;
 use crate::queries::analytics::histogram::LatencyHistogram;
-use crate::queries::analytics::view_refreshed_at;
 use audit_core::TickerScope;
 use audit_db::DbError;
 use chrono::{DateTime, Utc};
@@ -18,10 +19,11 @@ use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Double, Jsonb, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-const VIEW: &str = "mv_hourly_stage_latencies";
+const BY_WORKER: &str = "stage_latency_hourly";
 /// The same without the worker dimension (about an eighth of the rows), for
-/// every question that does not group by worker.
-const VIEW_BY_TICKER: &str = "mv_hourly_stage_latencies_by_ticker";
+/// every question that does not group by worker; its '*' rows are summed
+/// over every ticker (a twentieth again for the overall answer).
+const BY_TICKER: &str = "stage_latency_hourly_by_ticker";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grouping {
@@ -31,7 +33,7 @@ pub enum Grouping {
 }
 
 impl Grouping {
-    /// The grouping column, in both the view and the raw transitions.
+    /// The grouping column, in both the tables and the raw transitions.
     fn column(self) -> &'static str {
         match self {
             Self::None => "''",
@@ -79,16 +81,14 @@ struct MergedRow {
     max_us: i64,
     #[diesel(sql_type = Jsonb)]
     histogram: serde_json::Value,
-    #[diesel(sql_type = Timestamptz)]
-    as_of: DateTime<Utc>,
 }
 
-/// From the hourly view: the hours starting in [`from`, `to`) (the caller
+/// From the hourly tables: the hours starting in [`from`, `to`) (the caller
 /// aligns them to whole hours), most frequent transitions first, and when
-/// the view was refreshed. Histograms are merged as a set in SQL (every
+/// the tables were refreshed. Histograms are merged as a set in SQL (every
 /// row's buckets expanded and summed per bucket) rather than with the
 /// per-row `histogram_merge` aggregate; quantiles are taken here.
-#[tracing::instrument(name = "SELECT mv_hourly_stage_latencies", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "mv_hourly_stage_latencies"))]
+#[tracing::instrument(name = "SELECT stage_latency_hourly", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "stage_latency_hourly"))]
 pub async fn hourly(
     conn: &mut AsyncPgConnection,
     from: DateTime<Utc>,
@@ -97,15 +97,22 @@ pub async fn hourly(
     grouping: Grouping,
 ) -> Result<(Vec<StageRow>, DateTime<Utc>), DbError> {
     let group = grouping.column();
-    let view = match grouping {
-        Grouping::Worker => VIEW,
-        Grouping::None | Grouping::Ticker => VIEW_BY_TICKER,
+    // Which rows: per worker from the per-worker table; otherwise the
+    // per-ticker rows, or the '*' rows when neither a ticker nor a ticker
+    // grouping is asked for.
+    let (table, tickers) = match grouping {
+        Grouping::Worker => (BY_WORKER, "($3 = '' OR normalised_ticker = $3)"),
+        Grouping::Ticker => (
+            BY_TICKER,
+            "normalised_ticker <> '*' AND ($3 = '' OR normalised_ticker = $3)",
+        ),
+        Grouping::None => (BY_TICKER, "normalised_ticker = $3"),
     };
     let rows: Vec<MergedRow> = diesel::sql_query(format!(
         "WITH src AS ( \
              SELECT from_stage, to_stage, {group} AS group_key, transitions, latency_sum_us, \
                     latency_max_us, latency_histogram \
-             FROM {view} WHERE hour >= $1 AND hour < $2 AND ($3 = '' OR normalised_ticker = $3)), \
+             FROM {table} WHERE hour >= $1 AND hour < $2 AND {tickers}), \
          totals AS ( \
              SELECT from_stage, to_stage, group_key, sum(transitions)::bigint AS count, \
                     sum(latency_sum_us)::float8 AS sum_us, max(latency_max_us)::bigint AS max_us \
@@ -116,21 +123,20 @@ pub async fn hourly(
                    FROM src, jsonb_each_text(src.latency_histogram) AS j \
                    GROUP BY 1, 2, 3, 4) t \
              GROUP BY 1, 2, 3) \
-         SELECT t.from_stage, t.to_stage, t.group_key, t.count, t.sum_us, t.max_us, h.histogram, \
-                r.refreshed_at AS as_of \
+         SELECT t.from_stage, t.to_stage, t.group_key, t.count, t.sum_us, t.max_us, h.histogram \
          FROM totals t JOIN hist h USING (from_stage, to_stage, group_key) \
-         CROSS JOIN matview_refreshes r WHERE r.view_name = '{view}' \
          ORDER BY t.count DESC, 1, 2, 3"
     ))
     .bind::<Timestamptz, _>(from)
     .bind::<Timestamptz, _>(to)
-    .bind::<Text, _>(filter_value(ticker))
+    .bind::<Text, _>(match grouping {
+        Grouping::None => rollup_key(ticker),
+        Grouping::Ticker | Grouping::Worker => filter_value(ticker),
+    })
     .load(conn)
     .await?;
-    let as_of = match <[MergedRow]>::first(&rows) {
-        Some(row) => row.as_of,
-        None => view_refreshed_at(conn, view).await?,
-    };
+    // The same snapshot as the rows (the caller's transaction).
+    let as_of = analytics_as_of(conn).await?;
     let rows = rows
         .into_iter()
         .map(|row| {
@@ -152,7 +158,7 @@ pub async fn hourly(
     Ok((rows, as_of))
 }
 
-/// From raw events, percentiles exact: the same transitions as the view
+/// From raw events, percentiles exact: the same transitions as the tables
 /// (lag() over each whole timeline of the signals with an event in range),
 /// those whose later event lies in [`from`, `to`). Costs a scan of those
 /// timelines, so callers keep the range short.

@@ -1,0 +1,323 @@
+//! Keeps the hourly analytics tables (`stage_latency_hourly`,
+//! `stage_latency_hourly_by_ticker`, `ticker_activity_hourly`) exact, at a
+//! cost proportional to what changed (see the migration
+//! `2026-12-03-000100_incremental_analytics` for the design). Runs on the
+//! primary, from the writer.
+//!
+//! One pass, one transaction: take the minute keys the rollup refresher
+//! handed over in `analytics_dirty`, find which hours they affect (the
+//! events' own hours, the hours of their successors in each signal's
+//! timeline, and the `created_at` hours of their signals), and rebuild
+//! exactly those (hour, ticker) rows from raw rows. A pass reads the
+//! traffic of the hours it rebuilds, never the whole history.
+//!
+//! Why whole hours rather than deltas: a transition's latency depends on
+//! its neighbours and a signal's activity on its latest state, neither of
+//! which can be updated by adding a row's contribution; recomputing an
+//! (hour, ticker) is idempotent and exact, and an hour is the unit the
+//! readers merge.
+
+use audit_db::{DbError, PgPool};
+use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{Array, Nullable, Text, Timestamptz};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+/// Serialises analytics passes (two writer replicas, a test, the bench):
+/// an older snapshot must not overwrite a newer one after its keys were
+/// taken. Distinct from the rollup refresher's lock, so the two never wait
+/// on each other.
+const REFRESH_LOCK: i64 = 0x5167_6e61_6c41_6e61;
+
+/// The first pass after the migration builds the tables from the whole
+/// history (every key is dirty then); later passes take milliseconds to
+/// seconds. This bounds that first pass instead of the pool's timeout.
+const REFRESH_TIMEOUT: &str = "15min";
+
+/// Which hours the dirty minutes affect. `keyed`: the events in the dirty
+/// minutes whose signal has the key's ticker (one range scan per run of
+/// consecutive minutes, as in the rollups). A transition is filed under
+/// its later event's hour, so a late event also changes the hour of the
+/// event that follows it in its signal's timeline (one index probe each);
+/// a signal's activity row is the hour of its `created_at`.
+const AFFECTED_HOURS: &str = "
+WITH keys AS (
+    SELECT DISTINCT bucket, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)
+), runs AS (
+    SELECT min(bucket) AS lo, max(bucket) + interval '1 minute' AS hi
+    FROM (SELECT bucket, bucket - row_number() OVER (ORDER BY bucket) * interval '1 minute' AS island
+          FROM (SELECT DISTINCT bucket FROM keys) d) t
+    GROUP BY island
+), keyed AS (
+    SELECT e.signal_id, e.ts, e.sequence, k.ticker, s.created_at
+    FROM runs r
+    JOIN signal_events e ON e.ts >= r.lo AND e.ts < r.hi
+    JOIN signals s ON s.signal_id = e.signal_id
+    JOIN keys k ON k.bucket = date_trunc('minute', e.ts) AND k.ticker = s.normalised_ticker
+)
+SELECT 'stage' AS kind, date_trunc('hour', ts, 'UTC') AS hour, ticker FROM keyed
+UNION
+SELECT 'stage', date_trunc('hour', n.ts, 'UTC'), k.ticker
+FROM keyed k CROSS JOIN LATERAL (
+    SELECT n.ts FROM signal_events n
+    WHERE n.signal_id = k.signal_id AND n.ts >= k.ts AND (n.ts, n.sequence) > (k.ts, k.sequence)
+    ORDER BY n.ts, n.sequence LIMIT 1) n
+UNION
+SELECT 'activity', date_trunc('hour', created_at, 'UTC'), ticker FROM keyed";
+
+/// The bound (hour, ticker) keys, `$1`/`$2`.
+const HOUR_KEYS: &str =
+    "SELECT DISTINCT hour, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(hour, ticker)";
+
+/// Rebuilds the per-worker stage rows of the keys: lag() over the whole
+/// timeline of every signal with an event in a key's hour (the old view's
+/// definition), keeping the transitions whose later event lies in a key.
+fn stages_from_events() -> String {
+    format!(
+        "WITH keys AS ({HOUR_KEYS}), runs AS (
+    SELECT min(hour) AS lo, max(hour) + interval '1 hour' AS hi
+    FROM (SELECT hour, hour - row_number() OVER (ORDER BY hour) * interval '1 hour' AS island
+          FROM (SELECT DISTINCT hour FROM keys) d) t
+    GROUP BY island
+), sig AS (
+    SELECT DISTINCT e.signal_id, k.ticker
+    FROM runs r
+    JOIN signal_events e ON e.ts >= r.lo AND e.ts < r.hi
+    JOIN signals s ON s.signal_id = e.signal_id
+    JOIN keys k ON k.hour = date_trunc('hour', e.ts, 'UTC') AND k.ticker = s.normalised_ticker
+), timeline AS (
+    SELECT sig.ticker, e.ts, COALESCE(lag(e.worker_id) OVER w, '') AS worker_id,
+           lag(e.event_type) OVER w AS from_stage, e.event_type AS to_stage,
+           (extract(epoch FROM e.ts - lag(e.ts) OVER w) * 1000000)::bigint AS us
+    FROM sig JOIN signal_events e ON e.signal_id = sig.signal_id
+    WINDOW w AS (PARTITION BY e.signal_id ORDER BY e.ts, e.sequence)
+), buckets AS (
+    SELECT k.hour, t.ticker, t.worker_id, t.from_stage, t.to_stage, latency_bucket(t.us) AS bucket,
+           count(*) AS n, sum(t.us) AS sum_us, max(t.us) AS max_us
+    FROM timeline t JOIN keys k ON k.hour = date_trunc('hour', t.ts, 'UTC') AND k.ticker = t.ticker
+    WHERE t.from_stage IS NOT NULL
+    GROUP BY 1, 2, 3, 4, 5, 6
+)
+INSERT INTO stage_latency_hourly (hour, normalised_ticker, worker_id, from_stage, to_stage,
+    transitions, latency_sum_us, latency_max_us, latency_histogram)
+SELECT hour, ticker, worker_id, from_stage::text, to_stage::text, sum(n)::bigint, sum(sum_us)::bigint,
+       max(max_us)::bigint, jsonb_object_agg(bucket, n)
+FROM buckets GROUP BY 1, 2, 3, 4, 5"
+    )
+}
+
+/// Sums `stage_latency_hourly`-shaped rows of `src` (a query yielding hour,
+/// ticker, from_stage, to_stage and the figures) into the by-ticker table;
+/// histograms merged as a set (every row's buckets expanded, summed).
+fn stages_merge(src: &str) -> String {
+    format!(
+        "WITH src AS ({src}), totals AS (
+    SELECT hour, ticker, from_stage, to_stage, sum(transitions)::bigint AS transitions,
+           sum(latency_sum_us)::bigint AS latency_sum_us, max(latency_max_us)::bigint AS latency_max_us
+    FROM src GROUP BY 1, 2, 3, 4
+), hist AS (
+    SELECT hour, ticker, from_stage, to_stage, jsonb_object_agg(b, n) AS latency_histogram
+    FROM (SELECT hour, ticker, from_stage, to_stage, j.key AS b, sum(j.value::bigint) AS n
+          FROM src, jsonb_each_text(src.latency_histogram) AS j
+          GROUP BY 1, 2, 3, 4, 5) t
+    GROUP BY 1, 2, 3, 4
+)
+INSERT INTO stage_latency_hourly_by_ticker (hour, normalised_ticker, from_stage, to_stage,
+    transitions, latency_sum_us, latency_max_us, latency_histogram)
+SELECT t.hour, t.ticker, t.from_stage, t.to_stage, t.transitions, t.latency_sum_us, t.latency_max_us,
+       h.latency_histogram
+FROM totals t JOIN hist h USING (hour, ticker, from_stage, to_stage)"
+    )
+}
+
+/// The keys' per-ticker rows, from their per-worker rows.
+fn stages_by_ticker() -> String {
+    stages_merge(&format!(
+        "SELECT m.hour, m.normalised_ticker AS ticker, m.from_stage, m.to_stage, m.transitions, \
+                m.latency_sum_us, m.latency_max_us, m.latency_histogram \
+         FROM ({HOUR_KEYS}) k JOIN stage_latency_hourly m \
+           ON m.hour = k.hour AND m.normalised_ticker = k.ticker"
+    ))
+}
+
+/// The '*' rows of the keys' hours, from every ticker's rows of the hour.
+fn stages_all_tickers() -> String {
+    stages_merge(&format!(
+        "SELECT m.hour, '*' AS ticker, m.from_stage, m.to_stage, m.transitions, m.latency_sum_us, \
+                m.latency_max_us, m.latency_histogram \
+         FROM (SELECT DISTINCT hour FROM ({HOUR_KEYS}) k) k JOIN stage_latency_hourly_by_ticker m \
+           ON m.hour = k.hour AND m.normalised_ticker <> '*'"
+    ))
+}
+
+/// Rebuilds the keys' activity rows from the signals created in them,
+/// through `signals_normalised_ticker_created_idx`.
+const ACTIVITY_FROM_SIGNALS: &str = "
+WITH keys AS (
+    SELECT DISTINCT hour, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(hour, ticker)
+), sig AS (
+    SELECT k.hour, k.ticker, s.current_status, s.error_count, s.retry_count,
+           (extract(epoch FROM s.total_processing_time) * 1000000)::bigint AS us
+    FROM keys k JOIN signals s ON s.normalised_ticker = k.ticker
+     AND s.created_at >= k.hour AND s.created_at < k.hour + interval '1 hour'
+), hist AS (
+    SELECT hour, ticker, jsonb_object_agg(b, n) AS h
+    FROM (SELECT hour, ticker, latency_bucket(us) AS b, count(*) AS n
+          FROM sig WHERE us IS NOT NULL GROUP BY 1, 2, 3) t
+    GROUP BY 1, 2
+), agg AS (
+    SELECT hour, ticker, count(*) AS signals,
+           count(*) FILTER (WHERE current_status = 'forwarded_success') AS succeeded,
+           count(*) FILTER (WHERE current_status IN ('rejected', 'discarded')) AS rejected,
+           count(*) FILTER (WHERE current_status IN ('forwarded_timeout', 'forwarded_http_error',
+                                                     'forwarded_generic_error', 'error')) AS failed,
+           count(*) FILTER (WHERE NOT signal_status_is_terminal(current_status)) AS in_flight,
+           COALESCE(sum(error_count), 0)::bigint AS errors,
+           COALESCE(sum(retry_count), 0)::bigint AS retries,
+           count(us) AS processing_count,
+           COALESCE(sum(us), 0)::bigint AS processing_sum_us
+    FROM sig GROUP BY 1, 2
+)
+INSERT INTO ticker_activity_hourly (hour, normalised_ticker, signals, succeeded, rejected, failed,
+    in_flight, errors, retries, processing_count, processing_sum_us, processing_histogram)
+SELECT a.hour, a.ticker, a.signals, a.succeeded, a.rejected, a.failed, a.in_flight, a.errors,
+       a.retries, a.processing_count, a.processing_sum_us, COALESCE(h.h, '{}')
+FROM agg a LEFT JOIN hist h USING (hour, ticker)";
+
+/// Drops `table`'s rows of the keys (`ticker_column` = the key's ticker), so
+/// that a combination that no longer occurs does not linger.
+fn clear(table: &str) -> String {
+    format!(
+        "DELETE FROM {table} m USING ({HOUR_KEYS}) k \
+         WHERE m.hour = k.hour AND m.normalised_ticker = k.ticker"
+    )
+}
+
+/// Drops the '*' rows of the keys' hours.
+fn clear_all_tickers() -> String {
+    format!(
+        "DELETE FROM stage_latency_hourly_by_ticker m \
+         WHERE m.normalised_ticker = '*' AND m.hour IN (SELECT hour FROM ({HOUR_KEYS}) k)"
+    )
+}
+
+#[derive(QueryableByName)]
+struct DirtyKey {
+    #[diesel(sql_type = Timestamptz)]
+    bucket_minute: DateTime<Utc>,
+    #[diesel(sql_type = Text)]
+    normalised_ticker: String,
+}
+
+#[derive(QueryableByName)]
+struct Affected {
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Timestamptz)]
+    hour: DateTime<Utc>,
+    #[diesel(sql_type = Text)]
+    ticker: String,
+}
+
+#[derive(QueryableByName)]
+struct Horizon {
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    horizon: Option<DateTime<Utc>>,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refreshed {
+    /// Dirty minute keys taken.
+    pub minutes: usize,
+    /// (hour, ticker) stage-latency rows rebuilt.
+    pub stage_hours: usize,
+    /// (hour, ticker) activity rows rebuilt.
+    pub activity_hours: usize,
+}
+
+/// Brings every affected hour up to date, in one transaction (readers never
+/// see half a pass), and records when in `analytics_state`.
+#[tracing::instrument(name = "REFRESH analytics", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "REFRESH", db.collection.name = "stage_latency_hourly ticker_activity_hourly"))]
+pub async fn refresh(pool: &PgPool) -> Result<Refreshed, DbError> {
+    let mut conn = pool.get().await?;
+    conn.transaction::<_, DbError, _>(async |conn| refresh_in(conn).await)
+        .await
+}
+
+async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<Refreshed, DbError> {
+    diesel::sql_query(format!("SET LOCAL statement_timeout = '{REFRESH_TIMEOUT}'"))
+        .execute(conn)
+        .await?;
+    diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+        .bind::<diesel::sql_types::BigInt, _>(REFRESH_LOCK)
+        .execute(conn)
+        .await?;
+    let mut keys: Vec<(DateTime<Utc>, String)> =
+        diesel::sql_query("DELETE FROM analytics_dirty RETURNING bucket_minute, normalised_ticker")
+            .load::<DirtyKey>(conn)
+            .await?
+            .into_iter()
+            .map(|k| (k.bucket_minute, k.normalised_ticker))
+            .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut done = Refreshed {
+        minutes: keys.len(),
+        ..Refreshed::default()
+    };
+    if !keys.is_empty() {
+        let (minutes, tickers): (Vec<DateTime<Utc>>, Vec<String>) = keys.into_iter().unzip();
+        let affected: Vec<Affected> = diesel::sql_query(AFFECTED_HOURS)
+            .bind::<Array<Timestamptz>, _>(&minutes)
+            .bind::<Array<Text>, _>(&tickers)
+            .load(conn)
+            .await?;
+        // Hours older than the retention horizon are never rebuilt: their
+        // raw rows have left (or are leaving), and the stored figures are
+        // the only correct ones (a late event must not shrink them).
+        let horizon: Horizon =
+            diesel::sql_query("SELECT max(horizon) AS horizon FROM retention_horizon")
+                .get_result(conn)
+                .await?;
+        let kept = |kind: &str| -> (Vec<DateTime<Utc>>, Vec<String>) {
+            affected
+                .iter()
+                .filter(|a| a.kind == kind && horizon.horizon.is_none_or(|h| a.hour >= h))
+                .map(|a| (a.hour, a.ticker.clone()))
+                .unzip()
+        };
+        let (stage_hours, stage_tickers) = kept("stage");
+        let (activity_hours, activity_tickers) = kept("activity");
+        done.stage_hours = stage_hours.len();
+        done.activity_hours = activity_hours.len();
+        let run = async |conn: &mut AsyncPgConnection,
+                         sql: String,
+                         hours: &Vec<DateTime<Utc>>,
+                         tickers: &Vec<String>| {
+            diesel::sql_query(sql)
+                .bind::<Array<Timestamptz>, _>(hours)
+                .bind::<Array<Text>, _>(tickers)
+                .execute(conn)
+                .await
+        };
+        if !stage_hours.is_empty() {
+            let (h, t) = (&stage_hours, &stage_tickers);
+            run(conn, clear("stage_latency_hourly"), h, t).await?;
+            run(conn, stages_from_events(), h, t).await?;
+            run(conn, clear("stage_latency_hourly_by_ticker"), h, t).await?;
+            run(conn, stages_by_ticker(), h, t).await?;
+            run(conn, clear_all_tickers(), h, t).await?;
+            run(conn, stages_all_tickers(), h, t).await?;
+        }
+        if !activity_hours.is_empty() {
+            let (h, t) = (&activity_hours, &activity_tickers);
+            run(conn, clear("ticker_activity_hourly"), h, t).await?;
+            run(conn, ACTIVITY_FROM_SIGNALS.to_owned(), h, t).await?;
+        }
+    }
+    diesel::sql_query("UPDATE analytics_state SET refreshed_at = now()")
+        .execute(conn)
+        .await?;
+    Ok(done)
+}
