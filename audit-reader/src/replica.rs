@@ -209,6 +209,7 @@ impl Replicas {
         let mut candidates = self.candidates();
         if let Some(known) = candidates
             .iter()
+            .copied()
             .find(|r| r.replayed.load(Ordering::Relaxed) >= wanted)
         {
             return Ok(self.chosen(known));
@@ -216,7 +217,7 @@ impl Replicas {
         loop {
             let mut furthest = None;
             let mut last_error = None;
-            for replica in &candidates {
+            for &replica in &candidates {
                 match replica.replayed_now().await {
                     Ok(position) if position >= wanted => return Ok(self.chosen(replica)),
                     Ok(position) => furthest = furthest.max(Some(position)),

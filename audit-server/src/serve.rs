@@ -51,8 +51,8 @@ pub async fn serve<F, Fut, E>(
 ) -> Result<(), ServeError>
 where
     F: Fn() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<(), E>> + Send,
-    E: std::fmt::Display + Send,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
 {
     let (reporter, health) = tonic_health::server::health_reporter();
     for service in services {
