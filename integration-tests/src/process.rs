@@ -7,7 +7,7 @@
 //! test passes their path from `env!("CARGO_BIN_EXE_…")`, which Cargo sets
 //! for integration tests only.
 
-use crate::{Cluster, free_port, reader_flags, repo_root, wait_until, writer_flags};
+use crate::{Cluster, free_port, reader_flags, wait_until, writer_flags};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};

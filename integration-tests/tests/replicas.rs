@@ -10,7 +10,7 @@ use audit_proto::v1 as pb;
 use audit_proto::v1::signal_reader_service_client::SignalReaderServiceClient;
 use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
-use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::SimpleAsyncConnection;
 use integration_tests::process::{Server, health_is, stop_server};
 use integration_tests::{TestApp, connect, wait_until};
 use std::sync::Arc;
@@ -80,6 +80,8 @@ struct Scans {
 /// (pg_stat_user_tables is kept per server, so a standby counts the reads
 /// it answered): an observation that does not rely on the reader's metrics.
 async fn signal_scans(url: &str) -> i64 {
+    // In scope only here: its `load` would shadow the atomics' elsewhere.
+    use diesel_async::RunQueryDsl;
     let mut conn = connect(url).await;
     let Scans { n } = diesel::sql_query(
         "SELECT (coalesce(seq_scan, 0) + coalesce(idx_scan, 0))::bigint AS n \
@@ -274,6 +276,7 @@ async fn a_lagging_replica_is_skipped_for_a_token_it_has_not_reached() {
     assert_eq!(calls("replica-1") - before[0], 10.0);
     assert_eq!(calls("replica-2") - before[1], 0.0, "the paused replica took a call");
     // It really is behind: the write is not there.
+    use diesel_async::RunQueryDsl;
     #[derive(QueryableByName)]
     struct Count {
         #[diesel(sql_type = BigInt)]
