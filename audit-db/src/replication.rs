@@ -65,10 +65,9 @@ struct Replayed {
 #[tracing::instrument(name = "SELECT pg_last_wal_replay_lsn", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "pg_last_wal_replay_lsn"))]
 pub async fn replayed(pool: &PgPool) -> Result<Option<Lsn>, DbError> {
     let mut conn = pool.get().await?;
-    let row: Replayed =
-        diesel::sql_query("SELECT pg_last_wal_replay_lsn()::text AS replayed")
-            .get_result(&mut conn)
-            .await?;
+    let row: Replayed = diesel::sql_query("SELECT pg_last_wal_replay_lsn()::text AS replayed")
+        .get_result(&mut conn)
+        .await?;
     Ok(row.replayed.map(Lsn::from_server))
 }
 

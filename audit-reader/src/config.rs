@@ -156,10 +156,14 @@ mod tests {
     use clap::Parser;
 
     fn urls(args: &[&str]) -> Vec<String> {
-        let args = ServeOnly::try_parse_from(std::iter::once("audit-reader").chain(args.iter().copied()))
-            .unwrap()
-            .args;
-        args.pools().into_iter().map(|p| format!("{} {}", p.name, p.url)).collect()
+        let args =
+            ServeOnly::try_parse_from(std::iter::once("audit-reader").chain(args.iter().copied()))
+                .unwrap()
+                .args;
+        args.pools()
+            .into_iter()
+            .map(|p| format!("{} {}", p.name, p.url))
+            .collect()
     }
 
     #[test]
@@ -172,7 +176,10 @@ mod tests {
 
     #[test]
     fn several_replicas_from_commas_or_repeated_flags() {
-        let expected = ["replica-1 postgres://a/db", "replica-2 postgresql://b:5433/db"];
+        let expected = [
+            "replica-1 postgres://a/db",
+            "replica-2 postgresql://b:5433/db",
+        ];
         assert_eq!(
             urls(&["--replica-url=postgres://a/db, postgresql://b:5433/db"]),
             expected

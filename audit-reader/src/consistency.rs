@@ -5,8 +5,8 @@
 //! holding its shutdown for them.
 
 use crate::error::ReadError;
-use audit_core::Lsn;
 use crate::replica::{Replica, Replicas};
+use audit_core::Lsn;
 use audit_proto::v1 as pb;
 use audit_server::Shutdown;
 use std::time::Duration;

@@ -105,7 +105,9 @@ impl Replica {
             None => u64::MAX,
             Some(lsn) => lsn.position().unwrap_or(0),
         };
-        self.replayed.fetch_max(position, Ordering::Relaxed).max(position)
+        self.replayed
+            .fetch_max(position, Ordering::Relaxed)
+            .max(position)
     }
 
     /// Where this replica has replayed to right now (one round trip).
@@ -226,9 +228,8 @@ impl Replicas {
             }
             let Some(furthest) = furthest else {
                 // None answered: the database's own error says why.
-                return Err(last_error.unwrap_or_else(|| {
-                    DbError::Unavailable("no replica configured".to_owned())
-                }));
+                return Err(last_error
+                    .unwrap_or_else(|| DbError::Unavailable("no replica configured".to_owned())));
             };
             if Instant::now() + poll > deadline {
                 return Err(DbError::ReplicaBehind {
@@ -250,7 +251,11 @@ impl Replicas {
             return Ok(());
         }
         let checks = self.replicas.iter().map(|r| r.check(timeout));
-        if futures::future::join_all(checks).await.iter().any(Result::is_ok) {
+        if futures::future::join_all(checks)
+            .await
+            .iter()
+            .any(Result::is_ok)
+        {
             Ok(())
         } else {
             Err(NoReplica)

@@ -68,8 +68,9 @@ pub async fn run(
         args.redis_ca_file.as_deref(),
     )
     .await;
-    let analytics = SignalAnalyticsServiceServer::new(AnalyticsService::new(replicas.clone(), cache))
-        .max_decoding_message_size(args.max_request_bytes);
+    let analytics =
+        SignalAnalyticsServiceServer::new(AnalyticsService::new(replicas.clone(), cache))
+            .max_decoding_message_size(args.max_request_bytes);
 
     let result = audit_server::serve(
         &[
@@ -83,7 +84,11 @@ pub async fn run(
         health_every,
         move || {
             let replicas = replicas.clone();
-            async move { replicas.healthy(health_every.max(Duration::from_secs(1))).await }
+            async move {
+                replicas
+                    .healthy(health_every.max(Duration::from_secs(1)))
+                    .await
+            }
         },
         shutdown,
     )

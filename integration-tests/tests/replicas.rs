@@ -93,7 +93,10 @@ async fn signal_scans(url: &str) -> i64 {
     n
 }
 
-fn get(signal_id: &str, token: Option<pb::ConsistencyToken>) -> tonic::Request<pb::GetSignalRequest> {
+fn get(
+    signal_id: &str,
+    token: Option<pb::ConsistencyToken>,
+) -> tonic::Request<pb::GetSignalRequest> {
     let mut request = tonic::Request::new(pb::GetSignalRequest {
         signal_id: signal_id.to_owned(),
         consistency_token: token,
@@ -126,7 +129,10 @@ async fn calls_spread_over_both_replicas() {
         calls("replica-1") - before[0],
         calls("replica-2") - before[1],
     ];
-    println!("calls per replica: replica-1 {}, replica-2 {}", taken[0], taken[1]);
+    println!(
+        "calls per replica: replica-1 {}, replica-2 {}",
+        taken[0], taken[1]
+    );
     assert_eq!(taken[0] + taken[1], 40.0, "every call is counted once");
     assert!(
         taken[0] >= 10.0 && taken[1] >= 10.0,
@@ -155,7 +161,12 @@ struct Tally {
 
 /// GetSignal in a loop until `stop`; UNAVAILABLE is retried (what clients
 /// are told to do), up to 20 times with a short pause.
-async fn load(mut reader: SignalReaderServiceClient<Channel>, id: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+async fn load(
+    mut reader: SignalReaderServiceClient<Channel>,
+    id: String,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+) {
     while !stop.load(Ordering::Relaxed) {
         let mut attempt = 0;
         loop {
@@ -202,7 +213,13 @@ async fn a_stopped_replica_loses_no_call_and_comes_back_by_itself() {
         let tally = tally.clone();
         async move || (tally.calls.load(Ordering::Relaxed) >= n).then_some(())
     };
-    wait_until("calls before the stop", Duration::from_secs(30), Duration::from_millis(10), done(200)).await;
+    wait_until(
+        "calls before the stop",
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        done(200),
+    )
+    .await;
 
     let cluster = app.cluster;
     tokio::task::spawn_blocking(move || stop_server(cluster, Server::Replica2, "fast"))
@@ -219,7 +236,13 @@ async fn a_stopped_replica_loses_no_call_and_comes_back_by_itself() {
     // Still SERVING: replica-1 answers.
     assert!(health_is(app.reader_server.addr, ServingStatus::Serving).await);
     let out_from = calls("replica-2");
-    wait_until("calls with one replica", Duration::from_secs(30), Duration::from_millis(10), done(at_stop + 200)).await;
+    wait_until(
+        "calls with one replica",
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        done(at_stop + 200),
+    )
+    .await;
     assert_eq!(
         calls("replica-2"),
         out_from,
@@ -271,10 +294,17 @@ async fn a_lagging_replica_is_skipped_for_a_token_it_has_not_reached() {
             .await
             .unwrap_or_else(|e| panic!("a call with the token: {e}"))
             .into_inner();
-        assert_eq!(answer.signal.map(|s| s.signal_id), Some(signal.signal_id.clone()));
+        assert_eq!(
+            answer.signal.map(|s| s.signal_id),
+            Some(signal.signal_id.clone())
+        );
     }
     assert_eq!(calls("replica-1") - before[0], 10.0);
-    assert_eq!(calls("replica-2") - before[1], 0.0, "the paused replica took a call");
+    assert_eq!(
+        calls("replica-2") - before[1],
+        0.0,
+        "the paused replica took a call"
+    );
     // It really is behind: the write is not there.
     use diesel_async::RunQueryDsl;
     #[derive(QueryableByName)]
@@ -282,10 +312,11 @@ async fn a_lagging_replica_is_skipped_for_a_token_it_has_not_reached() {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    let Count { n } = diesel::sql_query("SELECT count(*) AS n FROM signals WHERE ticker = 'LAGGING'")
-        .get_result(&mut connect(&app.replica_urls[1]).await)
-        .await
-        .unwrap_or_else(|e| panic!("count on the paused replica: {e}"));
+    let Count { n } =
+        diesel::sql_query("SELECT count(*) AS n FROM signals WHERE ticker = 'LAGGING'")
+            .get_result(&mut connect(&app.replica_urls[1]).await)
+            .await
+            .unwrap_or_else(|e| panic!("count on the paused replica: {e}"));
     assert_eq!(n, 0, "the paused replica has the write");
     lagging
         .batch_execute("SELECT pg_wal_replay_resume()")
