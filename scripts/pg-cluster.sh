@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
-# A throw-away PostgreSQL 15 primary plus one streaming replica, both on
-# 127.0.0.1, both living entirely inside STATE_DIR.
+# A throw-away PostgreSQL 15 primary plus one (or two) streaming replicas,
+# all on 127.0.0.1, all living entirely inside STATE_DIR.
 #
-#   scripts/pg-cluster.sh start  STATE_DIR PRIMARY_PORT REPLICA_PORT
-#   scripts/pg-cluster.sh stop   STATE_DIR
+#   scripts/pg-cluster.sh start  STATE_DIR PRIMARY_PORT REPLICA_PORT [REPLICA2_PORT]
+#   scripts/pg-cluster.sh stop   STATE_DIR [primary|replica|replica2]
 #   scripts/pg-cluster.sh status STATE_DIR
+#
+# With REPLICA2_PORT a second replica streams from the primary too (readers
+# spread over several replicas). `stop` with a server name stops only that
+# server (tests take one replica away and `start` it again).
 #
 # Layout of STATE_DIR:
 #   primary/        data directory of the primary (initdb)
 #   replica/        data directory of the replica (pg_basebackup -R -X stream)
+#   replica2/       the same for the second replica, if any
 #   primary.log     server log of the primary
-#   replica.log     server log of the replica
+#   replica.log     server log of the replica (replica2.log for the second)
 #   .s.PGSQL.<port> unix sockets of both servers (clients should use TCP)
 #   pgbackrest/     with PG_CLUSTER_BACKUP=1: pgBackRest's config, repository,
 #                   lock, log and spool folders (scripts/backup.sh)
 #
 # `start` is idempotent: servers already running are left alone, data
 # directories from an earlier `start` are reused (a stopped cluster just
-# starts again). It returns once the replica is streaming from the primary.
-# On success it prints PRIMARY_URL=... and REPLICA_URL=... on stdout; all
-# progress goes to stderr.
+# starts again). It returns once the replicas are streaming from the primary.
+# On success it prints PRIMARY_URL=... and REPLICA_URL=... (and REPLICA2_URL=...)
+# on stdout; all progress goes to stderr.
 #
 # The integration tests call this script with their own temporary directory
 # and free ports, so nothing here may depend on the repository or on the
@@ -58,8 +63,8 @@ die() {
 
 usage() {
     cat >&2 <<'EOF'
-usage: pg-cluster.sh start  STATE_DIR PRIMARY_PORT REPLICA_PORT
-       pg-cluster.sh stop   STATE_DIR
+usage: pg-cluster.sh start  STATE_DIR PRIMARY_PORT REPLICA_PORT [REPLICA2_PORT]
+       pg-cluster.sh stop   STATE_DIR [primary|replica|replica2]
        pg-cluster.sh status STATE_DIR
 EOF
     exit 2
@@ -270,10 +275,15 @@ ensure_port_free() {
 }
 
 cmd_start() {
-    local primary_port=$1 replica_port=$2
+    local primary_port=$1 replica_port=$2 replica2_port=${3:-}
     check_port primary "$primary_port"
     check_port replica "$replica_port"
     [[ $primary_port != "$replica_port" ]] || die "primary and replica need different ports"
+    if [[ -n $replica2_port ]]; then
+        check_port replica2 "$replica2_port"
+        [[ $replica2_port != "$primary_port" && $replica2_port != "$replica_port" ]] ||
+            die "the second replica needs a port of its own"
+    fi
     check_binaries
     prepare_state_dir 1
 
@@ -288,6 +298,9 @@ cmd_start() {
     # any initdb so a clash leaves nothing behind.
     is_running "$primary" || ensure_port_free primary "$primary_port"
     is_running "$replica" || ensure_port_free replica "$replica_port"
+    if [[ -n $replica2_port ]]; then
+        is_running "$STATE_DIR/replica2" || ensure_port_free replica2 "$replica2_port"
+    fi
     if [[ $BACKUP == 1 ]]; then
         command -v pgbackrest >/dev/null 2>&1 ||
             die "PG_CLUSTER_BACKUP=1 needs pgbackrest: install it (scripts/install-deps.sh)"
@@ -334,46 +347,67 @@ cmd_start() {
             die "setting up pgBackRest for $STATE_DIR failed (see above; logs in $STATE_DIR/pgbackrest/log)"
     fi
 
-    # --- replica -----------------------------------------------------------
-    if [[ ! -f $replica/PG_VERSION ]]; then
-        log "pg_basebackup into $replica"
-        rm -rf -- "$replica"
-        as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U postgres \
-            -D "$replica" -R -X stream -c fast >"$STATE_DIR/basebackup.log" 2>&1 || {
-            tail -n 30 "$STATE_DIR/basebackup.log" >&2
-            rm -rf -- "$replica"
-            die "pg_basebackup failed"
-        }
+    # --- replicas ----------------------------------------------------------
+    start_replica replica "$replica_port" "$primary_port"
+    local replicas=1
+    if [[ -n $replica2_port ]]; then
+        start_replica replica2 "$replica2_port" "$primary_port"
+        replicas=2
     fi
-    if ! is_running "$replica"; then
-        write_managed_conf "$replica" "$replica_port" audit_replica "$sockdir"
-        # pg_basebackup -R wrote the primary's port into primary_conninfo;
-        # keep it right if the cluster is restarted on other ports.
-        as_pg sed -i -E "/^primary_conninfo/ s/([' ])port=[0-9]+/\\1port=$primary_port/" \
-            "$replica/postgresql.auto.conf"
-        if [[ ! -f $replica/standby.signal ]]; then as_pg touch "$replica/standby.signal"; fi
-    fi
-    start_server "$replica" "$STATE_DIR/replica.log" "replica on 127.0.0.1:$replica_port" "$replica_port"
 
     # --- wait for streaming -------------------------------------------------
-    local deadline=$((SECONDS + TIMEOUT)) streaming recovery
+    local deadline=$((SECONDS + TIMEOUT)) streaming recovery recovery2
     while :; do
         streaming=$(query "$primary_port" \
             "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'" || true)
         recovery=$(query "$replica_port" "SELECT pg_is_in_recovery()" || true)
-        if [[ ${streaming:-0} -ge 1 && $recovery == t ]]; then
+        recovery2=t
+        if [[ -n $replica2_port ]]; then
+            recovery2=$(query "$replica2_port" "SELECT pg_is_in_recovery()" || true)
+        fi
+        if [[ ${streaming:-0} -ge $replicas && $recovery == t && $recovery2 == t ]]; then
             break
         fi
         if ((SECONDS >= deadline)); then
-            log "replica is not streaming after ${TIMEOUT}s (primary sees ${streaming:-?} streaming, replica in recovery: ${recovery:-?})"
+            log "replicas are not streaming after ${TIMEOUT}s (primary sees ${streaming:-?} of $replicas streaming, replica in recovery: ${recovery:-?}, replica2: ${recovery2:-?})"
             tail -n 20 -- "$STATE_DIR/replica.log" >&2 || true
             exit 1
         fi
         sleep 0.2
     done
-    log "replica streaming from primary (primary :$primary_port, replica :$replica_port, state $STATE_DIR)"
+    log "replicas streaming from primary (primary :$primary_port, replica :$replica_port${replica2_port:+, replica2 :$replica2_port}, state $STATE_DIR)"
     printf 'PRIMARY_URL=postgres://postgres@127.0.0.1:%s/postgres\n' "$primary_port"
     printf 'REPLICA_URL=postgres://postgres@127.0.0.1:%s/postgres\n' "$replica_port"
+    if [[ -n $replica2_port ]]; then
+        printf 'REPLICA2_URL=postgres://postgres@127.0.0.1:%s/postgres\n' "$replica2_port"
+    fi
+}
+
+# Creates the replica NAME (a base backup of the primary) unless it exists,
+# and starts it on PORT.
+start_replica() {
+    local name=$1 port=$2 primary_port=$3 sockdir
+    local datadir=$STATE_DIR/$name
+    sockdir=$(socket_dir)
+    if [[ ! -f $datadir/PG_VERSION ]]; then
+        log "pg_basebackup into $datadir"
+        rm -rf -- "$datadir"
+        as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U postgres \
+            -D "$datadir" -R -X stream -c fast >"$STATE_DIR/basebackup.log" 2>&1 || {
+            tail -n 30 "$STATE_DIR/basebackup.log" >&2
+            rm -rf -- "$datadir"
+            die "pg_basebackup failed"
+        }
+    fi
+    if ! is_running "$datadir"; then
+        write_managed_conf "$datadir" "$port" "audit_$name" "$sockdir"
+        # pg_basebackup -R wrote the primary's port into primary_conninfo;
+        # keep it right if the cluster is restarted on other ports.
+        as_pg sed -i -E "/^primary_conninfo/ s/([' ])port=[0-9]+/\\1port=$primary_port/" \
+            "$datadir/postgresql.auto.conf"
+        if [[ ! -f $datadir/standby.signal ]]; then as_pg touch "$datadir/standby.signal"; fi
+    fi
+    start_server "$datadir" "$STATE_DIR/$name.log" "$name on 127.0.0.1:$port" "$port"
 }
 
 stop_server() {
@@ -397,7 +431,13 @@ cmd_stop() {
     fi
     exec 9>"$STATE_DIR/.pg-cluster.lock"
     flock -w "$TIMEOUT" 9 || die "another pg-cluster.sh is working on $STATE_DIR"
-    # Replica first, so the primary's shutdown does not wait on a walsender.
+    if [[ -n ${1:-} ]]; then
+        stop_server "$STATE_DIR/$1" "$1"
+        log "stopped $1 ($STATE_DIR)"
+        return 0
+    fi
+    # Replicas first, so the primary's shutdown does not wait on a walsender.
+    stop_server "$STATE_DIR/replica2" replica2
     stop_server "$STATE_DIR/replica" replica
     stop_server "$STATE_DIR/primary" primary
     local sockdir
@@ -413,8 +453,9 @@ cmd_status() {
         echo "no cluster: $STATE_DIR does not exist"
         return 3
     fi
-    local ok=0 name datadir port
-    for name in primary replica; do
+    local ok=0 name datadir port names=(primary replica)
+    [[ ! -d $STATE_DIR/replica2 ]] || names+=(replica2)
+    for name in "${names[@]}"; do
         datadir=$STATE_DIR/$name
         port=$(server_port "$datadir")
         if is_running "$datadir"; then
@@ -446,12 +487,13 @@ command=$1
 STATE_DIR=$2
 case $command in
 start)
-    [[ $# -eq 4 ]] || usage
-    cmd_start "$3" "$4"
+    [[ $# -eq 4 || $# -eq 5 ]] || usage
+    cmd_start "$3" "$4" "${5:-}"
     ;;
 stop)
-    [[ $# -eq 2 ]] || usage
-    cmd_stop
+    [[ $# -eq 2 || $# -eq 3 ]] || usage
+    case ${3:-} in "" | primary | replica | replica2) ;; *) usage ;; esac
+    cmd_stop "${3:-}"
     ;;
 status)
     [[ $# -eq 2 ]] || usage

@@ -11,6 +11,9 @@
 #   AUDIT_STACK_DIR           state folder, repo-relative unless absolute [.stack]
 #   AUDIT_STACK_PRIMARY_PORT  primary's port [15432]
 #   AUDIT_STACK_REPLICA_PORT  replica's port [15433]
+#   AUDIT_STACK_REPLICAS      streaming replicas, 1 or 2; with 2 the reader
+#                             spreads its calls over both [1]
+#   AUDIT_STACK_REPLICA2_PORT the second replica's port [15434]
 #   AUDIT_WRITER_LISTEN       audit-writer's listen address [127.0.0.1:15051]
 #   AUDIT_READER_LISTEN       audit-reader's listen address [127.0.0.1:15052]
 #   AUDIT_WRITER_METRICS_LISTEN / AUDIT_READER_METRICS_LISTEN
@@ -46,6 +49,15 @@ STACK_DIR=${AUDIT_STACK_DIR:-.stack}
 [[ $STACK_DIR == /* ]] || STACK_DIR=$ROOT/$STACK_DIR
 PRIMARY_PORT=${AUDIT_STACK_PRIMARY_PORT:-15432}
 REPLICA_PORT=${AUDIT_STACK_REPLICA_PORT:-15433}
+REPLICAS=${AUDIT_STACK_REPLICAS:-1}
+[[ $REPLICAS == 1 || $REPLICAS == 2 ]] || {
+    echo "stack: AUDIT_STACK_REPLICAS must be 1 or 2, not '$REPLICAS'" >&2
+    exit 2
+}
+REPLICA2_PORT=${AUDIT_STACK_REPLICA2_PORT:-15434}
+# The replica ports in use: the second only with AUDIT_STACK_REPLICAS=2.
+REPLICA_PORTS=("$REPLICA_PORT")
+[[ $REPLICAS == 1 ]] || REPLICA_PORTS+=("$REPLICA2_PORT")
 WRITER_LISTEN=${AUDIT_WRITER_LISTEN:-127.0.0.1:15051}
 READER_LISTEN=${AUDIT_READER_LISTEN:-127.0.0.1:15052}
 WRITER_METRICS_LISTEN=${AUDIT_WRITER_METRICS_LISTEN:-127.0.0.1:15091}
@@ -54,6 +66,9 @@ BACKUP=${AUDIT_STACK_BACKUP:-1}
 DB_NAME=signal_audit
 PRIMARY_URL=postgres://postgres@127.0.0.1:$PRIMARY_PORT/$DB_NAME
 REPLICA_URL=postgres://postgres@127.0.0.1:$REPLICA_PORT/$DB_NAME
+# What the reader is given: every replica, comma-separated.
+READER_REPLICA_URLS=$REPLICA_URL
+[[ $REPLICAS == 1 ]] || READER_REPLICA_URLS+=",postgres://postgres@127.0.0.1:$REPLICA2_PORT/$DB_NAME"
 HEALTH_TIMEOUT=60
 SECURE=${AUDIT_STACK_SECURE:-0}
 TLS_DIR=$STACK_DIR/tls
@@ -91,6 +106,7 @@ READER_METRICS_URL=http://$(connect_addr "$READER_METRICS_LISTEN")/metrics
 
 psql_primary() { "$PSQL" -X -q -At -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres "$@"; }
 psql_replica() { "$PSQL" -X -q -At -h 127.0.0.1 -p "$REPLICA_PORT" -U postgres "$@"; }
+psql_replica2() { "$PSQL" -X -q -At -h 127.0.0.1 -p "$REPLICA2_PORT" -U postgres "$@"; }
 
 target_dir() {
     cargo metadata --format-version 1 --no-deps 2>/dev/null |
@@ -269,7 +285,7 @@ print_usage_help() {
 
 Signal Audit Trail stack is up.
   primary (read-write)  $PRIMARY_URL
-  replica (read-only)   $REPLICA_URL
+  replica (read-only)   $READER_REPLICA_URLS
   audit-writer          $WRITER_ADDR   log $STACK_DIR/writer.log
   audit-reader          $READER_ADDR   log $STACK_DIR/reader.log
   metrics               $WRITER_METRICS_URL  $READER_METRICS_URL
@@ -366,7 +382,11 @@ make_credentials() {
         {
             echo "# secrets of the stack in $STACK_DIR (secure mode)"
             echo "export AUDIT_WRITER_DATABASE_URL='postgres://audit_writer_svc:$writer_pw@127.0.0.1:$PRIMARY_PORT/$DB_NAME?$tls'"
-            echo "export AUDIT_READER_DATABASE_URL='postgres://audit_reader_svc:$reader_pw@127.0.0.1:$REPLICA_PORT/$DB_NAME?$tls'"
+            local port urls=()
+            for port in "${REPLICA_PORTS[@]}"; do
+                urls+=("postgres://audit_reader_svc:$reader_pw@127.0.0.1:$port/$DB_NAME?$tls")
+            done
+            echo "export AUDIT_READER_DATABASE_URL='$(IFS=,; echo "${urls[*]}")'"
             for role in writer reader admin; do
                 token=$(openssl rand -hex 24)
                 printf '%s stack-%s %s\n' "$role" "$role" \
@@ -408,8 +428,8 @@ cmd_up() {
     service_pid reader >/dev/null || check_listen_free reader "$READER_LISTEN"
     service_pid writer >/dev/null || check_metrics_free writer "$WRITER_METRICS_LISTEN"
     service_pid reader >/dev/null || check_metrics_free reader "$READER_METRICS_LISTEN"
-    log "PostgreSQL primary :$PRIMARY_PORT, replica :$REPLICA_PORT in $STACK_DIR$([[ $BACKUP != 1 ]] || echo ", WAL archiving + pgBackRest (scripts/backup.sh)")"
-    PG_CLUSTER_BACKUP=$BACKUP "$ROOT/scripts/pg-cluster.sh" start "$STACK_DIR" "$PRIMARY_PORT" "$REPLICA_PORT" >/dev/null
+    log "PostgreSQL primary :$PRIMARY_PORT, replica :${REPLICA_PORTS[*]} in $STACK_DIR$([[ $BACKUP != 1 ]] || echo ", WAL archiving + pgBackRest (scripts/backup.sh)")"
+    PG_CLUSTER_BACKUP=$BACKUP "$ROOT/scripts/pg-cluster.sh" start "$STACK_DIR" "$PRIMARY_PORT" "${REPLICA_PORTS[@]}" >/dev/null
 
     if [[ -z $(psql_primary -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'") ]]; then
         log "creating database $DB_NAME"
@@ -421,12 +441,17 @@ cmd_up() {
         ((SECONDS < deadline)) || die "database $DB_NAME did not reach the replica"
         sleep 0.2
     done
+    while [[ $REPLICAS == 2 && -z $(psql_replica2 -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'" 2>/dev/null) ]]; do
+        ((SECONDS < deadline)) || die "database $DB_NAME did not reach the second replica"
+        sleep 0.2
+    done
 
     if [[ $SECURE == 1 ]]; then
         make_certs
         log "secure mode: PostgreSQL ssl = on"
         enable_pg_ssl psql_primary
         enable_pg_ssl psql_replica
+        [[ $REPLICAS == 1 ]] || enable_pg_ssl psql_replica2
     fi
 
     if [[ ${AUDIT_STACK_SKIP_BUILD:-0} != 1 ]]; then
@@ -459,7 +484,7 @@ cmd_up() {
 
     # Local development: plaintext, no caller authentication.
     local writer_env=(AUDIT_DATABASE_URL="$PRIMARY_URL" AUDIT_AUTH=off)
-    local reader_env=(AUDIT_REPLICA_URL="$REPLICA_URL" AUDIT_AUTH=off)
+    local reader_env=(AUDIT_REPLICA_URL="$READER_REPLICA_URLS" AUDIT_AUTH=off)
     if [[ $SECURE == 1 ]]; then
         make_credentials
         # shellcheck source=/dev/null
@@ -489,7 +514,7 @@ cmd_up() {
 # source this file to talk to the stack in $STACK_DIR
 export AUDIT_DATABASE_URL=$PRIMARY_URL
 export AUDIT_PRIMARY_URL=$PRIMARY_URL
-export AUDIT_REPLICA_URL=$REPLICA_URL
+export AUDIT_REPLICA_URL=$READER_REPLICA_URLS
 export AUDIT_WRITER_ADDR=$WRITER_ADDR
 export AUDIT_READER_ADDR=$READER_ADDR
 export AUDIT_WRITER_METRICS_URL=$WRITER_METRICS_URL

@@ -36,6 +36,16 @@ impl Lsn {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The position as one number (`hi << 32 | lo`), so positions read from
+    /// different replicas can be compared; `None` for text that is not a
+    /// WAL position (only [`Self::from_server`] can hold such text).
+    pub fn position(&self) -> Option<u64> {
+        let (hi, lo) = self.0.split_once('/')?;
+        let hi = u32::from_str_radix(hi, 16).ok()?;
+        let lo = u32::from_str_radix(lo, 16).ok()?;
+        Some(u64::from(hi) << 32 | u64::from(lo))
+    }
 }
 
 impl fmt::Display for Lsn {
@@ -47,6 +57,17 @@ impl fmt::Display for Lsn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_compare_as_numbers() {
+        let position = |text: &str| Lsn::parse("t", text).unwrap().position().unwrap();
+        assert_eq!(position("0/16B3748"), 0x16B_3748);
+        assert_eq!(position("1/0"), 1 << 32);
+        // Text order would put "0/9" after "0/10".
+        assert!(position("0/9") < position("0/10"));
+        assert!(position("0/FFFFFFFF") < position("1/0"));
+        assert_eq!(Lsn::from_server("primary".into()).position(), None);
+    }
 
     #[test]
     fn accepts_only_wal_positions() {

@@ -10,8 +10,6 @@ use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Bool, Nullable, Text, Timestamptz, Untyped};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use std::time::Duration;
-use tokio::time::Instant;
 
 #[derive(QueryableByName)]
 struct LsnRow {
@@ -57,42 +55,20 @@ pub async fn current_wal_lsn_shared(conn: &AsyncPgConnection) -> Result<Lsn, DbE
 
 #[derive(QueryableByName)]
 struct Replayed {
-    #[diesel(sql_type = Bool)]
-    caught_up: bool,
-    #[diesel(sql_type = Text)]
-    replayed: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    replayed: Option<String>,
 }
 
-/// Waits until the server this pool points at has replayed `lsn`, polling
-/// every `interval` until `deadline`. A primary (no replay position) counts as
-/// caught up: it has the write by definition.
+/// How far the server this pool points at has replayed the WAL; `None` for a
+/// primary, which has every write by definition. One round trip: callers
+/// that wait for a token poll this (the reader polls each of its replicas).
 #[tracing::instrument(name = "SELECT pg_last_wal_replay_lsn", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "pg_last_wal_replay_lsn"))]
-pub async fn wait_for_lsn(
-    pool: &PgPool,
-    lsn: &Lsn,
-    deadline: Instant,
-    interval: Duration,
-) -> Result<(), DbError> {
+pub async fn replayed(pool: &PgPool) -> Result<Option<Lsn>, DbError> {
     let mut conn = pool.get().await?;
-    loop {
-        let row: Replayed = diesel::sql_query(
-            "SELECT COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, true) AS caught_up, \
-                    COALESCE(pg_last_wal_replay_lsn()::text, 'primary') AS replayed",
-        )
-        .bind::<Text, _>(lsn.as_str())
+    let row: Replayed = diesel::sql_query("SELECT pg_last_wal_replay_lsn()::text AS replayed")
         .get_result(&mut conn)
         .await?;
-        if row.caught_up {
-            return Ok(());
-        }
-        if Instant::now() + interval > deadline {
-            return Err(DbError::ReplicaBehind {
-                wanted: lsn.to_string(),
-                replayed: row.replayed,
-            });
-        }
-        tokio::time::sleep(interval).await;
-    }
+    Ok(row.replayed.map(Lsn::from_server))
 }
 
 #[derive(Debug, Clone, QueryableByName)]

@@ -41,16 +41,19 @@ pub struct ServeArgs {
     pub metrics_listen: audit_server::metrics::MetricsListen,
     #[command(flatten)]
     pub connection: audit_server::ConnectionArgs,
-    /// The streaming replica every query runs on. TLS as libpq's `sslmode`
-    /// and `sslrootcert` URL parameters say (default prefer); the value is
-    /// never shown (it may hold a password).
+    /// The streaming replicas queries run on: one URL, several separated by
+    /// commas, or the flag repeated. Each call goes to one healthy replica
+    /// (one that has replayed its consistency token, if it carries one);
+    /// each replica gets a pool of its own. TLS as libpq's `sslmode` and
+    /// `sslrootcert` URL parameters say (default prefer); the value is never
+    /// shown (it may hold a password).
     #[arg(
         long,
         env = "AUDIT_REPLICA_URL",
         hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:15433/signal_audit"
     )]
-    pub replica_url: String,
+    pub replica_url: Vec<String>,
     #[command(flatten)]
     pub pool: audit_server::PoolArgs,
     #[command(flatten)]
@@ -95,12 +98,110 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    pub fn pool(&self) -> PoolConfig {
-        self.pool.config(
-            &self.replica_url,
-            "audit-reader",
-            Duration::from_millis(self.statement_timeout_ms),
-            true,
-        )
+    /// One pool per replica URL. With one replica its pool (and metrics) are
+    /// named `replica` as before; with several, `replica-1`, `replica-2`, …
+    /// in the order given.
+    pub fn pools(&self) -> Vec<PoolConfig> {
+        let urls = split_urls(&self.replica_url);
+        let several = urls.len() > 1;
+        urls.iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let mut config = self.pool.config(
+                    url,
+                    "audit-reader",
+                    Duration::from_millis(self.statement_timeout_ms),
+                    true,
+                );
+                if several {
+                    config.name = format!("replica-{}", i + 1);
+                }
+                config
+            })
+            .collect()
+    }
+}
+
+/// The URLs in `values`, each of which may hold several separated by commas.
+/// A comma splits only where a new `postgres://` or `postgresql://` URL
+/// starts, so libpq's multi-host form (`postgres://h1:5432,h2:5432/db`)
+/// stays one URL.
+pub fn split_urls(values: &[String]) -> Vec<String> {
+    let mut urls = Vec::new();
+    for value in values {
+        let mut current = String::new();
+        for piece in value.split(',') {
+            let starts_url = ["postgres://", "postgresql://"]
+                .iter()
+                .any(|scheme| piece.trim_start().starts_with(scheme));
+            if starts_url && !current.trim().is_empty() {
+                urls.push(current.trim().to_owned());
+                current.clear();
+            }
+            if !current.is_empty() {
+                current.push(',');
+            }
+            current.push_str(piece);
+        }
+        if !current.trim().is_empty() {
+            urls.push(current.trim().to_owned());
+        }
+    }
+    urls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn urls(args: &[&str]) -> Vec<String> {
+        let args =
+            ServeOnly::try_parse_from(std::iter::once("audit-reader").chain(args.iter().copied()))
+                .unwrap()
+                .args;
+        args.pools()
+            .into_iter()
+            .map(|p| format!("{} {}", p.name, p.url))
+            .collect()
+    }
+
+    #[test]
+    fn one_replica_keeps_its_name() {
+        assert_eq!(
+            urls(&["--replica-url=postgres://a/db"]),
+            ["replica postgres://a/db"]
+        );
+    }
+
+    #[test]
+    fn several_replicas_from_commas_or_repeated_flags() {
+        let expected = [
+            "replica-1 postgres://a/db",
+            "replica-2 postgresql://b:5433/db",
+        ];
+        assert_eq!(
+            urls(&["--replica-url=postgres://a/db, postgresql://b:5433/db"]),
+            expected
+        );
+        assert_eq!(
+            urls(&[
+                "--replica-url=postgres://a/db",
+                "--replica-url=postgresql://b:5433/db"
+            ]),
+            expected
+        );
+    }
+
+    #[test]
+    fn a_multi_host_url_stays_one_replica() {
+        assert_eq!(
+            split_urls(&["postgres://h1:5432,h2:5432/db?target_session_attrs=any".into()]),
+            ["postgres://h1:5432,h2:5432/db?target_session_attrs=any"]
+        );
+        assert_eq!(
+            split_urls(&["postgres://h1,h2/db,postgres://h3/db".into()]),
+            ["postgres://h1,h2/db", "postgres://h3/db"]
+        );
     }
 }

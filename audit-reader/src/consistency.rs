@@ -1,11 +1,12 @@
-//! Read-your-writes: hold a call until the replica has replayed the
-//! caller's consistency token, bounded by the call's own deadline; a
-//! reader that starts draining answers the waiting calls UNAVAILABLE at
-//! once instead of holding its shutdown for them.
+//! Read-your-writes: pick the replica a call runs on, holding the call until
+//! some replica has replayed the caller's consistency token (see
+//! [`crate::replica`]), bounded by the call's own deadline; a reader that
+//! starts draining answers the waiting calls UNAVAILABLE at once instead of
+//! holding its shutdown for them.
 
 use crate::error::ReadError;
+use crate::replica::{Replica, Replicas};
 use audit_core::Lsn;
-use audit_db::{PgPool, replication};
 use audit_proto::v1 as pb;
 use audit_server::Shutdown;
 use std::time::Duration;
@@ -20,23 +21,24 @@ pub struct Consistency {
 }
 
 impl Consistency {
-    /// Returns once the replica has the token's write; UNAVAILABLE when it
-    /// does not get there before the deadline.
-    pub async fn wait(
+    /// The replica to answer from: any healthy one without a token, else one
+    /// that has the token's write; UNAVAILABLE when none gets there before
+    /// the deadline.
+    pub async fn replica<'r>(
         &self,
-        pool: &PgPool,
+        replicas: &'r Replicas,
         token: Option<&pb::ConsistencyToken>,
         metadata: &MetadataMap,
-    ) -> Result<(), ReadError> {
+    ) -> Result<&'r Replica, ReadError> {
         let Some(lsn) = token.map(|t| t.lsn.trim()).filter(|lsn| !lsn.is_empty()) else {
-            return Ok(());
+            return Ok(replicas.any());
         };
         let lsn = Lsn::parse("consistency_token.lsn", lsn)?;
         let wait = grpc_timeout(metadata)
             .map(answer_within)
             .map_or(self.max_wait, |d| d.min(self.max_wait));
         tokio::select! {
-            reached = replication::wait_for_lsn(pool, &lsn, Instant::now() + wait, self.poll) => {
+            reached = replicas.for_token(&lsn, Instant::now() + wait, self.poll) => {
                 Ok(reached?)
             }
             () = self.shutdown.draining() => Err(ReadError::ShuttingDown),

@@ -1,13 +1,14 @@
 //! Thin handlers: decode the request ([`crate::request`]), wait for the
-//! caller's token ([`crate::consistency`]), run one [`crate::queries`]
-//! query on the replica, encode the rows.
+//! replica (one that has the caller's token, [`crate::consistency`]), run
+//! one [`crate::queries`] query on it, encode the rows.
 
 use crate::consistency::Consistency;
 use crate::error::{ReadError, respond};
 use crate::queries::{encode_token, events, signals};
+use crate::replica::{Replica, Replicas};
 use crate::{export, request};
 use audit_core::{DomainError, stage_durations};
-use audit_db::{PgPool, replication};
+use audit_db::replication;
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_reader_service_server::SignalReaderService;
 use audit_server::Shutdown;
@@ -17,7 +18,7 @@ use chrono::TimeDelta;
 use tonic::{Request, Response, Status};
 
 pub struct ReaderService {
-    pool: PgPool,
+    replicas: Replicas,
     consistency: Consistency,
     tail_poll: std::time::Duration,
     /// Ends open tails and exports when the reader starts draining.
@@ -26,13 +27,13 @@ pub struct ReaderService {
 
 impl ReaderService {
     pub fn new(
-        pool: PgPool,
+        replicas: Replicas,
         consistency: Consistency,
         tail_poll: std::time::Duration,
         shutdown: Shutdown,
     ) -> Self {
         Self {
-            pool,
+            replicas,
             consistency,
             tail_poll,
             shutdown,
@@ -41,15 +42,15 @@ impl ReaderService {
 }
 
 impl ReaderService {
-    /// Holds the call until the replica has the caller's write, if it
-    /// carries a consistency token.
-    async fn caught_up<T>(
+    /// The replica to answer from: one that has the caller's write, if
+    /// the call carries a consistency token (waiting for it if need be).
+    async fn replica<T>(
         &self,
         request: &Request<T>,
         token: Option<&pb::ConsistencyToken>,
-    ) -> Result<(), ReadError> {
+    ) -> Result<&Replica, ReadError> {
         self.consistency
-            .wait(&self.pool, token, request.metadata())
+            .replica(&self.replicas, token, request.metadata())
             .await
     }
 }
@@ -65,7 +66,9 @@ impl SignalReaderService for ReaderService {
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         respond(crate::tail::start(
-            self.pool.clone(),
+            // A tail stays on one replica; if it goes, the client resumes
+            // with its last resume_token and lands on another.
+            self.replicas.any().pool().clone(),
             request.get_ref(),
             self.tail_poll,
             self.shutdown.clone(),
@@ -103,10 +106,13 @@ impl SignalReaderService for ReaderService {
                 ..Default::default()
             })?;
             query.include_total = false;
-            self.caught_up(&request, export_request.consistency_token.as_ref())
+            let replica = self
+                .replica(&request, export_request.consistency_token.as_ref())
                 .await?;
+            // Every page from this one replica: keyset pages read on
+            // replicas at different positions could skip or repeat rows.
             Ok::<_, ReadError>(export::export(
-                self.pool.clone(),
+                replica.pool().clone(),
                 query,
                 format,
                 limit,
@@ -123,9 +129,11 @@ impl SignalReaderService for ReaderService {
     ) -> Result<Response<pb::GetSignalResponse>, Status> {
         respond(async {
             let signal_id = convert::uuid("signal_id", &request.get_ref().signal_id)?;
-            self.caught_up(&request, request.get_ref().consistency_token.as_ref())
+            let replica = self
+                .replica(&request, request.get_ref().consistency_token.as_ref())
                 .await?;
-            let (signal, events) = signals::get_signal(&self.pool, signal_id).await?;
+            let (signal, events) =
+                replica.observe(signals::get_signal(replica.pool(), signal_id).await)?;
             let timeline: Vec<_> = events.iter().map(|e| (e.event_type, e.ts)).collect();
             let stages = stage_durations(&timeline)
                 .into_iter()
@@ -151,9 +159,10 @@ impl SignalReaderService for ReaderService {
     ) -> Result<Response<pb::ListSignalsResponse>, Status> {
         respond(async {
             let query = request::signal_query(request.get_ref())?;
-            self.caught_up(&request, request.get_ref().consistency_token.as_ref())
+            let replica = self
+                .replica(&request, request.get_ref().consistency_token.as_ref())
                 .await?;
-            let page = signals::list_signals(&self.pool, &query).await?;
+            let page = replica.observe(signals::list_signals(replica.pool(), &query).await)?;
             Ok(pb::ListSignalsResponse {
                 signals: page.signals.into_iter().map(signal_to_proto).collect(),
                 next_page_token: page.next.as_ref().map(encode_token).unwrap_or_default(),
@@ -170,9 +179,11 @@ impl SignalReaderService for ReaderService {
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         respond(async {
             let query = request::event_query(request.get_ref())?;
-            self.caught_up(&request, request.get_ref().consistency_token.as_ref())
+            let replica = self
+                .replica(&request, request.get_ref().consistency_token.as_ref())
                 .await?;
-            let (events, next) = events::list_events(&self.pool, &query).await?;
+            let (events, next) =
+                replica.observe(events::list_events(replica.pool(), &query).await)?;
             Ok(pb::ListEventsResponse {
                 events: events.into_iter().map(event_to_proto).collect(),
                 next_page_token: next.as_ref().map(encode_token).unwrap_or_default(),
@@ -187,7 +198,9 @@ impl SignalReaderService for ReaderService {
         _request: Request<pb::GetReplicationStatusRequest>,
     ) -> Result<Response<pb::GetReplicationStatusResponse>, Status> {
         respond(async {
-            let status = replication::replication_status(&self.pool).await?;
+            // The status of the replica this call lands on, like any read.
+            let replica = self.replicas.any();
+            let status = replica.observe(replication::replication_status(replica.pool()).await)?;
             Ok(pb::GetReplicationStatusResponse {
                 replay_lsn: status.replay_lsn.unwrap_or_default(),
                 receive_lsn: status.receive_lsn.unwrap_or_default(),

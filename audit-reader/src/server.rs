@@ -7,8 +7,7 @@ use crate::cache::AnswerCache;
 use crate::config::ServeArgs;
 use crate::consistency::Consistency;
 use crate::grpc::ReaderService;
-use crate::replica;
-use audit_db::build_pool;
+use crate::replica::Replicas;
 use audit_proto::v1::signal_analytics_service_server::SignalAnalyticsServiceServer;
 use audit_proto::v1::signal_reader_service_server::SignalReaderServiceServer;
 use audit_server::auth::{Access, Role};
@@ -40,11 +39,18 @@ pub async fn run(
     .await?;
     let shutdown = Shutdown::on(shutdown, args.shutdown.grace());
     let security = args.security.load(policy)?;
-    let pool = build_pool(&args.pool());
-    let pool_gauges = pool.watch(POOL_SAMPLE_EVERY);
-    let replica_gauges = replica::watch(pool.clone(), Duration::from_millis(args.health_check_ms));
+    let pools = args.pools();
+    if pools.is_empty() {
+        return Err(ServeError::Config(
+            "AUDIT_REPLICA_URL (--replica-url) names no replica".to_owned(),
+        ));
+    }
+    let replicas = Replicas::build(&pools);
+    let health_every = Duration::from_millis(args.health_check_ms);
+    let mut watchers = replicas.watch_pools(POOL_SAMPLE_EVERY);
+    watchers.extend(replicas.watch(health_every));
     let reader = SignalReaderServiceServer::new(ReaderService::new(
-        pool.clone(),
+        replicas.clone(),
         Consistency {
             max_wait: Duration::from_millis(args.consistency_max_wait_ms),
             poll: Duration::from_millis(args.consistency_poll_ms.max(1)),
@@ -62,8 +68,9 @@ pub async fn run(
         args.redis_ca_file.as_deref(),
     )
     .await;
-    let analytics = SignalAnalyticsServiceServer::new(AnalyticsService::new(pool.clone(), cache))
-        .max_decoding_message_size(args.max_request_bytes);
+    let analytics =
+        SignalAnalyticsServiceServer::new(AnalyticsService::new(replicas.clone(), cache))
+            .max_decoding_message_size(args.max_request_bytes);
 
     let result = audit_server::serve(
         &[
@@ -74,13 +81,21 @@ pub async fn run(
         listener,
         &args.connection,
         security,
-        Duration::from_millis(args.health_check_ms),
-        pool,
+        health_every,
+        move || {
+            let replicas = replicas.clone();
+            async move {
+                replicas
+                    .healthy(health_every.max(Duration::from_secs(1)))
+                    .await
+            }
+        },
         shutdown,
     )
     .await;
-    pool_gauges.abort();
-    replica_gauges.abort();
+    for watcher in watchers {
+        watcher.abort();
+    }
     result
 }
 

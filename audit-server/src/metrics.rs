@@ -151,6 +151,10 @@ fn describe() {
         "Waits for a pooled connection that timed out"
     );
     describe_gauge!("audit_build_info", "Always 1, labelled with the build");
+    describe_counter!(
+        "audit_reader_replica_calls_total",
+        "Calls the reader sent to the replica"
+    );
 }
 
 /// Sets `audit_build_info` for this service.

@@ -8,7 +8,6 @@ use crate::drain::{self, Shutdown};
 use crate::oversized::rewrite_oversized;
 use crate::rpc_metrics::RpcMetricsLayer;
 use crate::telemetry::grpc_span;
-use audit_db::{PgPool, replication};
 use std::future::Future;
 use std::time::Duration;
 use tonic_health::ServingStatus;
@@ -24,11 +23,15 @@ pub enum ServeError {
     Metrics(#[from] std::io::Error),
     #[error(transparent)]
     Security(#[from] crate::SecurityError),
+    /// A setting that cannot work, found when the server starts.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Serves `routes` on `listener` next to health and reflection, one span per
 /// call, TLS and caller checks as `security` says, until `shutdown` fires.
-/// `services` report SERVING only while `database` answers a ping. On
+/// `services` report SERVING only while `health` succeeds (the writer pings
+/// its primary, the reader asks whether any replica is healthy). On
 /// shutdown: NOT_SERVING, stop accepting, let in-flight calls finish (the
 /// services end their own streams), and return after at most the shutdown's
 /// grace period whatever is still open.
@@ -36,20 +39,21 @@ pub enum ServeError {
     clippy::too_many_arguments,
     reason = "each is one independent piece of the server's wiring, passed once by main"
 )]
-pub async fn serve(
+pub async fn serve<F, Fut, E>(
     services: &[&'static str],
     routes: tonic::service::Routes,
     listener: tokio::net::TcpListener,
     connection: &ConnectionArgs,
     security: crate::Security,
     health_every: Duration,
-    database: PgPool,
+    check: F,
     shutdown: Shutdown,
-) -> Result<(), ServeError> {
-    let check = move || {
-        let pool = database.clone();
-        async move { replication::ping(&pool).await }
-    };
+) -> Result<(), ServeError>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
     let (reporter, health) = tonic_health::server::health_reporter();
     for service in services {
         reporter

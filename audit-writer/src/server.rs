@@ -80,7 +80,10 @@ pub async fn run(
         &args.connection,
         security,
         Duration::from_millis(args.health_check_ms),
-        pool,
+        move || {
+            let pool = pool.clone();
+            async move { audit_db::replication::ping(&pool).await }
+        },
         shutdown,
     )
     .await;

@@ -1,4 +1,5 @@
-//! Test harness: a real PostgreSQL primary with a streaming replica, started
+//! Test harness: a real PostgreSQL primary with a streaming replica (two
+//! for a binary that asks with [`cluster_with_replicas`]), started
 //! once per test binary by `scripts/pg-cluster.sh` on free ports in a
 //! temporary folder (never the machine's own server), a migrated template
 //! database, and per test a fresh database cloned from it with an
@@ -53,15 +54,56 @@ pub async fn wait_until<T>(
     }
 }
 
-/// The primary and replica of this test binary.
+/// The primary and replica (or replicas) of this test binary.
 #[derive(Debug, Clone)]
 pub struct Cluster {
     pub dir: PathBuf,
     pub primary_port: u16,
     pub replica_port: u16,
+    /// The second replica, when the binary asked for two.
+    pub replica2_port: Option<u16>,
 }
 
 impl Cluster {
+    /// Every replica's port, the first replica first.
+    pub fn replica_ports(&self) -> Vec<u16> {
+        std::iter::once(self.replica_port)
+            .chain(self.replica2_port)
+            .collect()
+    }
+
+    /// Runs `scripts/pg-cluster.sh` on this cluster with `args` after its
+    /// folder (e.g. `stop replica2`), panicking with its log on failure.
+    pub fn script(&self, args: &[String]) {
+        let script = repo_root().join("scripts/pg-cluster.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg(args.first().map_or("status", String::as_str))
+            .arg(&self.dir)
+            .args(args.iter().skip(1))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+        assert!(
+            output.status.success(),
+            "pg-cluster.sh {args:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Starts whatever server of the cluster is stopped (a replica a test
+    /// stopped) and waits for the replicas to stream again.
+    pub fn start(&self) {
+        let mut args = vec![
+            "start".to_owned(),
+            self.primary_port.to_string(),
+            self.replica_port.to_string(),
+        ];
+        args.extend(self.replica2_port.map(|p| p.to_string()));
+        self.script(&args);
+    }
+
     pub fn primary_url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.primary_port)
     }
@@ -92,9 +134,16 @@ pub fn free_port() -> u16 {
 
 /// The cluster, started (and the template database migrated) on first use.
 pub async fn cluster() -> &'static Cluster {
-    CLUSTER
+    cluster_with_replicas(1).await
+}
+
+/// The cluster with `replicas` streaming replicas (1 or 2). The first call in
+/// a test binary decides: a binary that wants two asks for them before
+/// anything else starts the cluster.
+pub async fn cluster_with_replicas(replicas: usize) -> &'static Cluster {
+    let cluster = CLUSTER
         .get_or_init(|| async {
-            let cluster = tokio::task::spawn_blocking(start_cluster)
+            let cluster = tokio::task::spawn_blocking(move || start_cluster(replicas))
                 .await
                 .unwrap_or_else(|e| panic!("cluster start panicked: {e}"));
             let mut admin = connect(&cluster.primary_url("postgres")).await;
@@ -107,14 +156,19 @@ pub async fn cluster() -> &'static Cluster {
                 .unwrap_or_else(|e| panic!("migrate template database: {e}"));
             cluster
         })
-        .await
+        .await;
+    assert!(
+        cluster.replica_ports().len() >= replicas,
+        "this test binary started its cluster with fewer replicas than {replicas}"
+    );
+    cluster
 }
 
 #[expect(
     clippy::zombie_processes,
     reason = "the watchdog must outlive this process to stop the cluster after it"
 )]
-fn start_cluster() -> Cluster {
+fn start_cluster(replicas: usize) -> Cluster {
     let dir = tempfile::Builder::new()
         .prefix("audit-it-")
         .tempdir_in("/tmp")
@@ -130,23 +184,10 @@ fn start_cluster() -> Cluster {
         dir,
         primary_port: free_port(),
         replica_port: free_port(),
+        replica2_port: (replicas > 1).then(free_port),
     };
     let script = repo_root().join("scripts/pg-cluster.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .arg("start")
-        .arg(&cluster.dir)
-        .arg(cluster.primary_port.to_string())
-        .arg(cluster.replica_port.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-    assert!(
-        output.status.success(),
-        "pg-cluster.sh start failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    cluster.start();
     // Stop the servers and remove their files once this test binary exits,
     // however it exits.
     let watchdog = format!(
@@ -184,22 +225,29 @@ struct Flag {
     ok: bool,
 }
 
-/// Waits until the replica has replayed everything the primary has flushed.
+/// Waits until every replica has replayed everything the primary has flushed.
 pub async fn wait_replica(cluster: &Cluster) {
     let mut primary = connect(&cluster.primary_url("postgres")).await;
     let LsnRow { lsn } = diesel::sql_query("SELECT pg_current_wal_flush_lsn()::text AS lsn")
         .get_result(&mut primary)
         .await
         .unwrap_or_else(|e| panic!("primary lsn: {e}"));
-    let mut replica = connect(&cluster.replica_url("postgres")).await;
+    for port in cluster.replica_ports() {
+        wait_replayed(port, &lsn).await;
+    }
+}
+
+/// Waits until the replica on `port` has replayed `lsn`.
+pub async fn wait_replayed(port: u16, lsn: &str) {
+    let mut replica = connect(&format!("postgres://postgres@127.0.0.1:{port}/postgres")).await;
     wait_until(
-        &format!("the replica to replay {lsn}"),
+        &format!("the replica on :{port} to replay {lsn}"),
         Duration::from_secs(30),
         Duration::from_millis(5),
         async || {
             let Flag { ok } =
                 diesel::sql_query("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS ok")
-                    .bind::<Text, _>(&lsn)
+                    .bind::<Text, _>(lsn)
                     .get_result(&mut replica)
                     .await
                     .unwrap_or_else(|e| panic!("replica lsn: {e}"));
@@ -375,7 +423,10 @@ pub struct TestApp {
     pub reader_server: RunningServer,
     pub cluster: &'static Cluster,
     pub primary_url: String,
+    /// The first replica's copy of this test's database.
     pub replica_url: String,
+    /// Every replica's copy, in the reader's order (`replica-1`, …).
+    pub replica_urls: Vec<String>,
     pub database: TestDatabase,
 }
 
@@ -415,12 +466,31 @@ impl TestApp {
     pub async fn start_with(
         adjust: impl FnOnce(&mut audit_writer::config::ServeArgs, &mut audit_reader::config::ServeArgs),
     ) -> Self {
-        let cluster = cluster().await;
+        Self::start_on(cluster().await, adjust).await
+    }
+
+    /// Starts on a cluster with two replicas, the reader spread over both
+    /// (`--replica-url` with both URLs, comma-separated).
+    pub async fn start_with_two_replicas(
+        adjust: impl FnOnce(&mut audit_writer::config::ServeArgs, &mut audit_reader::config::ServeArgs),
+    ) -> Self {
+        Self::start_on(cluster_with_replicas(2).await, adjust).await
+    }
+
+    async fn start_on(
+        cluster: &'static Cluster,
+        adjust: impl FnOnce(&mut audit_writer::config::ServeArgs, &mut audit_reader::config::ServeArgs),
+    ) -> Self {
         let name = fresh_database(cluster).await;
         let primary_url = cluster.primary_url(&name);
         let replica_url = cluster.replica_url(&name);
+        let replica_urls: Vec<String> = cluster
+            .replica_ports()
+            .iter()
+            .map(|port| format!("postgres://postgres@127.0.0.1:{port}/{name}"))
+            .collect();
         let mut writer_args = writer_args(primary_url.clone());
-        let mut reader_args = reader_args(replica_url.clone());
+        let mut reader_args = reader_args(replica_urls.join(","));
         adjust(&mut writer_args, &mut reader_args);
         let writer_server = spawn_writer(writer_args).await;
         let reader_server = spawn_reader(reader_args).await;
@@ -432,6 +502,7 @@ impl TestApp {
             cluster,
             primary_url,
             replica_url,
+            replica_urls,
             database: TestDatabase {
                 name,
                 admin_url: cluster.primary_url("postgres"),

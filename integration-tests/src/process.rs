@@ -7,7 +7,7 @@
 //! test passes their path from `env!("CARGO_BIN_EXE_…")`, which Cargo sets
 //! for integration tests only.
 
-use crate::{Cluster, free_port, reader_flags, repo_root, wait_until, writer_flags};
+use crate::{Cluster, free_port, reader_flags, wait_until, writer_flags};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -146,6 +146,8 @@ pub async fn health_is(addr: SocketAddr, want: ServingStatus) -> bool {
 pub enum Server {
     Primary,
     Replica,
+    /// The second replica of a cluster started with two.
+    Replica2,
 }
 
 impl Server {
@@ -153,6 +155,7 @@ impl Server {
         cluster.dir.join(match self {
             Self::Primary => "primary",
             Self::Replica => "replica",
+            Self::Replica2 => "replica2",
         })
     }
 }
@@ -198,18 +201,5 @@ pub fn stop_server(cluster: &Cluster, server: Server, mode: &str) {
 /// Starts whatever server of the cluster is down (pg-cluster.sh start is
 /// idempotent) and returns once the replica streams again.
 pub fn start_cluster_again(cluster: &Cluster) {
-    let script = repo_root().join("scripts/pg-cluster.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .arg("start")
-        .arg(&cluster.dir)
-        .arg(cluster.primary_port.to_string())
-        .arg(cluster.replica_port.to_string())
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-    assert!(
-        output.status.success(),
-        "pg-cluster.sh start failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    cluster.start();
 }

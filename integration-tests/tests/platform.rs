@@ -235,7 +235,7 @@ async fn the_reader_pool_cannot_write_even_against_the_primary() {
     let app = TestApp::start().await;
     let mut args = reader_args(app.primary_url.clone());
     args.pool.pool_min = 0;
-    let pool = audit_db::build_pool(&args.pool());
+    let pool = audit_db::build_pool(&args.pools()[0]);
     let signal = audit_wire::decode::new_signal(
         &integration_tests::new_signal("AAPL"),
         &audit_core::rules::Limits::default(),

@@ -12,7 +12,7 @@ pub(super) async fn get_ticker_activity(
     request: pb::GetTickerActivityRequest,
 ) -> Result<pb::GetTickerActivityResponse, ReadError> {
     let (from, to) = bounded_range("time_range", request.time_range.as_ref(), Period::Day)?;
-    let mut conn = service.pool.get().await?;
+    let mut conn = service.replicas.any().get().await?;
     let (rows, as_of) = snapshot(&mut conn)
         .run(async |conn| {
             let ticker = ticker_scope(conn, "ticker", &request.ticker).await?;

@@ -16,8 +16,8 @@ mod trends;
 use crate::cache::AnswerCache;
 use crate::error::{ReadError, respond};
 use crate::queries::analytics::{self as queries, metrics::SeriesMetric};
+use crate::replica::Replicas;
 use audit_core::{DomainError, Period, TickerScope, normalise_ticker, rules};
-use audit_db::PgPool;
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_analytics_service_server::SignalAnalyticsService;
 use audit_wire::decode::closed_range;
@@ -31,13 +31,15 @@ use tonic::{Request, Response, Status};
 const MAX_BUCKETS: i64 = 10_000;
 
 pub struct AnalyticsService {
-    pool: PgPool,
+    /// Each answer reads from ONE replica, picked per call: its snapshot
+    /// transaction cannot span servers.
+    replicas: Replicas,
     cache: AnswerCache,
 }
 
 impl AnalyticsService {
-    pub fn new(pool: PgPool, cache: AnswerCache) -> Self {
-        Self { pool, cache }
+    pub fn new(replicas: Replicas, cache: AnswerCache) -> Self {
+        Self { replicas, cache }
     }
 
     /// An answer computed from the rollups: in one snapshot the ticker is
@@ -58,7 +60,7 @@ impl AnalyticsService {
     where
         T: prost::Message + Default + Send,
     {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.replicas.any().get().await?;
         snapshot(&mut conn)
             .run(async |conn| {
                 let scope = ticker_scope(conn, "ticker", ticker).await?;

@@ -44,7 +44,7 @@ pub(super) async fn check_data_quality(
         }
     };
     let stuck_after_us = stuck_after.num_microseconds().unwrap_or(i64::MAX);
-    let mut conn = service.pool.get().await?;
+    let mut conn = service.replicas.any().get().await?;
     // One snapshot: a rollup key the refresher takes mid-check cannot look
     // like a mismatch.
     let findings = snapshot(&mut conn)

@@ -145,7 +145,7 @@ pub(super) async fn detect_regressions(
     }
     let period = resolution(baseline, recent)?;
     let thresholds = Thresholds::from_request(&request);
-    let mut conn = service.pool.get().await?;
+    let mut conn = service.replicas.any().get().await?;
     let (windows, as_of) = snapshot(&mut conn)
         .run(async |conn| {
             let as_of = queries::as_of(conn).await?;

@@ -19,7 +19,7 @@ pub(super) async fn search_events(
     let filter = signal_filter(&request.filter.unwrap_or_default())?;
     let (from, to) = time_range("time_range", request.time_range.as_ref())?;
     let limit = page_size("limit", request.limit)?;
-    let mut conn = service.pool.get().await?;
+    let mut conn = service.replicas.any().get().await?;
     let hits = snapshot(&mut conn)
         .run(async |conn| {
             Ok::<_, ReadError>(search::search(conn, &query, &filter, from, to, limit).await?)

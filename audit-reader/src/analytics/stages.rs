@@ -46,7 +46,7 @@ pub(super) async fn get_stage_latencies(
             .into());
         }
     };
-    let mut conn = service.pool.get().await?;
+    let mut conn = service.replicas.any().get().await?;
     let (rows, as_of) = snapshot(&mut conn)
         .run(async |conn| {
             let ticker = ticker_scope(conn, "ticker", &request.ticker).await?;

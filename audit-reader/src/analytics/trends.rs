@@ -47,7 +47,7 @@ pub(super) async fn get_trends(
         .enumerate()
         .map(|(i, metric)| series_metric(&format!("metrics[{i}]"), *metric))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut conn = service.pool.get().await?;
+    let mut conn = service.replicas.any().get().await?;
     snapshot(&mut conn)
         .run(async |conn| {
             let ticker = ticker_scope(conn, "ticker", &request.ticker).await?;
@@ -93,7 +93,7 @@ pub(super) async fn get_correlations(
     if !request.tickers.is_empty() && !(2..=50).contains(&request.tickers.len()) {
         return Err(DomainError::invalid("tickers", "name 2 to 50 tickers").into());
     }
-    let mut conn = service.pool.get().await?;
+    let mut conn = service.replicas.any().get().await?;
     snapshot(&mut conn)
         .run(async |conn| {
             let tickers = if request.tickers.is_empty() {
