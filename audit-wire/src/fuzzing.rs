@@ -129,6 +129,26 @@ mod tests {
         }
     }
 
+    /// The fuzz target's committed seeds are the valid messages it mutates
+    /// from: each decodes and passes validation, so libFuzzer starts past
+    /// protobuf and into the rules.
+    #[test]
+    fn fuzz_seeds_are_valid_requests() {
+        let seed = |name: &str| {
+            let path = format!(
+                "{}/../fuzz/seeds/write_request/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        };
+        let signal = pb::NewSignal::decode(seed("signal").as_slice()).unwrap();
+        assert!(decode::new_signal(&signal, &Limits::default(), now()).is_ok());
+        let event = pb::NewEvent::decode(seed("event").as_slice()).unwrap();
+        assert!(decode::new_event(&event, &Limits::default(), now()).is_ok());
+        let batch = pb::RecordBatchRequest::decode(seed("batch").as_slice()).unwrap();
+        assert_eq!((batch.signals, batch.events), (vec![signal], vec![event]));
+    }
+
     /// Regression inputs: each once broke a rule (kept whatever found them).
     #[test]
     fn known_hostile_inputs_stay_refused() {
