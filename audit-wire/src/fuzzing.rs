@@ -1,7 +1,7 @@
 //! Where machines look for hostile input: raw bytes, as they could arrive in
 //! a gRPC message, through protobuf decoding and [`crate::decode`]. The same
-//! entry point serves the libFuzzer target in `fuzz/` (cargo fuzz, nightly)
-//! and the proptests below, which run in the ordinary test suite on stable.
+//! entry point serves the libFuzzer target in `fuzz/` (cargo fuzz) and the
+//! proptests below, which run with `cargo test`.
 //!
 //! It panics only when a rule is broken: decoding must never panic, and
 //! whatever validation accepts must be storable as it is (no NUL, columns'
