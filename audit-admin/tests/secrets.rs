@@ -55,7 +55,10 @@ fn the_database_password_is_in_no_help_or_error() {
 
     for args in [&["migrate", "status"][..], &["check"]] {
         let output = admin(args, &url).output().unwrap();
-        assert!(!output.status.success(), "{args:?} reached no database yet succeeded");
+        assert!(
+            !output.status.success(),
+            "{args:?} reached no database yet succeeded"
+        );
         let printed = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),

@@ -262,9 +262,12 @@ fn client_config(settings: &TlsSettings) -> Result<ClientConfig, ConnectionError
         None => Ok(builder.with_no_client_auth()),
         Some(files) => {
             let (chain, key) = client_certificate(files)?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| bad(format!("sslcert {} / sslkey {}: {e}", files.cert, files.key)))
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                bad(format!(
+                    "sslcert {} / sslkey {}: {e}",
+                    files.cert, files.key
+                ))
+            })
         }
     }
 }
@@ -434,8 +437,10 @@ mod tests {
             "require + root cert verifies, as libpq"
         );
         assert!(tls_settings("postgres://db/x?sslmode=verify-ca").is_err());
-        let s = tls_settings("postgres://db/x?sslmode=verify-full&sslrootcert=ca.pem&sslcert=%2Fc.pem&sslkey=k.pem")
-            .unwrap();
+        let s = tls_settings(
+            "postgres://db/x?sslmode=verify-full&sslrootcert=ca.pem&sslcert=%2Fc.pem&sslkey=k.pem",
+        )
+        .unwrap();
         assert_eq!(
             s.client_cert,
             Some(ClientCert {
@@ -444,7 +449,9 @@ mod tests {
             })
         );
         assert_eq!(s.url, "postgres://db/x");
-        let error = tls_settings("postgres://db/x?sslcert=c.pem").unwrap_err().to_string();
+        let error = tls_settings("postgres://db/x?sslcert=c.pem")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("sslkey"), "{error}");
         assert!(tls_settings("postgres://db/x?sslkey=k.pem").is_err());
         assert!(tls_settings("postgres://db/x?sslpassword=pw").is_err());

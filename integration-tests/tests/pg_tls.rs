@@ -319,7 +319,12 @@ async fn client_certificates_log_in_a_cert_user_and_no_certificate_or_a_foreign_
     assert_eq!(who.client_dn, format!("/CN={CERT_USER}"));
 
     // The writer service and the migrations' check connect the same way.
-    assert!(!audit_migrations::applied(&with_cert).await.unwrap().is_empty());
+    assert!(
+        !audit_migrations::applied(&with_cert)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let writer = spawn_writer(writer_args(with_cert.clone())).await;
     let recorded = SignalWriterServiceClient::new(channel(writer.addr).await)
         .record_signal(pb::RecordSignalRequest {
@@ -330,7 +335,10 @@ async fn client_certificates_log_in_a_cert_user_and_no_certificate_or_a_foreign_
     writer.shutdown().await;
 
     let no_secret = |error: &str| {
-        assert!(!error.contains(URL_PASSWORD), "the password leaked: {error}");
+        assert!(
+            !error.contains(URL_PASSWORD),
+            "the password leaked: {error}"
+        );
         for key in [&client.key_pem, &foreign.key_pem] {
             let body = key.lines().nth(1).unwrap();
             assert!(!error.contains(body), "key material leaked: {error}");
@@ -343,7 +351,11 @@ async fn client_certificates_log_in_a_cert_user_and_no_certificate_or_a_foreign_
         cluster.primary_port,
         path_param(&ca_file),
     );
-    let error = audit_db::establish(&without).await.err().unwrap().to_string();
+    let error = audit_db::establish(&without)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         error.contains("connection requires a valid client certificate"),
         "{error}"
@@ -357,7 +369,10 @@ async fn client_certificates_log_in_a_cert_user_and_no_certificate_or_a_foreign_
         .err()
         .unwrap()
         .to_string();
-    assert!(error.contains("UnknownCA") || error.contains("unknown ca"), "{error}");
+    assert!(
+        error.contains("UnknownCA") || error.contains("unknown ca"),
+        "{error}"
+    );
     no_secret(&error);
 
     // A trusted certificate for someone else: not this user.
@@ -367,7 +382,9 @@ async fn client_certificates_log_in_a_cert_user_and_no_certificate_or_a_foreign_
         .unwrap()
         .to_string();
     assert!(
-        error.contains(&format!("certificate authentication failed for user \"{CERT_USER}\"")),
+        error.contains(&format!(
+            "certificate authentication failed for user \"{CERT_USER}\""
+        )),
         "{error}"
     );
     no_secret(&error);
@@ -384,7 +401,10 @@ async fn client_certificates_log_in_a_cert_user_and_no_certificate_or_a_foreign_
         .err()
         .unwrap()
         .to_string();
-    assert!(error.contains("sslkey") && error.contains("no usable private key"), "{error}");
+    assert!(
+        error.contains("sslkey") && error.contains("no usable private key"),
+        "{error}"
+    );
     no_secret(&error);
 
     // Leave the primary as the other test expects to find it (a hostssl
