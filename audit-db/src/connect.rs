@@ -76,8 +76,8 @@ pub fn tls_settings(url: &str) -> Result<TlsSettings, ConnectionError> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut mode = None;
     let mut root_cert = None;
-    let mut cert = None;
-    let mut key = None;
+    let mut cert_file = None;
+    let mut key_file = None;
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -97,8 +97,8 @@ pub fn tls_settings(url: &str) -> Result<TlsSettings, ConnectionError> {
                 });
             }
             "sslrootcert" => root_cert = Some(percent_decode(value)),
-            "sslcert" => cert = Some(percent_decode(value)),
-            "sslkey" => key = Some(percent_decode(value)),
+            "sslcert" => cert_file = Some(percent_decode(value)),
+            "sslkey" => key_file = Some(percent_decode(value)),
             "sslpassword" | "sslcrl" => {
                 return Err(bad(format!("{key} is not supported")));
             }
@@ -118,7 +118,7 @@ pub fn tls_settings(url: &str) -> Result<TlsSettings, ConnectionError> {
     // libpq would fall back on ~/.postgresql/postgresql.{crt,key}; a service
     // presenting whatever sits in its home folder is a surprise, so both
     // are asked for explicitly.
-    let client_cert = match (cert, key) {
+    let client_cert = match (cert_file, key_file) {
         (Some(cert), Some(key)) => Some(ClientCert { cert, key }),
         (None, None) => None,
         (Some(_), None) => return Err(bad("sslcert needs sslkey=<its private key file (PEM)>")),
