@@ -185,9 +185,10 @@ pub async fn establish(url: &str) -> Result<AsyncPgConnection, ConnectionError> 
         .map_err(|e| bad(format!("invalid database URL: {e}")))?;
     let failed = |error: tokio_postgres::Error| {
         ConnectionError::BadConnection(format!(
-            "cannot connect to PostgreSQL (sslmode {:?}): {}",
+            "cannot connect to PostgreSQL (sslmode {:?}): {}{}",
             settings.mode,
-            with_causes(&error)
+            with_causes(&error),
+            refused_client_cert(&settings, &error)
         ))
     };
     if settings.mode == SslMode::Disable {
@@ -223,6 +224,54 @@ fn with_causes(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The server answers a client certificate it does not accept with a bare
+/// TLS alert ("received fatal alert: UnknownCA"), which does not say whose
+/// certificate was wrong; this says so, naming the file (never its
+/// contents). Empty when no certificate was sent or the alert is about
+/// something else.
+fn refused_client_cert(settings: &TlsSettings, error: &tokio_postgres::Error) -> String {
+    use rustls::AlertDescription as Alert;
+    let Some(files) = &settings.client_cert else {
+        return String::new();
+    };
+    match alert_received(error) {
+        Some(
+            alert @ (Alert::UnknownCA
+            | Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::AccessDenied),
+        ) => format!(
+            " (the server refused the client certificate sslcert {} ({alert:?}): it must be \
+             issued by a CA in the server's ssl_ca_file and be valid now)",
+            files.cert
+        ),
+        _ => String::new(),
+    }
+}
+
+/// The TLS alert the server sent, found among the error's causes. rustls's
+/// error travels inside an `io::Error`, whose `source()` skips it, so each
+/// `io::Error` is opened with `get_ref`.
+fn alert_received(error: &(dyn std::error::Error + 'static)) -> Option<rustls::AlertDescription> {
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::AlertReceived(alert)) = tls {
+            return Some(*alert);
+        }
+        next = cause.source();
+    }
+    None
 }
 
 fn client_config(settings: &TlsSettings) -> Result<ClientConfig, ConnectionError> {
