@@ -30,7 +30,8 @@
 # (openssl, in STACK_DIR/tls); PostgreSQL with ssl = on, both services
 # connecting with sslmode=verify-full as login users of the least-privilege
 # roles (audit_writer_svc IN ROLE audit_writer, audit_reader_svc IN ROLE
-# audit_reader; migrations run as the owner); gRPC over TLS; callers need a
+# audit_reader, and audit_admin_svc IN ROLE audit_admin for audit-admin:
+# AUDIT_ADMIN_DATABASE_URL; migrations run as the owner); gRPC over TLS; callers need a
 # bearer token (writer, reader and admin tokens, hashed in STACK_DIR/tokens,
 # in clear only in STACK_DIR/secrets.env, mode 600). STACK_DIR/env exports
 # what grpcurl needs (AUDIT_GRPC_CACERT and the tokens).
@@ -364,17 +365,21 @@ enable_pg_ssl() {
 # gRPC tokens (their hashes in STACK_DIR/tokens); the clear-text secrets
 # only in STACK_DIR/secrets.env (mode 600).
 make_credentials() {
-    local writer_pw reader_pw role token
+    local writer_pw reader_pw admin_pw role token
     writer_pw=$(openssl rand -hex 16)
     reader_pw=$(openssl rand -hex 16)
+    admin_pw=$(openssl rand -hex 16)
     psql_primary -d "$DB_NAME" -c "DO \$\$ BEGIN
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'audit_writer_svc') THEN
             CREATE ROLE audit_writer_svc LOGIN IN ROLE audit_writer; END IF;
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'audit_reader_svc') THEN
             CREATE ROLE audit_reader_svc LOGIN IN ROLE audit_reader; END IF;
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'audit_admin_svc') THEN
+            CREATE ROLE audit_admin_svc LOGIN IN ROLE audit_admin; END IF;
         END \$\$"
     psql_primary -d "$DB_NAME" -c "ALTER ROLE audit_writer_svc PASSWORD '$writer_pw'"
     psql_primary -d "$DB_NAME" -c "ALTER ROLE audit_reader_svc PASSWORD '$reader_pw'"
+    psql_primary -d "$DB_NAME" -c "ALTER ROLE audit_admin_svc PASSWORD '$admin_pw'"
     local tls="sslmode=verify-full&sslrootcert=$TLS_DIR/ca.crt"
     : >"$STACK_DIR/tokens"
     (
@@ -387,6 +392,9 @@ make_credentials() {
                 urls+=("postgres://audit_reader_svc:$reader_pw@127.0.0.1:$port/$DB_NAME?$tls")
             done
             echo "export AUDIT_READER_DATABASE_URL='$(IFS=,; echo "${urls[*]}")'"
+            # audit-admin's login (retention, purges): run it with
+            # AUDIT_DATABASE_URL=$AUDIT_ADMIN_DATABASE_URL.
+            echo "export AUDIT_ADMIN_DATABASE_URL='postgres://audit_admin_svc:$admin_pw@127.0.0.1:$PRIMARY_PORT/$DB_NAME?$tls'"
             for role in writer reader admin; do
                 token=$(openssl rand -hex 24)
                 printf '%s stack-%s %s\n' "$role" "$role" \

@@ -24,11 +24,14 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Args)]
 pub struct Global {
-    /// PostgreSQL primary.
+    /// PostgreSQL primary (a login IN ROLE audit_admin, or the schema owner
+    /// for `migrate`).
     #[arg(
         long,
         global = true,
         env = "AUDIT_DATABASE_URL",
+        // clap would print the variable's value, password and all, in --help.
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:15432/signal_audit"
     )]
     pub database_url: String,

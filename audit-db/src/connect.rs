@@ -1,10 +1,10 @@
 //! Opening one PostgreSQL connection, with TLS as the URL asks.
 //!
 //! Every connection of the services, of migrations and of admin commands
-//! goes through [`establish`], which honours libpq's `sslmode` and
-//! `sslrootcert` URL parameters (tokio-postgres itself knows neither
-//! `verify-ca`/`verify-full` nor `sslrootcert`, so they are taken out of the
-//! URL here and the TLS is done with rustls):
+//! goes through [`establish`], which honours libpq's `sslmode`,
+//! `sslrootcert`, `sslcert` and `sslkey` URL parameters (tokio-postgres
+//! itself knows neither `verify-ca`/`verify-full` nor certificate files, so
+//! they are taken out of the URL here and the TLS is done with rustls):
 //!
 //! | `sslmode` | TLS | the server's certificate |
 //! | --- | --- | --- |
@@ -14,9 +14,18 @@
 //! | `verify-ca` | always | must chain to `sslrootcert` |
 //! | `verify-full` | always | must chain to `sslrootcert` and name the host |
 //!
-//! `sslrootcert` is a PEM file of CA certificates, read at each connection
-//! so that a rotated CA needs no restart. Only URLs
-//! (`postgres://user:password@host:port/db?sslmode=verify-full&sslrootcert=/etc/ca.pem`)
+//! | parameter | what it is |
+//! | --- | --- |
+//! | `sslrootcert` | PEM file of the CA certificates the server's certificate must chain to |
+//! | `sslcert` | PEM file of the client certificate (leaf first, then any intermediates), presented when the server asks (`hostssl … cert` or `clientcert=verify-ca/verify-full` in `pg_hba.conf`) |
+//! | `sslkey` | PEM file of that certificate's private key (PKCS#8, PKCS#1 or SEC1, unencrypted: `sslpassword` is not supported) |
+//!
+//! `sslcert` and `sslkey` go together; unlike libpq nothing is read from
+//! `~/.postgresql/` when they are absent (no certificate is presented).
+//! Every file is read at each connection, so rotated certificates need no
+//! restart. Errors name the parameter and the file, never a key's contents
+//! or the URL's password. Only URLs
+//! (`postgres://user:password@host:port/db?sslmode=verify-full&sslrootcert=/etc/ca.pem&sslcert=/etc/pg/tls.crt&sslkey=/etc/pg/tls.key`)
 //! are understood, not `key=value` strings.
 
 use diesel::ConnectionError;
@@ -26,7 +35,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -45,8 +54,17 @@ pub enum SslMode {
 pub struct TlsSettings {
     pub mode: SslMode,
     pub root_cert: Option<String>,
-    /// The URL minus `sslmode`/`sslrootcert`.
+    /// `sslcert` and `sslkey`: the client certificate presented to the server.
+    pub client_cert: Option<ClientCert>,
+    /// The URL minus the TLS parameters.
     pub url: String,
+}
+
+/// Files of the client certificate (`sslcert`) and its key (`sslkey`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert: String,
+    pub key: String,
 }
 
 fn bad(reason: impl Into<String>) -> ConnectionError {
@@ -58,6 +76,8 @@ pub fn tls_settings(url: &str) -> Result<TlsSettings, ConnectionError> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut mode = None;
     let mut root_cert = None;
+    let mut cert_file = None;
+    let mut key_file = None;
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -77,7 +97,9 @@ pub fn tls_settings(url: &str) -> Result<TlsSettings, ConnectionError> {
                 });
             }
             "sslrootcert" => root_cert = Some(percent_decode(value)),
-            "sslcert" | "sslkey" | "sslpassword" | "sslcrl" => {
+            "sslcert" => cert_file = Some(percent_decode(value)),
+            "sslkey" => key_file = Some(percent_decode(value)),
+            "sslpassword" | "sslcrl" => {
                 return Err(bad(format!("{key} is not supported")));
             }
             _ => kept.push(pair),
@@ -93,6 +115,15 @@ pub fn tls_settings(url: &str) -> Result<TlsSettings, ConnectionError> {
             "sslmode=verify-ca and verify-full need sslrootcert=<CA file (PEM)>",
         ));
     }
+    // libpq would fall back on ~/.postgresql/postgresql.{crt,key}; a service
+    // presenting whatever sits in its home folder is a surprise, so both
+    // are asked for explicitly.
+    let client_cert = match (cert_file, key_file) {
+        (Some(cert), Some(key)) => Some(ClientCert { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => return Err(bad("sslcert needs sslkey=<its private key file (PEM)>")),
+        (None, Some(_)) => return Err(bad("sslkey needs sslcert=<the certificate file (PEM)>")),
+    };
     let url = if kept.is_empty() {
         base.to_owned()
     } else {
@@ -101,6 +132,7 @@ pub fn tls_settings(url: &str) -> Result<TlsSettings, ConnectionError> {
     Ok(TlsSettings {
         mode,
         root_cert,
+        client_cert,
         url,
     })
 }
@@ -153,9 +185,10 @@ pub async fn establish(url: &str) -> Result<AsyncPgConnection, ConnectionError> 
         .map_err(|e| bad(format!("invalid database URL: {e}")))?;
     let failed = |error: tokio_postgres::Error| {
         ConnectionError::BadConnection(format!(
-            "cannot connect to PostgreSQL (sslmode {:?}): {}",
+            "cannot connect to PostgreSQL (sslmode {:?}): {}{}",
             settings.mode,
-            with_causes(&error)
+            with_causes(&error),
+            refused_client_cert(&settings, &error)
         ))
     };
     if settings.mode == SslMode::Disable {
@@ -193,6 +226,54 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The server answers a client certificate it does not accept with a bare
+/// TLS alert ("received fatal alert: UnknownCA"), which does not say whose
+/// certificate was wrong; this says so, naming the file (never its
+/// contents). Empty when no certificate was sent or the alert is about
+/// something else.
+fn refused_client_cert(settings: &TlsSettings, error: &tokio_postgres::Error) -> String {
+    use rustls::AlertDescription as Alert;
+    let Some(files) = &settings.client_cert else {
+        return String::new();
+    };
+    match alert_received(error) {
+        Some(
+            alert @ (Alert::UnknownCA
+            | Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::AccessDenied),
+        ) => format!(
+            " (the server refused the client certificate sslcert {} ({alert:?}): it must be \
+             issued by a CA in the server's ssl_ca_file and be valid now)",
+            files.cert
+        ),
+        _ => String::new(),
+    }
+}
+
+/// The TLS alert the server sent, found among the error's causes. rustls's
+/// error travels inside an `io::Error`, whose `source()` skips it, so each
+/// `io::Error` is opened with `get_ref`.
+fn alert_received(error: &(dyn std::error::Error + 'static)) -> Option<rustls::AlertDescription> {
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::AlertReceived(alert)) = tls {
+            return Some(*alert);
+        }
+        next = cause.source();
+    }
+    None
+}
+
 fn client_config(settings: &TlsSettings) -> Result<ClientConfig, ConnectionError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -223,10 +304,61 @@ fn client_config(settings: &TlsSettings) -> Result<ClientConfig, ConnectionError
         }
         _ => Arc::new(Unverified(provider)),
     };
-    Ok(builder
+    let builder = builder
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth())
+        .with_custom_certificate_verifier(verifier);
+    match &settings.client_cert {
+        None => Ok(builder.with_no_client_auth()),
+        Some(files) => {
+            let (chain, key) = client_certificate(files)?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                bad(format!(
+                    "sslcert {} / sslkey {}: {e}",
+                    files.cert, files.key
+                ))
+            })
+        }
+    }
+}
+
+/// The certificate chain and key named by `sslcert`/`sslkey`. Messages name
+/// the files and what is wrong with them, never their contents.
+fn client_certificate(
+    files: &ClientCert,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConnectionError> {
+    let pem = std::fs::read(&files.cert)
+        .map_err(|e| bad(format!("cannot read sslcert {}: {e}", files.cert)))?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("sslcert {}: {e}", files.cert)))?;
+    if chain.is_empty() {
+        return Err(bad(format!("sslcert {}: no certificate in it", files.cert)));
+    }
+    let pem = std::fs::read(&files.key)
+        .map_err(|e| bad(format!("cannot read sslkey {}: {e}", files.key)))?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        bad(format!(
+            "sslkey {}: no usable private key ({})",
+            files.key,
+            pem_problem(&e)
+        ))
+    })?;
+    Ok((chain, key))
+}
+
+/// What is wrong with a key file, in words that quote none of it (the PEM
+/// errors' own messages may carry a line or a byte of the key).
+fn pem_problem(error: &rustls_pki_types::pem::Error) -> &'static str {
+    use rustls_pki_types::pem::Error;
+    match error {
+        Error::NoItemsFound => "no PRIVATE KEY section (PKCS#8, PKCS#1 or SEC1) in it",
+        Error::MissingSectionEnd { .. } => "a PEM section without its END line",
+        Error::IllegalSectionStart { .. } => "a malformed BEGIN line",
+        Error::Base64Decode(_) => "not valid base64",
+        Error::Io(_) => "unreadable",
+        Error::SectionTooLarge => "a PEM section over 256 MB",
+        _ => "not a PEM private key",
+    }
 }
 
 /// `verify-ca`: the chain must lead to a trusted CA; the host name is not
@@ -354,6 +486,24 @@ mod tests {
             "require + root cert verifies, as libpq"
         );
         assert!(tls_settings("postgres://db/x?sslmode=verify-ca").is_err());
+        let s = tls_settings(
+            "postgres://db/x?sslmode=verify-full&sslrootcert=ca.pem&sslcert=%2Fc.pem&sslkey=k.pem",
+        )
+        .unwrap();
+        assert_eq!(
+            s.client_cert,
+            Some(ClientCert {
+                cert: "/c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        assert_eq!(s.url, "postgres://db/x");
+        let error = tls_settings("postgres://db/x?sslcert=c.pem")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("sslkey"), "{error}");
+        assert!(tls_settings("postgres://db/x?sslkey=k.pem").is_err());
+        assert!(tls_settings("postgres://db/x?sslpassword=pw").is_err());
         assert!(tls_settings("postgres://db/x?sslmode=bogus").is_err());
     }
 

@@ -27,7 +27,9 @@ pub enum Format {
     JsonLines,
 }
 
-/// One exported row; field order is the CSV column order.
+/// One exported row; field order is the CSV column order (the contract in
+/// reader.proto's ExportSignalsResponse). New columns go last, so readers
+/// that address columns by position keep working.
 #[derive(Serialize)]
 struct Line {
     signal_id: String,
@@ -45,6 +47,9 @@ struct Line {
     retry_count: i32,
     tags: String,
     original_signal: String,
+    /// The authenticated caller that recorded the signal; empty (CSV) or
+    /// null (JSON) when authentication was off.
+    recorded_by: Option<String>,
 }
 
 impl From<SignalRow> for Line {
@@ -68,6 +73,7 @@ impl From<SignalRow> for Line {
             retry_count: row.retry_count,
             tags: row.tags.join(";"),
             original_signal: row.original_signal.to_string(),
+            recorded_by: row.recorded_by,
         }
     }
 }

@@ -211,6 +211,107 @@ async fn ingest_streams_record_their_caller_and_health_can_be_closed() {
     );
 }
 
+/// Every line of an ExportSignals answer, concatenated.
+async fn export(
+    channel: tonic::transport::Channel,
+    token: &str,
+    format: pb::ExportFormat,
+) -> String {
+    let mut stream = SignalReaderServiceClient::with_interceptor(channel, bearer(token))
+        .export_signals(pb::ExportSignalsRequest {
+            format: format.into(),
+            sort_by: pb::SignalSortField::CreatedAt.into(),
+            direction: pb::SortDirection::Ascending.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        bytes.extend(chunk.chunk);
+    }
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exports_name_the_caller_that_recorded_each_signal() {
+    let cluster = cluster().await;
+    let db = fresh_database(cluster).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = [
+        ("writer", "ingest-bot", WRITER_TOKEN),
+        ("reader", "dashboard", READER_TOKEN),
+        ("admin", "ops", ADMIN_TOKEN),
+    ];
+    let mut wargs = writer_args(cluster.primary_url(&db));
+    auth_on(&mut wargs.security.auth, dir.path(), &tokens, &[]);
+    let mut rargs = reader_args(cluster.replica_url(&db));
+    auth_on(&mut rargs.security.auth, dir.path(), &tokens, &[]);
+    let writer = spawn_writer(wargs).await;
+    let reader = spawn_reader(rargs).await;
+    let wch = channel(writer.addr).await;
+    let rch = channel(reader.addr).await;
+
+    // Two callers record one signal each; a third row is written with no
+    // caller at all (as before authentication existed).
+    for (token, ticker) in [(WRITER_TOKEN, "AAPL"), (ADMIN_TOKEN, "MSFT")] {
+        SignalWriterServiceClient::with_interceptor(wch.clone(), bearer(token))
+            .record_signal(pb::RecordSignalRequest {
+                signal: Some(new_signal(ticker)),
+            })
+            .await
+            .unwrap();
+    }
+    let mut primary = connect(&cluster.primary_url(&db)).await;
+    diesel::sql_query(
+        "INSERT INTO signals (signal_id, ticker, normalised_ticker, side, action, price, \
+         original_signal, created_at, updated_at) VALUES (gen_random_uuid(), 'NVDA', 'NVDA', \
+         'buy', 'open', 1, '{}', now() + interval '1 second', now() + interval '1 second')",
+    )
+    .execute(&mut primary)
+    .await
+    .unwrap();
+    wait_replica(cluster).await;
+
+    let csv = export(rch.clone(), READER_TOKEN, pb::ExportFormat::Csv).await;
+    let mut parsed = csv::Reader::from_reader(csv.as_bytes());
+    let header = parsed.headers().unwrap().clone();
+    assert_eq!(header.len(), 16, "{header:?}");
+    // Added as the last column: the fifteen before it keep their places.
+    assert_eq!(&header[14], "original_signal");
+    assert_eq!(&header[15], "recorded_by");
+    let by: Vec<(String, String)> = parsed
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[1].to_owned(), r[15].to_owned())
+        })
+        .collect();
+    assert_eq!(
+        by,
+        [
+            ("AAPL".to_owned(), "ingest-bot".to_owned()),
+            ("MSFT".to_owned(), "ops".to_owned()),
+            ("NVDA".to_owned(), String::new()),
+        ]
+    );
+
+    let json = export(rch.clone(), READER_TOKEN, pb::ExportFormat::JsonLines).await;
+    let by: Vec<serde_json::Value> = json
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["recorded_by"].clone())
+        .collect();
+    assert_eq!(
+        by,
+        [
+            serde_json::json!("ingest-bot"),
+            serde_json::json!("ops"),
+            serde_json::Value::Null
+        ]
+    );
+}
+
 #[tokio::test]
 async fn auth_on_without_any_credentials_file_refuses_to_start() {
     let mut wargs = writer_args("postgres://postgres@127.0.0.1:1/none".into());

@@ -2,7 +2,11 @@
 //! `ssl = on` with certificates generated here (rcgen). `require` encrypts,
 //! `verify-full` checks the CA and the host name, `verify-ca` only the CA;
 //! a wrong CA or host name is refused with a clear error; the services and
-//! migrations connect the same way.
+//! migrations connect the same way. Client certificates (`sslcert` and
+//! `sslkey`) log in a user whose `pg_hba.conf` line says `cert`.
+//!
+//! Both tests reconfigure the one primary of this binary, so they take
+//! [`SERVER_TLS`] in turn.
 
 #![allow(
     clippy::unwrap_used,
@@ -17,9 +21,14 @@ use diesel::sql_types::Bool;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use integration_tests::pki::{Issued, TestCa, write};
 use integration_tests::{Cluster, channel, cluster, connect, fresh_database, new_signal};
-use integration_tests::{spawn_writer, writer_args};
+use integration_tests::{spawn_writer, wait_until, writer_args};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+/// The primary's TLS settings are this binary's shared state: one test at a
+/// time changes them.
+static SERVER_TLS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[derive(QueryableByName)]
 struct Ssl {
@@ -97,6 +106,7 @@ fn path_param(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sslmodes_require_verify_ca_and_verify_full_against_a_tls_primary() {
+    let _server = SERVER_TLS.lock().await;
     let cluster = cluster().await;
     let db = fresh_database(cluster).await;
     let dir: PathBuf = cluster.dir.join("tls");
@@ -204,4 +214,208 @@ async fn sslmodes_require_verify_ca_and_verify_full_against_a_tls_primary() {
     }
     let error = refused.err().unwrap().to_string();
     assert!(error.contains("TLS"), "{error}");
+}
+
+#[derive(QueryableByName)]
+struct Who {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    user_name: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    client_dn: String,
+}
+
+/// The login role the `cert` line of pg_hba.conf is for.
+const CERT_USER: &str = "audit_cert_client";
+/// In the URL on purpose: `cert` authentication ignores it, and no error
+/// may repeat it.
+const URL_PASSWORD: &str = "pw-never-shown-7c1e";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_certificates_log_in_a_cert_user_and_no_certificate_or_a_foreign_one_is_refused() {
+    let _server = SERVER_TLS.lock().await;
+    let cluster = cluster().await;
+    let db = fresh_database(cluster).await;
+    let dir: PathBuf = cluster.dir.join("tls-client");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = TestCa::new("database ca");
+    let other_ca = TestCa::new("some other ca");
+    let ca_file = write(&dir, "ca.pem", &ca.pem);
+    let client = ca.client(CERT_USER);
+    let client_cert = write(&dir, "client.crt", &client.cert_pem);
+    let client_key = write(&dir, "client.key", &client.key_pem);
+    // Same name, wrong issuer.
+    let foreign = other_ca.client(CERT_USER);
+    let foreign_cert = write(&dir, "foreign.crt", &foreign.cert_pem);
+    let foreign_key = write(&dir, "foreign.key", &foreign.key_pem);
+    // Right issuer, another user's name.
+    let stranger = ca.client("someone_else");
+    let stranger_cert = write(&dir, "stranger.crt", &stranger.cert_pem);
+    let stranger_key = write(&dir, "stranger.key", &stranger.key_pem);
+
+    // The server: TLS with `ca` as the CA client certificates must chain
+    // to, and CERT_USER allowed in only with a certificate naming it (the
+    // first matching pg_hba.conf line decides, so it goes on top). The
+    // role writes as the writer service would.
+    let mut admin = connect(&cluster.primary_url("postgres")).await;
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{CERT_USER}') \
+             THEN CREATE ROLE {CERT_USER} LOGIN IN ROLE audit_writer; END IF; END $$"
+        ))
+        .await
+        .unwrap();
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        hba_file: String,
+    }
+    let Setting { hba_file } = diesel::sql_query("SHOW hba_file")
+        .get_result(&mut admin)
+        .await
+        .unwrap();
+    let hba = std::fs::read_to_string(&hba_file).unwrap();
+    // Rewritten in place: the file keeps its owner (postgres).
+    std::fs::write(
+        &hba_file,
+        format!("hostssl all {CERT_USER} 127.0.0.1/32 cert\n{hba}"),
+    )
+    .unwrap();
+    serve_certificate(cluster, &dir, &ca.server(&["127.0.0.1"])).await;
+    for sql in [
+        format!("ALTER SYSTEM SET ssl_ca_file = '{}'", ca_file.display()),
+        "SELECT pg_reload_conf()".to_owned(),
+    ] {
+        admin.batch_execute(&sql).await.unwrap();
+    }
+
+    let cert_url = |cert: &Path, key: &Path| {
+        format!(
+            "postgres://{CERT_USER}:{URL_PASSWORD}@127.0.0.1:{}/{db}?sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+            cluster.primary_port,
+            path_param(&ca_file),
+            path_param(cert),
+            path_param(key),
+        )
+    };
+    let with_cert = cert_url(&client_cert, &client_key);
+
+    // A valid client certificate: logged in as the user it names, and the
+    // server saw the certificate.
+    let mut conn = wait_until(
+        "the primary to accept the client certificate",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        async || audit_db::establish(&with_cert).await.ok(),
+    )
+    .await;
+    let who: Who = diesel::sql_query(
+        "SELECT current_user::text AS user_name, coalesce(client_dn, '') AS client_dn \
+         FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(who.user_name, CERT_USER);
+    assert_eq!(who.client_dn, format!("/CN={CERT_USER}"));
+
+    // The writer service connects the same way. (Not audit_migrations:
+    // diesel's bookkeeping runs CREATE TABLE IF NOT EXISTS, which a login
+    // of audit_writer may not; the other test covers migrations over TLS.)
+    let writer = spawn_writer(writer_args(with_cert.clone())).await;
+    let recorded = SignalWriterServiceClient::new(channel(writer.addr).await)
+        .record_signal(pb::RecordSignalRequest {
+            signal: Some(new_signal("AAPL")),
+        })
+        .await;
+    assert!(recorded.is_ok(), "{recorded:?}");
+    writer.shutdown().await;
+
+    let no_secret = |error: &str| {
+        assert!(
+            !error.contains(URL_PASSWORD),
+            "the password leaked: {error}"
+        );
+        for key in [&client.key_pem, &foreign.key_pem] {
+            let body = key.lines().nth(1).unwrap();
+            assert!(!error.contains(body), "key material leaked: {error}");
+        }
+    };
+
+    // No certificate: the server refuses, saying a certificate is needed.
+    let without = format!(
+        "postgres://{CERT_USER}:{URL_PASSWORD}@127.0.0.1:{}/{db}?sslmode=verify-full&sslrootcert={}",
+        cluster.primary_port,
+        path_param(&ca_file),
+    );
+    let error = audit_db::establish(&without)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("connection requires a valid client certificate"),
+        "{error}"
+    );
+    no_secret(&error);
+
+    // A certificate from a CA the server does not trust: the handshake is
+    // refused, and the error says it was the client certificate, naming
+    // its file.
+    let error = audit_db::establish(&cert_url(&foreign_cert, &foreign_key))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("received fatal alert: UnknownCA")
+            && error.contains(&format!(
+                "the server refused the client certificate sslcert {}",
+                foreign_cert.display()
+            )),
+        "{error}"
+    );
+    no_secret(&error);
+
+    // A trusted certificate for someone else: not this user.
+    let error = audit_db::establish(&cert_url(&stranger_cert, &stranger_key))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains(&format!(
+            "certificate authentication failed for user \"{CERT_USER}\""
+        )),
+        "{error}"
+    );
+    no_secret(&error);
+
+    // Mistakes in the URL are named before any connection is tried.
+    let error = audit_db::establish(&format!("{without}&sslcert={}", path_param(&client_cert)))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("sslcert needs sslkey"), "{error}");
+    let error = audit_db::establish(&cert_url(&client_cert, &client_cert))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("sslkey") && error.contains("no usable private key"),
+        "{error}"
+    );
+    no_secret(&error);
+
+    // Leave the primary as the other test expects to find it (a hostssl
+    // line is only a warning while ssl is off, but it is not left behind).
+    std::fs::write(&hba_file, &hba).unwrap();
+    for sql in [
+        "ALTER SYSTEM RESET ssl_ca_file",
+        "ALTER SYSTEM SET ssl = off",
+        "SELECT pg_reload_conf()",
+    ] {
+        admin.batch_execute(sql).await.unwrap();
+    }
 }

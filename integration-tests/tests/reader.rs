@@ -675,12 +675,12 @@ async fn export_streams_the_whole_query_as_csv_or_json_lines() {
         assert!(line.starts_with(&signal.signal_id), "{line}");
     }
     // The original payload holds commas and quotes: CSV quoting keeps the columns.
-    // Payloads hold commas and quotes: a real CSV reader must see 15 columns
+    // Payloads hold commas and quotes: a real CSV reader must see 16 columns
     // everywhere and get the JSON back intact.
     let mut parsed = csv::Reader::from_reader(csv.as_bytes());
     for record in parsed.records() {
         let record = record.unwrap();
-        assert_eq!(record.len(), 15);
+        assert_eq!(record.len(), 16);
         let payload: serde_json::Value = serde_json::from_str(&record[14]).unwrap();
         assert_eq!(payload["side"], "buy");
     }

@@ -106,22 +106,104 @@ Name of the Secret the chart creates for inline database URLs.
 {{- end }}
 
 {{/*
+Which entry of .Values.database a connection uses: the entry itself, except
+`migrations` with neither url nor existingSecret.name, which falls back to
+`primary` (the chart's behaviour before database.migrations existed).
+Call with (dict "root" $ "database" "migrations").
+*/}}
+{{- define "signal-audit.databaseEntry" -}}
+{{- $db := index .root.Values.database .database }}
+{{- if and (eq .database "migrations") (not (or $db.url $db.existingSecret.name)) }}
+{{- print "primary" }}
+{{- else }}
+{{- print .database }}
+{{- end }}
+{{- end }}
+
+{{/*
 A database URL as an env entry read from a Secret: the chart's own Secret
 when the URL is given inline, otherwise the existing Secret named in the
 values. Call with (dict "root" $ "name" "AUDIT_DATABASE_URL" "database" "primary").
 */}}
 {{- define "signal-audit.databaseEnv" -}}
-{{- $db := index .root.Values.database .database }}
+{{- $entry := include "signal-audit.databaseEntry" . }}
+{{- $db := index .root.Values.database $entry }}
 - name: {{ .name }}
   valueFrom:
     secretKeyRef:
       {{- if $db.url }}
       name: {{ include "signal-audit.databaseSecretName" .root }}
-      key: {{ printf "%s-url" .database }}
+      key: {{ printf "%s-url" $entry }}
       {{- else }}
-      name: {{ required (printf "database.%s: set url or existingSecret.name" .database) $db.existingSecret.name }}
+      name: {{ required (printf "database.%s: set url or existingSecret.name" $entry) $db.existingSecret.name }}
       key: {{ $db.existingSecret.key }}
       {{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the client CA for mutual TLS.
+*/}}
+{{- define "signal-audit.clientCASecret" -}}
+{{- default .Values.tls.existingSecret .Values.tls.clientCA.existingSecret }}
+{{- end }}
+
+{{/*
+gRPC TLS of a service: env, volume mounts and volumes (each a list for the
+container's or pod's block, empty when tls.enabled is false). The Secrets are
+mounted as whole directories, read-only: kubelet refreshes such mounts (not
+subPath ones) when a Secret changes, and the services re-read the files.
+*/}}
+{{- define "signal-audit.tlsEnv" -}}
+{{- $tls := .Values.tls }}
+{{- if $tls.enabled }}
+- name: AUDIT_TLS_CERT_FILE
+  value: /etc/signal-audit/tls/tls.crt
+- name: AUDIT_TLS_KEY_FILE
+  value: /etc/signal-audit/tls/tls.key
+- name: AUDIT_TLS_RELOAD_SECS
+  value: {{ $tls.reloadSeconds | quote }}
+{{- if $tls.clientCA.enabled }}
+- name: AUDIT_TLS_CLIENT_CA_FILE
+  value: /etc/signal-audit/tls-client-ca/{{ $tls.clientCA.key }}
+- name: AUDIT_TLS_CLIENT_CERT_OPTIONAL
+  value: {{ $tls.clientCA.optional | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "signal-audit.tlsVolumeMounts" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/signal-audit/tls
+  readOnly: true
+{{- if .Values.tls.clientCA.enabled }}
+- name: tls-client-ca
+  mountPath: /etc/signal-audit/tls-client-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "signal-audit.tlsVolumes" -}}
+{{- $tls := .Values.tls }}
+{{- if $tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ required "tls.enabled: set tls.existingSecret (a kubernetes.io/tls Secret with tls.crt and tls.key)" $tls.existingSecret }}
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- if $tls.clientCA.enabled }}
+- name: tls-client-ca
+  secret:
+    secretName: {{ include "signal-audit.clientCASecret" . }}
+    items:
+      - key: {{ $tls.clientCA.key }}
+        path: {{ $tls.clientCA.key }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -198,15 +280,23 @@ tolerations:
 {{- end }}
 
 {{/*
-gRPC liveness/readiness probes (grpc.health.v1 over the serving port).
-Call with (dict "probe" .Values.writer.livenessProbe "port" .Values.writer.port).
+Liveness/readiness probes of a service. Plaintext: kubelet's native gRPC
+probe (grpc.health.v1 Check on the serving port). With tls.enabled:
+tcpSocket on that port, since kubelet's gRPC probe cannot do TLS and the
+image has nothing to exec (values.yaml, tls).
+Call with (dict "root" $ "probe" .Values.writer.livenessProbe "port" .Values.writer.port).
 */}}
 {{- define "signal-audit.grpcProbe" -}}
+{{- if .root.Values.tls.enabled }}
+tcpSocket:
+  port: {{ .port }}
+{{- else }}
 grpc:
   port: {{ .port }}
   {{- with .probe.grpc.service }}
   service: {{ . | quote }}
   {{- end }}
+{{- end }}
 {{- with (omit .probe "grpc") }}
 {{ toYaml . }}
 {{- end }}
