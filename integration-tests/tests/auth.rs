@@ -16,10 +16,11 @@ use diesel::QueryableByName;
 use diesel::sql_types::{Nullable, Text};
 use diesel_async::RunQueryDsl;
 use integration_tests::{
-    auth_on, bearer, channel, cluster, connect, fresh_database, new_event, new_signal, reader_args,
-    spawn_reader, spawn_writer, wait_replica, writer_args,
+    Cluster, RunningServer, auth_on, bearer, channel, cluster, connect, fresh_database, new_event,
+    new_signal, reader_args, spawn_reader, spawn_writer, wait_replica, writer_args,
 };
 use tonic::Code;
+use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -33,9 +34,18 @@ struct By {
     recorded_by: Option<String>,
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tokens_authenticate_roles_authorise_and_rows_remember_the_caller() {
-    let cluster = cluster().await;
+/// A fresh database with the writer and the reader in front of it, both
+/// admitting the same three callers (one per role), and a channel to each.
+/// The servers and the token file live as long as the returned value.
+struct Services {
+    db: String,
+    wch: Channel,
+    rch: Channel,
+    _servers: (RunningServer, RunningServer),
+    _tokens: tempfile::TempDir,
+}
+
+async fn services_with_three_callers(cluster: &Cluster) -> Services {
     let db = fresh_database(cluster).await;
     let dir = tempfile::tempdir().unwrap();
     let tokens = [
@@ -49,8 +59,26 @@ async fn tokens_authenticate_roles_authorise_and_rows_remember_the_caller() {
     auth_on(&mut rargs.security.auth, dir.path(), &tokens, &[]);
     let writer = spawn_writer(wargs).await;
     let reader = spawn_reader(rargs).await;
-    let wch = channel(writer.addr).await;
-    let rch = channel(reader.addr).await;
+    Services {
+        db,
+        wch: channel(writer.addr).await,
+        rch: channel(reader.addr).await,
+        _servers: (writer, reader),
+        _tokens: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_authenticate_roles_authorise_and_rows_remember_the_caller() {
+    let cluster = cluster().await;
+    // Bound by name (not `..`) so the servers live to the end of the test.
+    let Services {
+        db,
+        wch,
+        rch,
+        _servers,
+        _tokens,
+    } = services_with_three_callers(cluster).await;
 
     // No credentials: UNAUTHENTICATED, on writes and on reads.
     let request = pb::RecordSignalRequest {
@@ -237,21 +265,14 @@ async fn export(
 #[tokio::test(flavor = "multi_thread")]
 async fn exports_name_the_caller_that_recorded_each_signal() {
     let cluster = cluster().await;
-    let db = fresh_database(cluster).await;
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = [
-        ("writer", "ingest-bot", WRITER_TOKEN),
-        ("reader", "dashboard", READER_TOKEN),
-        ("admin", "ops", ADMIN_TOKEN),
-    ];
-    let mut wargs = writer_args(cluster.primary_url(&db));
-    auth_on(&mut wargs.security.auth, dir.path(), &tokens, &[]);
-    let mut rargs = reader_args(cluster.replica_url(&db));
-    auth_on(&mut rargs.security.auth, dir.path(), &tokens, &[]);
-    let writer = spawn_writer(wargs).await;
-    let reader = spawn_reader(rargs).await;
-    let wch = channel(writer.addr).await;
-    let rch = channel(reader.addr).await;
+    // Bound by name (not `..`) so the servers live to the end of the test.
+    let Services {
+        db,
+        wch,
+        rch,
+        _servers,
+        _tokens,
+    } = services_with_three_callers(cluster).await;
 
     // Two callers record one signal each; a third row is written with no
     // caller at all (as before authentication existed).
