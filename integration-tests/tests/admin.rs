@@ -178,7 +178,10 @@ async fn partitions_are_listed_and_created_ahead_and_back() {
         .collect();
     assert!(days.contains(&from.to_string()));
     assert!(
-        list.as_array().unwrap().iter().all(|p| p["day"].is_string()),
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["day"].is_string()),
         "a default partition is listed: {list}"
     );
 
@@ -192,7 +195,9 @@ async fn partitions_are_listed_and_created_ahead_and_back() {
          VALUES (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', '{old} 10:00+00', 'received', 'processing_queue');"
     );
     let mut conn = connect(&url).await;
-    let refused = conn.batch_execute(&format!("BEGIN; {insert} COMMIT;")).await;
+    let refused = conn
+        .batch_execute(&format!("BEGIN; {insert} COMMIT;"))
+        .await;
     assert!(
         refused
             .as_ref()
@@ -200,7 +205,11 @@ async fn partitions_are_listed_and_created_ahead_and_back() {
         "{refused:?}"
     );
     conn.batch_execute("ROLLBACK").await.unwrap();
-    let ensured = admin(&url, &["--json", "partitions", "ensure", &format!("--from={old}")]).await;
+    let ensured = admin(
+        &url,
+        &["--json", "partitions", "ensure", &format!("--from={old}")],
+    )
+    .await;
     assert_eq!(ensured.code, 0, "{ensured:?}");
     assert!(
         json(&ensured)["created"]

@@ -360,7 +360,9 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
     assert_eq!(refused.code, 2, "{refused:?}");
     assert!(
         refused.stderr.contains("default partition")
-            && refused.stderr.contains("2026-12-05-000100_no_default_partition"),
+            && refused
+                .stderr
+                .contains("2026-12-05-000100_no_default_partition"),
         "{}",
         refused.stderr
     );
@@ -523,7 +525,13 @@ async fn writers_and_readers_carry_on_while_a_detach_waits() {
             admin(
                 &url,
                 &archive,
-                &["--json", "--lock-timeout-ms=60000", "retention", "run", "--yes"],
+                &[
+                    "--json",
+                    "--lock-timeout-ms=60000",
+                    "retention",
+                    "run",
+                    "--yes",
+                ],
             )
             .await
         })

@@ -53,7 +53,9 @@ fn assert_no_partition(status: &tonic::Status, day: NaiveDate) {
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(
         status.message().contains("timestamp")
-            && status.message().contains(&format!("no partition for day {day}")),
+            && status
+                .message()
+                .contains(&format!("no partition for day {day}")),
         "{}",
         status.message()
     );
@@ -73,7 +75,12 @@ async fn an_event_on_a_day_without_a_partition_is_refused_and_nothing_is_written
     let mut writer = app.writer.clone();
 
     // One event.
-    let late = new_event(&signal.signal_id, S::Processing, L::WorkerProcessing, Some(at));
+    let late = new_event(
+        &signal.signal_id,
+        S::Processing,
+        L::WorkerProcessing,
+        Some(at),
+    );
     let refused = writer
         .record_event(pb::RecordEventRequest {
             event: Some(late.clone()),

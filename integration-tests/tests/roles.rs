@@ -220,9 +220,7 @@ async fn the_service_roles_see_the_schema_version() {
     // A newer release migrated the database.
     let mut owner = connect(&cluster.primary_url(&db)).await;
     owner
-        .batch_execute(
-            "INSERT INTO __diesel_schema_migrations (version) VALUES ('20991231000000')",
-        )
+        .batch_execute("INSERT INTO __diesel_schema_migrations (version) VALUES ('20991231000000')")
         .await
         .unwrap();
     let refused = audit_writer::server::check_schema(&writer_args(writer.clone()))
