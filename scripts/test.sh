@@ -160,7 +160,7 @@ docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 kinds = {d["kind"]: d for d in docs}
 # Every optional object is there (all-features-values.yaml turns them all on).
 expected = {"Deployment": 2, "Service": 4, "PodDisruptionBudget": 2, "HorizontalPodAutoscaler": 2,
-            "NetworkPolicy": 4, "ServiceAccount": 1, "Secret": 1, "Job": 1, "Pod": 1,
+            "NetworkPolicy": 5, "ServiceAccount": 1, "Secret": 1, "Job": 1, "CronJob": 1, "Pod": 1,
             "ServiceMonitor": 1, "PrometheusRule": 1, "ConfigMap": 1}
 counts = {k: sum(1 for d in docs if d["kind"] == k) for k in set(expected) | set(kinds)}
 if counts != expected:

@@ -33,36 +33,52 @@ pub async fn connection(pool: &PgPool) -> Result<AsyncPgConnection, AdminError> 
         .map_err(|e| AdminError::Db(DbError::Unavailable(e.to_string())))
 }
 
-fn is_lock_timeout(error: &DbError) -> bool {
+/// Whether a statement gave up waiting for a lock (`lock_timeout`).
+pub fn is_lock_timeout(error: &DbError) -> bool {
     matches!(error, DbError::Timeout(message) if message.contains("lock timeout"))
 }
 
-/// Runs one DDL statement (simple protocol, outside any transaction, as
-/// `DETACH … CONCURRENTLY` requires) with `lock_timeout`, retrying with a
-/// growing pause when the lock is not granted in time. Returns the attempts
-/// it took.
+/// Runs one DDL statement once (simple protocol, outside any transaction,
+/// as `DETACH … CONCURRENTLY` requires) with `lock_timeout`.
+pub async fn ddl_once(
+    conn: &mut AsyncPgConnection,
+    global: &Global,
+    sql: &str,
+) -> Result<(), DbError> {
+    conn.batch_execute(&format!("SET lock_timeout = {}", global.lock_timeout_ms))
+        .await
+        .map_err(DbError::from)?;
+    let result = conn.batch_execute(sql).await.map_err(DbError::from);
+    conn.batch_execute("RESET lock_timeout")
+        .await
+        .map_err(DbError::from)?;
+    result
+}
+
+/// The pause before attempt `attempt + 1` of a statement that hit the lock
+/// timeout: growing, so a long transaction in the way is waited out
+/// without hammering the lock queue.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100 * u64::from(attempt))
+}
+
+/// Runs one DDL statement with [`ddl_once`], retrying with a growing pause
+/// when the lock is not granted in time. Returns the attempts it took.
 pub async fn ddl(
     conn: &mut AsyncPgConnection,
     global: &Global,
     sql: &str,
 ) -> Result<u32, AdminError> {
-    conn.batch_execute(&format!("SET lock_timeout = {}", global.lock_timeout_ms))
-        .await
-        .map_err(DbError::from)?;
     let mut attempt = 0;
-    let result = loop {
+    loop {
         attempt += 1;
-        match conn.batch_execute(sql).await.map_err(DbError::from) {
-            Ok(()) => break Ok(attempt),
+        match ddl_once(conn, global, sql).await {
+            Ok(()) => return Ok(attempt),
             Err(error) if is_lock_timeout(&error) && attempt < global.lock_retries.max(1) => {
                 tracing::info!(attempt, sql, "lock not granted in time, retrying");
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                tokio::time::sleep(backoff(attempt)).await;
             }
-            Err(error) => break Err(AdminError::Db(error)),
+            Err(error) => return Err(AdminError::Db(error)),
         }
-    };
-    conn.batch_execute("RESET lock_timeout")
-        .await
-        .map_err(DbError::from)?;
-    result
+    }
 }

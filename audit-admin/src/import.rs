@@ -5,8 +5,9 @@
 //!
 //! The whole file is read and checked first, so a malformed line stops the
 //! import before anything is written, naming the line. The partitions of
-//! every day the file's events fall on are created next (old events would
-//! otherwise land in the default partition). Importing is idempotent: a
+//! every day the file's events fall on are created next (`signal_events`
+//! has no default partition: an event without its day's partition is
+//! refused). Importing is idempotent: a
 //! signal or event already stored with the same content counts as a
 //! duplicate, so an interrupted import is resumed by running it again.
 
@@ -16,7 +17,7 @@ use crate::report::{self, Report};
 use crate::{db, partitions, tracker};
 use audit_core::{NewEvent, NewSignal};
 use audit_db::{DbError, PgPool};
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -52,7 +53,9 @@ pub async fn run(pool: &PgPool, global: &Global, args: &ImportArgs) -> Result<Re
     let started = Instant::now();
     let name = args.file.display().to_string();
     let lines = tracker::read_file(&args.file)?;
-    let today = Utc::now().date_naive();
+    // Every day an event lands on, the signals' `received` events included
+    // (stamped with created_at), past or (within the clock skew) ahead: the
+    // table has no default partition to catch the rest.
     let mut days: Vec<NaiveDate> = lines
         .iter()
         .flat_map(|(line, _)| line.signal.events.iter().map(|e| e.timestamp.date_naive()))
@@ -61,7 +64,6 @@ pub async fn run(pool: &PgPool, global: &Global, args: &ImportArgs) -> Result<Re
                 .iter()
                 .map(|(line, _)| line.signal.created_at.date_naive()),
         )
-        .filter(|d| *d <= today)
         .collect();
     days.sort();
     days.dedup();

@@ -5,7 +5,9 @@
 //! range that is missing through pg_partman too, so its template (indexes,
 //! ownership) applies, but with a `lock_timeout` and retries: creating a
 //! partition locks the parent, and an unbounded wait there would queue every
-//! writer behind it.
+//! writer behind it. The table has no default partition (so retention can
+//! detach concurrently): an event on a day without a partition is refused,
+//! and `import` and `restore` create the past days they need here.
 
 use crate::cli::{Global, PartitionsEnsureArgs, PartitionsListArgs};
 use crate::db;
@@ -149,8 +151,10 @@ struct Flag {
 }
 
 /// Creates the partitions of `days` that are missing; returns those created.
-/// Fails (creating none of the rest) on a day whose events already sit in
-/// the default partition: attaching a partition over them is refused.
+/// On a schema with a default partition (before migration
+/// `2026-12-05-000100_no_default_partition`), fails (creating none of the
+/// rest) on a day whose events already sit in it: PostgreSQL refuses a
+/// partition over them.
 pub async fn ensure_days(
     conn: &mut AsyncPgConnection,
     global: &Global,

@@ -4,14 +4,24 @@
 //! A run, under the cluster-wide retention lock (a second run fails at once):
 //!
 //! 1. **Events**, one day partition at a time, oldest first: detach it from
-//!    `signal_events` (`DETACH PARTITION … CONCURRENTLY` when the table has
-//!    no default partition; with one, PostgreSQL refuses CONCURRENTLY and a
-//!    plain DETACH is used, which holds its lock only for the catalog
-//!    change), each attempt bounded by `lock_timeout` and retried; archive
-//!    the detached table, read the archive back and verify it; delete the
-//!    day's event-id claims in small batches; record the day in
-//!    `archived_days` and move the raw-events horizon; only then DROP the
-//!    table. A run that stops anywhere resumes from the detached table.
+//!    `signal_events` with `DETACH PARTITION … CONCURRENTLY`, from this
+//!    job itself and outside any transaction (it cannot run inside one, nor
+//!    inside a function: pg_partman's own retention detaches in a function
+//!    and so takes ACCESS EXCLUSIVE on the parent, blocking every writer and
+//!    reader). Its first phase only takes SHARE UPDATE EXCLUSIVE, which
+//!    writers and readers do not conflict with; its second waits for the
+//!    transactions that still use the partition. Each attempt is bounded by
+//!    `lock_timeout` and retried with a growing pause; an attempt that gave
+//!    up in the second phase leaves the partition "pending detach", and the
+//!    next attempt (or the next run) completes it with `DETACH … FINALIZE`.
+//!    PostgreSQL refuses CONCURRENTLY while the table has a DEFAULT
+//!    partition: the schema has none (migration
+//!    `2026-12-05-000100_no_default_partition`), and a run refuses to start
+//!    if one was put back. Then archive the detached table, read the archive
+//!    back and verify it; delete the day's event-id claims in small batches;
+//!    record the day in `archived_days` and move the raw-events horizon;
+//!    only then DROP the table. A run that stops anywhere resumes from the
+//!    detached (or pending) table.
 //! 2. **Signals** leave with the day of their latest event (`updated_at`),
 //!    once every event of theirs has left and the day is past the signals'
 //!    retention: written to `signals-purged.jsonl.zst` in that day's
@@ -102,8 +112,9 @@ pub struct DayOutcome {
     pub table: String,
     pub events: i64,
     pub signals_archived: u64,
-    /// `concurrently`, `plain` (the table has a default partition) or
-    /// `already detached` (a resumed run).
+    /// `concurrently in N attempt(s)`, `finalized …` (a detach interrupted
+    /// after its first phase, completed) or `already detached` (a resumed
+    /// run).
     pub detach: String,
     pub archive: String,
 }
@@ -279,22 +290,34 @@ async fn run_locked(
     // 1. Events.
     if let Some(cutoff) = policy.cutoff(Kind::RawEvents, today) {
         let children = partitions::children(conn).await?;
-        let has_default = children.iter().any(|p| p.day.is_none());
-        let mut due: Vec<(NaiveDate, String, Option<bool>)> = leftovers(conn)
-            .await?
-            .into_iter()
-            .map(|(day, name, pending)| (day, name, Some(pending)))
+        // Left by an interrupted run (detached, or pending detach): first,
+        // since PostgreSQL allows one pending detach per table at a time.
+        let mut leftovers = leftovers(conn).await?;
+        leftovers.sort();
+        let mut due: Vec<(NaiveDate, String, bool)> = children
+            .iter()
+            .filter_map(|p: &Partition| p.day.map(|d| (d, p.name.clone(), false)))
+            .filter(|(d, name, _)| *d < cutoff && !leftovers.iter().any(|l| &l.1 == name))
             .collect();
-        due.extend(
-            children
-                .iter()
-                .filter_map(|p: &Partition| p.day.map(|d| (d, p.name.clone(), None)))
-                .filter(|(d, _, _)| *d < cutoff),
-        );
         due.sort();
-        due.dedup_by(|a, b| a.1 == b.1);
+        let mut due: Vec<(NaiveDate, String, bool)> = leftovers
+            .into_iter()
+            .map(|(day, name, pending)| (day, name, !pending))
+            .chain(due)
+            .collect();
         due.truncate(args.max_days);
-        for (day, table, leftover) in due {
+        if !args.dry_run
+            && !due.is_empty()
+            && let Some(default) = children.iter().find(|p| p.day.is_none())
+        {
+            return Err(AdminError::State(format!(
+                "signal_events has a default partition ({}): PostgreSQL cannot DETACH … CONCURRENTLY \
+                 while one exists, and retention will not lock out writers with a plain DETACH; \
+                 apply migration 2026-12-05-000100_no_default_partition (`audit-admin migrate up`)",
+                default.name
+            )));
+        }
+        for (day, table, detached) in due {
             let events = partitions::count_rows(conn, &table).await?;
             if args.dry_run {
                 outcome.days.push(DayOutcome {
@@ -307,36 +330,10 @@ async fn run_locked(
                 });
                 continue;
             }
-            let detach = match leftover {
-                Some(false) => "already detached".to_owned(),
-                Some(true) => {
-                    db::ddl(
-                        conn,
-                        global,
-                        &format!(
-                            "ALTER TABLE public.signal_events DETACH PARTITION public.{} FINALIZE",
-                            quote(&table)
-                        ),
-                    )
-                    .await?;
-                    "finalized".to_owned()
-                }
-                None => {
-                    let mode = if has_default { "" } else { " CONCURRENTLY" };
-                    let attempts = db::ddl(
-                        conn,
-                        global,
-                        &format!(
-                            "ALTER TABLE public.signal_events DETACH PARTITION public.{}{mode}",
-                            quote(&table)
-                        ),
-                    )
-                    .await?;
-                    format!(
-                        "{} in {attempts} attempt(s)",
-                        if has_default { "plain" } else { "concurrently" }
-                    )
-                }
+            let detach = if detached {
+                "already detached".to_owned()
+            } else {
+                detach_concurrently(conn, global, &table).await?
             };
             let manifest = dump::archive_table(conn, archive, day, &table, events).await?;
             delete_claims(conn, &table, day).await?;
@@ -382,6 +379,79 @@ async fn run_locked(
         }
     }
     Ok(outcome)
+}
+
+#[derive(QueryableByName)]
+struct DetachState {
+    #[diesel(sql_type = Text)]
+    state: String,
+}
+
+/// Where a day partition stands: `attached`, `pending` (a concurrent detach
+/// stopped after its first phase) or `detached`.
+async fn detach_state(conn: &mut AsyncPgConnection, table: &str) -> Result<String, AdminError> {
+    let rows: Vec<DetachState> = diesel::sql_query(
+        "SELECT CASE WHEN i.inhrelid IS NULL THEN 'detached' \
+                     WHEN i.inhdetachpending THEN 'pending' ELSE 'attached' END AS state \
+         FROM pg_class c \
+         LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = 'public.signal_events'::regclass \
+         WHERE c.oid = to_regclass($1)",
+    )
+    .bind::<Text, _>(format!("public.{}", quote(table)))
+    .load(conn)
+    .await?;
+    rows.into_iter()
+        .next()
+        .map(|r| r.state)
+        .ok_or_else(|| AdminError::State(format!("table {table} is gone")))
+}
+
+/// Detaches `table` from `signal_events` without locking out writers:
+/// `DETACH PARTITION … CONCURRENTLY`, each attempt bounded by
+/// `lock_timeout`. An attempt that gives up in the second phase (waiting for
+/// transactions that still use the partition) has already committed the
+/// first and left the partition pending detach, where CONCURRENTLY is
+/// refused: the state is read before every attempt, and a pending partition
+/// is completed with `DETACH … FINALIZE` instead. Says what it took.
+async fn detach_concurrently(
+    conn: &mut AsyncPgConnection,
+    global: &Global,
+    table: &str,
+) -> Result<String, AdminError> {
+    let detach = format!(
+        "ALTER TABLE public.signal_events DETACH PARTITION public.{}",
+        quote(table)
+    );
+    let mut finalized = false;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let sql = match detach_state(conn, table).await?.as_str() {
+            "detached" => break,
+            "pending" => {
+                finalized = true;
+                format!("{detach} FINALIZE")
+            }
+            _ => format!("{detach} CONCURRENTLY"),
+        };
+        match db::ddl_once(conn, global, &sql).await {
+            Ok(()) => break,
+            Err(error) if db::is_lock_timeout(&error) && attempt < global.lock_retries.max(1) => {
+                tracing::info!(attempt, sql, "lock not granted in time, retrying");
+                tokio::time::sleep(db::backoff(attempt)).await;
+            }
+            Err(error) => {
+                return Err(AdminError::State(format!(
+                    "detaching {table} (attempt {attempt}): {error}; the next run resumes it"
+                )));
+            }
+        }
+    }
+    Ok(if finalized {
+        format!("finalized (an interrupted concurrent detach) in {attempt} attempt(s)")
+    } else {
+        format!("concurrently in {attempt} attempt(s)")
+    })
 }
 
 #[derive(QueryableByName)]

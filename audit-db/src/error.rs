@@ -2,6 +2,7 @@
 //! caller can do about it. This crate knows no gRPC: each service maps these
 //! variants to its own status codes (see the services' `error.rs`).
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -34,6 +35,18 @@ pub enum DbError {
     /// exception) that validation let through.
     #[error("value refused by the database: {0}")]
     BadValue(String),
+    /// An event (or a signal's `received` event) whose time falls on a day
+    /// `signal_events` has no partition for: a day past retention, whose
+    /// partition was archived and dropped, or one further ahead than the
+    /// partitions made in advance. The table has no default partition (it
+    /// would stop retention from detaching concurrently), so PostgreSQL
+    /// refuses the row and the statement fails whole: nothing was written.
+    #[error(
+        "timestamp {}: signal_events has no partition for day {} (past retention, or further ahead than the partitions made in advance); nothing was written",
+        .at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        .at.date_naive()
+    )]
+    NoPartition { at: DateTime<Utc> },
     /// Anything else: a bug in a statement or in the schema.
     #[error("database error: {0}")]
     Query(diesel::result::Error),
@@ -91,6 +104,20 @@ const BAD_VALUE: &[&str] = &[
     "too long for tsvector", // 54000
 ];
 
+/// The row PostgreSQL could not route to a partition of `signal_events`:
+/// its partition key from the error's detail, `Partition key of the failing
+/// row contains (ts) = (2026-08-22 09:00:00+00).` (ISO `DateStyle`, the
+/// default).
+fn unrouted_time(message: &str, details: Option<&str>) -> Option<DateTime<Utc>> {
+    if !message.starts_with("no partition of relation \"signal_events\"") {
+        return None;
+    }
+    let value = details?.split_once("= (")?.1.rsplit_once(')')?.0;
+    DateTime::parse_from_str(value, "%Y-%m-%d %H:%M:%S%.f%#z")
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 fn classify(message: &str) -> Option<fn(String) -> DbError> {
     let lower = message.to_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
@@ -122,10 +149,15 @@ impl From<diesel::result::Error> for DbError {
             Error::DatabaseError(Kind::SerializationFailure, info) => {
                 Self::Aborted(info.message().to_owned())
             }
-            Error::DatabaseError(_, info) => match classify(info.message()) {
-                Some(variant) => variant(info.message().to_owned()),
-                None => Self::Query(error),
-            },
+            Error::DatabaseError(_, info) => {
+                if let Some(at) = unrouted_time(info.message(), info.details()) {
+                    return Self::NoPartition { at };
+                }
+                match classify(info.message()) {
+                    Some(variant) => variant(info.message().to_owned()),
+                    None => Self::Query(error),
+                }
+            }
             Error::BrokenTransactionManager => {
                 Self::Unavailable("the connection's transaction state was lost".into())
             }
@@ -178,5 +210,34 @@ mod tests {
             of(DbError::BadValue(String::new()))
         );
         assert_eq!(kind("syntax error at or near \"SELEC\""), None);
+    }
+
+    #[test]
+    fn reads_the_unrouted_time() {
+        let message = "no partition of relation \"signal_events\" found for row";
+        let at = unrouted_time(
+            message,
+            Some("Partition key of the failing row contains (ts) = (2026-08-22 09:00:00.25+00)."),
+        );
+        assert_eq!(
+            at.map(|t| t.to_rfc3339()),
+            Some("2026-08-22T09:00:00.250+00:00".to_owned())
+        );
+        let shifted = unrouted_time(
+            message,
+            Some("Partition key of the failing row contains (ts) = (2026-08-22 23:30:00+05:30)."),
+        );
+        assert_eq!(
+            shifted.map(|t| t.to_rfc3339()),
+            Some("2026-08-22T18:00:00+00:00".to_owned())
+        );
+        assert_eq!(unrouted_time(message, None), None);
+        assert_eq!(
+            unrouted_time(
+                "no partition of relation \"other\" found for row",
+                Some("Partition key of the failing row contains (ts) = (2026-08-22 09:00:00+00).")
+            ),
+            None
+        );
     }
 }

@@ -11,7 +11,7 @@ pub fn db_status(error: DbError) -> Status {
         DbError::Unavailable(_) | DbError::ReplicaBehind { .. } => Status::unavailable(message),
         DbError::Aborted(_) => Status::aborted(message),
         DbError::Timeout(_) => Status::deadline_exceeded(message),
-        DbError::ReadOnly(_) => Status::failed_precondition(message),
+        DbError::ReadOnly(_) | DbError::NoPartition { .. } => Status::failed_precondition(message),
         DbError::BadValue(_) => Status::invalid_argument(message),
         DbError::BatchItem { item, source } => {
             let inner = db_status(*source);

@@ -17,7 +17,9 @@
 //! problem (unreachable, statement timeout) every job gets that answer at
 //! once; any other failure of the transaction retries each job in a
 //! transaction of its own, so one poisonous item never takes its neighbours
-//! down with it. A full queue answers RESOURCE_EXHAUSTED.
+//! down with it (an event on a day `signal_events` has no partition for is
+//! one: PostgreSQL refuses the whole statement, the retry fails only that
+//! caller, with FAILED_PRECONDITION). A full queue answers RESOURCE_EXHAUSTED.
 //!
 //! Metrics: `audit_writer_group_commit_size` per group,
 //! `audit_writer_group_commit_queue_depth` as calls come and groups form,

@@ -595,6 +595,24 @@ pub async fn count_rows(conn: &mut AsyncPgConnection, table: &str) -> i64 {
     n
 }
 
+/// The name of one day partition of `signal_events` (the table has no
+/// default partition: every child holds one day).
+pub async fn any_event_partition(conn: &mut AsyncPgConnection) -> String {
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    let Name { name } = diesel::sql_query(
+        "SELECT inhrelid::regclass::text AS name FROM pg_inherits \
+         WHERE inhparent = 'signal_events'::regclass ORDER BY 1 LIMIT 1",
+    )
+    .get_result(conn)
+    .await
+    .unwrap_or_else(|e| panic!("a partition of signal_events: {e}"));
+    name
+}
+
 /// A TCP proxy in front of a server that a test can cut and restore, to take
 /// a database away from one service without touching the shared cluster:
 /// while cut, open connections are dropped and new ones closed at once.

@@ -16,7 +16,7 @@ use audit_proto::v1 as pb;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Nullable, Text};
-use diesel_async::RunQueryDsl;
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use integration_tests::{TestApp, connect, new_event, wait_until};
 use pb::{SignalLocation as L, SignalStatus as S};
 use std::time::Duration;
@@ -195,6 +195,10 @@ async fn a_day_leaves_by_its_partition_and_comes_back_row_for_row() {
     assert_eq!(run.code, 0, "{run:?}");
     let outcome: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(outcome["days"][0]["day"], day.to_string());
+    assert_eq!(
+        outcome["days"][0]["detach"], "concurrently in 1 attempt(s)",
+        "{outcome}"
+    );
     assert_eq!(outcome["days"][0]["signals_archived"], SIGNALS);
     assert_eq!(outcome["signals_deleted"], SIGNALS);
 
@@ -344,6 +348,30 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
     }
     assert_eq!(checksums(&url, day).await, before);
 
+    // A default partition put back (e.g. by reverting its migration): no
+    // concurrent detach is possible, and retention will not fall back to
+    // one that locks writers out.
+    let mut owner = connect(&url).await;
+    owner
+        .batch_execute("CREATE TABLE signal_events_default PARTITION OF signal_events DEFAULT")
+        .await
+        .unwrap();
+    let refused = admin(&url, dir.path(), &["retention", "run", "--yes"]).await;
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("default partition")
+            && refused
+                .stderr
+                .contains("2026-12-05-000100_no_default_partition"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(checksums(&url, day).await, before);
+    owner
+        .batch_execute("DROP TABLE signal_events_default")
+        .await
+        .unwrap();
+
     // A second run while one is in progress: refused at once, nothing done.
     let pool = audit_db::build_pool(&audit_db::PoolConfig {
         name: "admin-test".into(),
@@ -473,4 +501,144 @@ async fn archive_writes_a_live_day_without_dropping_it() {
     );
     let unknown = admin(&url, dir.path(), &["archive", "--day=2001-01-01"]).await;
     assert_eq!(unknown.code, 2);
+}
+
+/// While `DETACH … CONCURRENTLY` waits for a transaction that still reads
+/// the table, writers and readers carry on; the detach completes once that
+/// transaction ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn writers_and_readers_carry_on_while_a_detach_waits() {
+    let day = old_day();
+    let (app, ids) = app_with_old_day(day).await;
+    let url = app.primary_url.clone();
+    let dir = tempfile::tempdir().unwrap();
+
+    // A long report: a transaction that has read signal_events and stays open.
+    let mut report = connect(&url).await;
+    report
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM signal_events")
+        .await
+        .unwrap();
+    let run = {
+        let (url, archive) = (url.clone(), dir.path().to_owned());
+        tokio::spawn(async move {
+            admin(
+                &url,
+                &archive,
+                &[
+                    "--json",
+                    "--lock-timeout-ms=60000",
+                    "retention",
+                    "run",
+                    "--yes",
+                ],
+            )
+            .await
+        })
+    };
+    wait_until(
+        "the detach waits for the open transaction",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        async || {
+            (count(
+                &url,
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = 'audit-admin' AND wait_event_type = 'Lock' \
+                 AND query LIKE '%DETACH PARTITION%CONCURRENTLY%'",
+            )
+            .await
+                == 1)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Meanwhile: a new signal and an event of the day's signals (late, on
+    // today), and a read of a signal of the day being detached.
+    let (signal, _) = app.record_signal("AAPL").await;
+    app.record_event(new_event(&ids[0], S::Processing, L::WorkerProcessing, None))
+        .await;
+    app.wait_replica().await;
+    let read = app
+        .reader
+        .clone()
+        .get_signal(pb::GetSignalRequest {
+            signal_id: signal.signal_id.clone(),
+            consistency_token: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.events.len(), 1);
+    assert!(!run.is_finished(), "the detach did not wait");
+
+    report.batch_execute("COMMIT").await.unwrap();
+    let run = run.await.unwrap();
+    assert_eq!(run.code, 0, "{run:?}");
+    let outcome: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(outcome["days"][0]["day"], day.to_string());
+    assert_eq!(outcome["days"][0]["events"], SIGNALS as i64 * 5);
+    assert_eq!(outcome["days"][0]["detach"], "concurrently in 1 attempt(s)");
+}
+
+/// A detach that gave up in its second phase leaves the partition "pending
+/// detach" (CONCURRENTLY is then refused): the run fails saying so, nothing
+/// is lost, and the next run completes it with `DETACH … FINALIZE`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_detach_is_finalized_by_the_next_run() {
+    let day = old_day();
+    let (app, _ids) = app_with_old_day(day).await;
+    let url = app.primary_url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let before = checksums(&url, day).await;
+
+    let mut report = connect(&url).await;
+    report
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM signal_events")
+        .await
+        .unwrap();
+    let stopped = admin(
+        &url,
+        dir.path(),
+        &[
+            "--lock-timeout-ms=300",
+            "--lock-retries=2",
+            "retention",
+            "run",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(stopped.code, 2, "{stopped:?}");
+    assert!(
+        stopped.stderr.contains("lock timeout") && stopped.stderr.contains("next run resumes"),
+        "{}",
+        stopped.stderr
+    );
+    let pending = "SELECT count(*) AS n FROM pg_inherits \
+                   WHERE inhparent = 'signal_events'::regclass AND inhdetachpending";
+    assert_eq!(count(&url, pending).await, 1);
+    // Writers are not held up by the pending detach.
+    app.record_signal("AAPL").await;
+    report.batch_execute("COMMIT").await.unwrap();
+
+    let resumed = admin(&url, dir.path(), &["--json", "retention", "run", "--yes"]).await;
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    let outcome: serde_json::Value = serde_json::from_str(&resumed.stdout).unwrap();
+    assert_eq!(outcome["days"][0]["day"], day.to_string());
+    assert_eq!(outcome["days"][0]["events"], SIGNALS as i64 * 5);
+    assert!(
+        outcome["days"][0]["detach"]
+            .as_str()
+            .unwrap()
+            .starts_with("finalized"),
+        "{outcome}"
+    );
+    assert_eq!(count(&url, pending).await, 0);
+
+    // Every row of the day is in its archive.
+    let restored = admin(&url, dir.path(), &["restore", &format!("--day={day}")]).await;
+    assert_eq!(restored.code, 0, "{restored:?}");
+    assert_eq!(checksums(&url, day).await[..2], before[..2]);
 }

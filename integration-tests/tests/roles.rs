@@ -118,11 +118,12 @@ async fn the_writer_role_writes_and_maintains_but_cannot_destroy() {
         );
     }
     // A partition reached directly is no way round it.
-    let answer = try_sql(&url, "DELETE FROM signal_events_default").await;
+    let mut owner = connect(&cluster.primary_url(&db)).await;
+    let partition = integration_tests::any_event_partition(&mut owner).await;
+    let answer = try_sql(&url, &format!("DELETE FROM {partition}")).await;
     assert!(answer.contains("permission denied"), "{answer}");
 
     // Nothing was lost.
-    let mut owner = connect(&cluster.primary_url(&db)).await;
     assert_eq!(
         integration_tests::count_rows(&mut owner, "signal_events").await,
         2
@@ -176,4 +177,79 @@ async fn the_reader_role_reads_and_cannot_write_even_on_the_primary() {
         .unwrap()
         .into_inner();
     assert_eq!(listed.signals.len(), 1);
+}
+
+/// The writer's schema guard and `audit-admin migrate status` read diesel's
+/// bookkeeping as the service roles, which may not create that table: the
+/// guard must still refuse a newer schema (not skip the check), and status
+/// must list the migrations.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_roles_see_the_schema_version() {
+    let cluster = cluster().await;
+    let db = fresh_database(cluster).await;
+    let writer = url_as(
+        cluster,
+        cluster.primary_port,
+        &login_user(cluster, "audit_writer").await,
+        &db,
+    );
+    let admin = url_as(
+        cluster,
+        cluster.primary_port,
+        &login_user(cluster, "audit_admin").await,
+        &db,
+    );
+    let known = audit_migrations::known();
+
+    // Read, not skipped: every migration applied, none unknown.
+    let status = audit_migrations::ensure_known(&writer).await.unwrap();
+    assert_eq!(status.applied, known);
+    let listed = audit_admin::run([
+        "audit-admin".to_owned(),
+        format!("--database-url={admin}"),
+        "--json".into(),
+        "migrate".into(),
+        "status".into(),
+    ])
+    .await;
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed["applied"], serde_json::json!(known));
+    assert_eq!(listed["pending"], serde_json::json!([]));
+
+    // A newer release migrated the database.
+    let mut owner = connect(&cluster.primary_url(&db)).await;
+    owner
+        .batch_execute("INSERT INTO __diesel_schema_migrations (version) VALUES ('20991231000000')")
+        .await
+        .unwrap();
+    let refused = audit_writer::server::check_schema(&writer_args(writer.clone()))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        refused.contains("newer than this build") && refused.contains("20991231000000"),
+        "the writer role started against a newer schema: {refused:?}"
+    );
+    let listed = audit_admin::run([
+        "audit-admin".to_owned(),
+        format!("--database-url={admin}"),
+        "migrate".into(),
+        "status".into(),
+    ])
+    .await;
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(
+        listed.stdout.contains("unknown  20991231000000"),
+        "{}",
+        listed.stdout
+    );
+    // The roles read the bookkeeping, never change it.
+    let answer = try_sql(
+        &writer,
+        "DELETE FROM __diesel_schema_migrations WHERE version = '20991231000000'",
+    )
+    .await;
+    assert!(answer.contains("permission denied"), "{answer}");
 }

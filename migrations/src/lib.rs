@@ -4,14 +4,34 @@
 //! needs no files next to the binary. Diesel's migration runner is
 //! synchronous; it runs on a blocking thread through diesel-async's
 //! connection wrapper so callers stay async and no libpq is linked.
+//!
+//! Reading which migrations are applied ([`applied`], [`status`],
+//! [`ensure_known`]) does not go through the runner: its bookkeeping first
+//! runs `CREATE TABLE IF NOT EXISTS __diesel_schema_migrations`, which the
+//! least-privilege roles may not do (no CREATE on the schema), so the
+//! writer's schema guard and `audit-admin migrate status` read the table
+//! directly. Migration `2026-12-05-000200_migrations_table_grants` lets the
+//! service roles SELECT it.
 
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
-use diesel_async::AsyncPgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::Bool;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("sql");
+
+diesel::table! {
+    /// Diesel's bookkeeping: one row per applied migration (the version
+    /// without dashes, `20261201001100`). Created by the runner the first
+    /// time it migrates a database.
+    __diesel_schema_migrations (version) {
+        version -> VarChar,
+        run_on -> Timestamp,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
@@ -21,6 +41,13 @@ pub enum MigrationError {
     Migration(String),
     #[error("migration task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The bookkeeping table cannot be read, e.g. by a service role of a
+    /// database migrated before its SELECT was granted.
+    #[error(
+        "cannot read the applied migrations from __diesel_schema_migrations: {0} \
+         (service roles may read it from migration 2026-12-05-000200_migrations_table_grants on)"
+    )]
+    Read(diesel::result::Error),
     /// The database carries migrations this build does not know: a newer
     /// release migrated it, and this one must not write to that schema.
     #[error(
@@ -155,12 +182,25 @@ pub async fn revert_all(database_url: &str) -> Result<Vec<String>, MigrationErro
     .await
 }
 
-/// Versions applied so far, oldest first.
+/// Versions applied so far, oldest first, read straight from the
+/// bookkeeping table (see the module docs); a database never migrated (no
+/// table) has none.
 pub async fn applied(database_url: &str) -> Result<Vec<String>, MigrationError> {
-    with_connection(database_url, |conn| {
-        conn.applied_migrations()
-            .map(|versions| versions.iter().map(ToString::to_string).collect())
-            .map_err(|e| MigrationError::Migration(e.to_string()))
-    })
+    let mut conn = audit_db::establish(database_url).await?;
+    // Honours the search_path, as the runner's own unqualified name does.
+    let exists: bool = diesel::select(diesel::dsl::sql::<Bool>(
+        "to_regclass('__diesel_schema_migrations') IS NOT NULL",
+    ))
+    .get_result(&mut conn)
     .await
+    .map_err(MigrationError::Read)?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    __diesel_schema_migrations::table
+        .select(__diesel_schema_migrations::version)
+        .order(__diesel_schema_migrations::version)
+        .load(&mut conn)
+        .await
+        .map_err(MigrationError::Read)
 }

@@ -19,7 +19,12 @@
 //! content) are found by lookups, not by failing statements, so the
 //! transaction stays usable: [`record_batch`] turns any of them into a
 //! rollback (all or nothing) while group commit ([`record_group`]) commits
-//! the good items and fails only the bad ones.
+//! the good items and fails only the bad ones. One failure is left to
+//! PostgreSQL: a time on a day `signal_events` has no partition for
+//! (`DbError::NoPartition`; checking every batch's days against the
+//! catalog first would cost a round trip on every write for a mistake that
+//! is rare). It fails the whole statement; group commit then retries its
+//! items one by one, so only the bad one fails, and a batch names the item.
 
 pub mod analytics;
 mod events;
@@ -168,8 +173,26 @@ pub async fn record_batch(
                 None => Ok(applied.outcome()),
             }
         })
-        .await?;
+        .await
+        .map_err(|error| unrouted_item(error, &signals, &events))?;
     committed(&mut conn, outcome).await
+}
+
+/// A batch PostgreSQL refused because a row had no partition to go to
+/// names the time, not the item: the first item at that time is the one.
+fn unrouted_item(error: DbError, signals: &[NewSignal], events: &[NewEvent]) -> DbError {
+    let DbError::NoPartition { at } = &error else {
+        return error;
+    };
+    // PostgreSQL keeps microseconds.
+    let same = |t: &chrono::DateTime<chrono::Utc>| t.timestamp_micros() == at.timestamp_micros();
+    if let Some(i) = signals.iter().position(|s| same(&s.received_at)) {
+        error.in_item(format!("signals[{i}]"))
+    } else if let Some(i) = events.iter().position(|e| same(&e.timestamp)) {
+        error.in_item(format!("events[{i}]"))
+    } else {
+        error
+    }
 }
 
 /// Group commit: independent callers' items in one transaction on `conn`

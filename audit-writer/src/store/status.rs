@@ -39,7 +39,7 @@ struct Age {
 /// The rollup backlog, and how far pg_partman's partitions reach: the
 /// latest partition's upper bound, in whole days past the end of today
 /// (1 day premade = tomorrow's partition exists; 0 = tomorrow's events
-/// would land in the default partition).
+/// would be refused: the table has no default partition).
 const BACKLOG: &str = "SELECT \
        COALESCE(EXTRACT(EPOCH FROM now() - (SELECT min(bucket_minute) FROM rollup_dirty)), 0)::float8 \
          AS backlog, \

@@ -107,16 +107,19 @@ Name of the Secret the chart creates for inline database URLs.
 
 {{/*
 Which entry of .Values.database a connection uses: the entry itself, except
-`migrations` with neither url nor existingSecret.name, which falls back to
-`primary` (the chart's behaviour before database.migrations existed).
+one with neither url nor existingSecret.name: `migrations` falls back to
+`primary` (the chart's behaviour before database.migrations existed), and
+`admin` to whatever `migrations` uses.
 Call with (dict "root" $ "database" "migrations").
 */}}
 {{- define "signal-audit.databaseEntry" -}}
 {{- $db := index .root.Values.database .database }}
-{{- if and (eq .database "migrations") (not (or $db.url $db.existingSecret.name)) }}
-{{- print "primary" }}
-{{- else }}
+{{- if or $db.url $db.existingSecret.name (eq .database "primary") (eq .database "replica") }}
 {{- print .database }}
+{{- else if eq .database "admin" }}
+{{- include "signal-audit.databaseEntry" (dict "root" .root "database" "migrations") }}
+{{- else }}
+{{- print "primary" }}
 {{- end }}
 {{- end }}
 
