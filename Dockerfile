@@ -37,9 +37,10 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p audit-writer -p audit-reader \
+    cargo build --release --locked -p audit-writer -p audit-reader -p audit-admin \
     && install -D -m 0755 target/release/audit-writer /out/usr/local/bin/audit-writer \
     && install -D -m 0755 target/release/audit-reader /out/usr/local/bin/audit-reader \
+    && install -D -m 0755 target/release/audit-admin /out/usr/local/bin/audit-admin \
     && install -D -m 0644 LICENSE /out/usr/share/doc/signal-audit/LICENSE
 
 # ---------------------------------------------------------------- runtime
@@ -50,7 +51,7 @@ ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=1970-01-01T00:00:00Z
 LABEL org.opencontainers.image.title="signal-audit" \
-      org.opencontainers.image.description="Signal Audit Trail: audit-writer and audit-reader gRPC services" \
+      org.opencontainers.image.description="Signal Audit Trail: audit-writer and audit-reader gRPC services, audit-admin" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \

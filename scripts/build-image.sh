@@ -7,7 +7,8 @@
 #
 # The image is the one the Dockerfile describes (which needs a registry for
 # its base images and so cannot be built here): FROM scratch with
-#   /usr/local/bin/audit-writer, /usr/local/bin/audit-reader
+#   /usr/local/bin/audit-writer, /usr/local/bin/audit-reader,
+#   /usr/local/bin/audit-admin (the chart's retention CronJob runs it)
 #   exactly the shared libraries `ldd` lists for them (with their symlinks
 #   and the dynamic loader)
 #   /etc/passwd, /etc/group (root, nobody, nonroot = 65532), /etc/nsswitch.conf
@@ -16,7 +17,8 @@
 # and no shell; USER 65532:65532, ENTRYPOINT /usr/local/bin/audit-writer,
 # CMD serve, org.opencontainers.image.* labels. The Helm chart sets each
 # container's command (audit-writer serve / audit-reader serve /
-# audit-writer migrate), so one image serves both Deployments.
+# audit-writer migrate / audit-admin retention run), so one image serves
+# both Deployments, the migration Job and the retention CronJob.
 #
 # Output (under OUT_DIR, default target/image):
 #   signal-audit.oci.tar   `podman save --format oci-archive`
@@ -74,7 +76,7 @@ target_dir() {
 TARGET=$(target_dir)
 BIN_DIR=$TARGET/release
 OUT_DIR=${OUT_DIR:-$TARGET/image}
-BINARIES=(audit-writer audit-reader)
+BINARIES=(audit-writer audit-reader audit-admin)
 
 VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/ s/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
 [[ -n $VERSION ]] || die "no [workspace.package] version in Cargo.toml"
@@ -89,8 +91,8 @@ EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 CREATED=$(date -u -d "@$EPOCH" +%FT%TZ)
 
 if [[ $BUILD == 1 ]]; then
-    log "cargo build --release --locked -p audit-writer -p audit-reader"
-    cargo build --release --locked -p audit-writer -p audit-reader
+    log "cargo build --release --locked -p audit-writer -p audit-reader -p audit-admin"
+    cargo build --release --locked -p audit-writer -p audit-reader -p audit-admin
 fi
 for b in "${BINARIES[@]}"; do
     [[ -x $BIN_DIR/$b ]] || die "$BIN_DIR/$b is missing (run without --no-build, or set CARGO_TARGET_DIR)"
@@ -193,7 +195,7 @@ ENV PATH=/usr/local/bin:/usr/bin:/bin
 USER 65532:65532
 EXPOSE 15051 15052
 LABEL org.opencontainers.image.title="signal-audit" \\
-      org.opencontainers.image.description="Signal Audit Trail: audit-writer and audit-reader gRPC services" \\
+      org.opencontainers.image.description="Signal Audit Trail: audit-writer and audit-reader gRPC services, audit-admin" \\
       org.opencontainers.image.version="$VERSION" \\
       org.opencontainers.image.revision="$REVISION" \\
       org.opencontainers.image.created="$CREATED" \\
