@@ -47,9 +47,9 @@
 #             cold build compiles, optimised with coverage instrumentation,
 #             audit-wire's dependency tree (250 packages in fuzz/Cargo.lock,
 #             with tonic and audit-db's diesel-async, tokio-postgres and
-#             rustls; no longer audit-reader's 377), and has not yet been
-#             measured within CI's budget; run it with TEST_STEPS=fuzz
-#             (README, Hostile input)
+#             rustls; no longer audit-reader's 377): an unfinished cold
+#             build had used over 7 minutes of CPU, more than CI's budget
+#             leaves; run it with TEST_STEPS=fuzz (README, Hostile input)
 #
 # TEST_STEPS="cargo buf" runs only the named steps (deps always runs).
 set -euo pipefail
