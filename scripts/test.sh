@@ -44,10 +44,12 @@
 #             (RUSTC_BOOTSTRAP=1); a crash fails the step and leaves its
 #             input in fuzz/artifacts/<target>/. Installs cargo-fuzz when
 #             missing and fails if it cannot. NOT in the default run: its
-#             cold build (the fuzz crate compiles audit-reader's whole
-#             dependency tree optimised with coverage instrumentation) took
-#             over 11 minutes of CPU here, more than CI's budget leaves; run
-#             it with TEST_STEPS=fuzz (README, Hostile input)
+#             cold build compiles, optimised with coverage instrumentation,
+#             audit-wire's dependency tree (250 packages in fuzz/Cargo.lock,
+#             with tonic and audit-db's diesel-async, tokio-postgres and
+#             rustls; no longer audit-reader's 377): an unfinished cold
+#             build had used over 7 minutes of CPU, more than CI's budget
+#             leaves; run it with TEST_STEPS=fuzz (README, Hostile input)
 #
 # TEST_STEPS="cargo buf" runs only the named steps (deps always runs).
 set -euo pipefail

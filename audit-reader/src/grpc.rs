@@ -4,7 +4,7 @@
 
 use crate::consistency::Consistency;
 use crate::error::{ReadError, respond};
-use crate::queries::{encode_token, events, signals};
+use crate::queries::{events, signals};
 use crate::replica::{Replica, Replicas};
 use crate::{export, request};
 use audit_core::{DomainError, stage_durations};
@@ -14,6 +14,7 @@ use audit_proto::v1::signal_reader_service_server::SignalReaderService;
 use audit_server::Shutdown;
 use audit_wire::convert::{self, status_to_proto, to_duration, to_timestamp};
 use audit_wire::encode::{event_to_proto, signal_to_proto};
+use audit_wire::token::encode_token;
 use chrono::TimeDelta;
 use tonic::{Request, Response, Status};
 

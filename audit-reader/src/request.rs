@@ -1,16 +1,15 @@
 //! Protobuf read requests into [`crate::queries`] queries, with every bad
 //! argument reported against its field.
 
-use crate::queries::events::{EventCursor, EventFilter, EventQuery};
-use crate::queries::signals::{
-    Direction, SignalCursor, SignalFilter, SignalQuery, SortField, TagMatch,
-};
-use crate::queries::{decode_token, page_size};
+use crate::queries::events::{EventFilter, EventQuery};
+use crate::queries::page_size;
+use crate::queries::signals::{SignalFilter, SignalQuery, TagMatch};
 use audit_core::rules::{self, Limits};
 use audit_core::{DomainError, normalise_ticker};
 use audit_proto::v1 as pb;
 use audit_wire::convert;
 use audit_wire::decode::time_range;
+use audit_wire::token::{Direction, EventCursor, SignalCursor, SortField, decode_token};
 use prost::Message;
 
 /// FNV-1a: a stable hash of the request shape a page token belongs to.

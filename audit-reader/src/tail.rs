@@ -6,14 +6,14 @@
 //! one it received without gap or duplicate.
 
 use crate::error::ReadError;
-use crate::queries::tail::{self, TailPosition};
-use crate::queries::{decode_token, encode_token};
+use crate::queries::tail;
 use audit_core::{DomainError, normalise_ticker, rules};
 use audit_db::PgPool;
 use audit_proto::v1 as pb;
 use audit_server::Shutdown;
 use audit_wire::convert;
 use audit_wire::encode::event_to_proto;
+use audit_wire::token::{TailPosition, decode_token, encode_token};
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::sync::mpsc;

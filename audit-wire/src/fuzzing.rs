@@ -1,13 +1,19 @@
 //! Where machines look for hostile input: raw bytes, as they could arrive in
-//! a gRPC message, through protobuf decoding and [`crate::decode`]. The same
-//! entry point serves the libFuzzer target in `fuzz/` (cargo fuzz) and the
-//! proptests below, which run with `cargo test`.
+//! a gRPC message, through protobuf decoding and [`crate::decode`]
+//! ([`write_request`]), and any string as a page or resume token
+//! ([`page_token`]). The same entry points serve the libFuzzer targets in
+//! `fuzz/` (cargo fuzz) and the proptests (below and in [`crate::token`]),
+//! which run with `cargo test`.
 //!
-//! It panics only when a rule is broken: decoding must never panic, and
+//! They panic only when a rule is broken: decoding must never panic, and
 //! whatever validation accepts must be storable as it is (no NUL, columns'
-//! lengths, PostgreSQL's time range, a positive price).
+//! lengths, PostgreSQL's time range, a positive price); a token decodes into
+//! a cursor that survives its own round trip, or is refused.
 
 use crate::decode;
+use crate::token::{
+    EventCursor, SignalCursor, TailPosition, TokenCursor, decode_token, encode_token,
+};
 use audit_core::rules::{self, Limits};
 use audit_core::{NewEvent, NewSignal};
 use audit_proto::v1 as pb;
@@ -45,6 +51,20 @@ pub fn write_request(bytes: &[u8]) {
             }
         }
     }
+}
+
+/// `token` as a page token of each kind and as a resume token: a usable
+/// cursor or a refusal, never a panic.
+pub fn page_token(token: &str) {
+    fn round_trip<T: TokenCursor + PartialEq + std::fmt::Debug>(token: &str) {
+        if let Ok(cursor) = decode_token::<T>("page_token", token) {
+            let again = decode_token::<T>("page_token", &encode_token(&cursor));
+            assert_eq!(again.as_ref(), Ok(&cursor), "token {token:?}");
+        }
+    }
+    round_trip::<SignalCursor>(token);
+    round_trip::<EventCursor>(token);
+    round_trip::<TailPosition>(token);
 }
 
 fn assert_short(field: &str, value: &str) {

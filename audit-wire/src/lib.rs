@@ -5,11 +5,14 @@
 //! - [`decode`]: write requests to checked [`audit_core::NewSignal`] /
 //!   [`audit_core::NewEvent`], every error naming its protobuf field;
 //! - [`encode`]: stored rows to protobuf messages;
+//! - [`token`]: page and resume tokens, the cursors they carry, checked
+//!   when they come back;
 //! - [`db_status`]: how a storage failure reads as a gRPC status. Each
 //!   service's own error enum delegates its storage variant here, so a
 //!   given failure reads the same whichever service reports it;
 //! - `fuzzing` (tests and the `fuzzing` feature): hostile bytes through
-//!   protobuf decoding and validation, for `fuzz/` and the proptests.
+//!   protobuf decoding and validation, and hostile tokens, for `fuzz/` and
+//!   the proptests.
 
 pub mod convert;
 pub mod decode;
@@ -17,5 +20,6 @@ pub mod encode;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod status;
+pub mod token;
 
 pub use status::db_status;

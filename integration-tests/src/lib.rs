@@ -22,10 +22,12 @@ use audit_proto::v1::signal_writer_service_client::SignalWriterServiceClient;
 use diesel::QueryableByName;
 use diesel::sql_types::{Bool, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{OnceCell, oneshot};
 use tonic::transport::Channel;
@@ -123,13 +125,41 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// A port nothing listens on right now (for servers that take an address,
-/// not a listener).
+/// Where [`free_port`] picks: below the kernel's ephemeral range
+/// (32768–60999 on Linux), which it draws outgoing connections' source
+/// ports from, and above the fixed ports of the scripts' stacks
+/// (15xxx–17xxx, README "Ports").
+const FREE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// Ports [`free_port`] has handed out in this process: each goes to one
+/// server only, even before that server has bound it.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A port on 127.0.0.1 that nothing holds right now, for a server that
+/// takes an address (PostgreSQL, a service process, a metrics endpoint)
+/// and binds it later. Not one the kernel chooses (`127.0.0.1:0`): that one
+/// lies in the ephemeral range, so between this call and the server's bind
+/// a client connection of the suite could take it as its source port (seen:
+/// "metrics endpoint: Address already in use"). A random port below that
+/// range cannot be taken that way, and is never handed out twice in one
+/// test binary.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+    for _ in 0..1_000 {
+        let port = rand::random_range(FREE_PORTS);
+        if handed_out.contains(&port) {
+            continue;
+        }
+        // A listener or a connection holding the port fails this bind.
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
+            return port;
+        }
+    }
+    panic!(
+        "no free port in {}..{} after 1000 tries",
+        FREE_PORTS.start, FREE_PORTS.end
+    )
 }
 
 /// The cluster, started (and the template database migrated) on first use.

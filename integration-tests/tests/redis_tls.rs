@@ -40,11 +40,8 @@ async fn the_cache_shares_answers_over_rediss() {
     let cert = write(dir.path(), "redis.crt", &server.cert_pem);
     let key = write(dir.path(), "redis.key", &server.key_pem);
     let ca_file = write(dir.path(), "ca.pem", &ca.pem);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // redis-server binds it later: a port no client connection can be using.
+    let port = integration_tests::free_port();
     let _redis = Server(
         Command::new("redis-server")
             .args([

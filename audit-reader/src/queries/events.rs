@@ -4,10 +4,10 @@ use audit_core::SignalStatus;
 use audit_db::models::EventRow;
 use audit_db::schema::signal_events;
 use audit_db::{DbError, PgPool};
+use audit_wire::token::EventCursor;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Default)]
@@ -16,19 +16,6 @@ pub struct EventFilter {
     pub event_type: Option<SignalStatus>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventCursor {
-    pub fingerprint: u64,
-    pub ts: DateTime<Utc>,
-    pub sequence: i64,
-}
-
-impl super::TokenCursor for EventCursor {
-    fn check(&self, field: &str) -> Result<(), audit_core::DomainError> {
-        audit_core::rules::storable_time(field, self.ts).map(drop)
-    }
 }
 
 /// A page request for events, checked.

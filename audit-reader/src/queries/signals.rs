@@ -4,27 +4,13 @@ use audit_core::{SignalLocation, SignalStatus};
 use audit_db::models::{EventRow, SignalRow, interval_to_delta};
 use audit_db::schema::{signal_events, signals};
 use audit_db::{DbError, PgPool};
+use audit_wire::token::{Direction, SignalCursor, SortField};
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::Pg;
 use diesel::pg::data_types::PgInterval;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SortField {
-    CreatedAt,
-    UpdatedAt,
-    ProcessingTime,
-    ErrorCount,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Direction {
-    Ascending,
-    Descending,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TagMatch {
@@ -60,28 +46,6 @@ pub struct SignalQuery {
     pub include_total: bool,
     /// Identifies the filter and sort a token was issued for.
     pub fingerprint: u64,
-}
-
-/// Where the previous page ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SignalCursor {
-    pub fingerprint: u64,
-    pub sort: SortField,
-    pub direction: Direction,
-    /// The last row's sort value: a timestamp or a count in microseconds or
-    /// units; `None` for a signal without processing time.
-    pub ts: Option<DateTime<Utc>>,
-    pub n: Option<i64>,
-    pub signal_id: Uuid,
-}
-
-impl super::TokenCursor for SignalCursor {
-    fn check(&self, field: &str) -> Result<(), audit_core::DomainError> {
-        match self.ts {
-            Some(ts) => audit_core::rules::storable_time(field, ts).map(drop),
-            None => Ok(()),
-        }
-    }
 }
 
 #[derive(Debug)]

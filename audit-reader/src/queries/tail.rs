@@ -13,24 +13,11 @@
 
 use audit_db::models::EventRow;
 use audit_db::{DbError, PgPool};
+use audit_wire::token::TailPosition;
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
-use serde::{Deserialize, Serialize};
-
-/// Where a tail stands: the last delivered event's commit time and sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TailPosition {
-    pub committed_at: DateTime<Utc>,
-    pub sequence: i64,
-}
-
-impl super::TokenCursor for TailPosition {
-    fn check(&self, field: &str) -> Result<(), audit_core::DomainError> {
-        audit_core::rules::storable_time(field, self.committed_at).map(drop)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
 pub struct TailEvent {
