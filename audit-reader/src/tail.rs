@@ -83,15 +83,17 @@ pub async fn start(
                             return;
                         }
                     };
+                    let stuck = position.floor == Some(idle.next_floor);
                     position.floor = Some(idle.next_floor);
                     if idle.scan_full {
-                        // Nothing could be delivered from the scanned
-                        // events alone (a transaction larger than the
-                        // scan, or one still in flight below it).
-                        scan = scan.saturating_mul(2);
+                        if stuck {
+                            // Nothing could be delivered from the scanned
+                            // events alone (a transaction larger than the
+                            // scan, or one still in flight below them).
+                            scan = scan.saturating_mul(2);
+                        }
                         continue;
                     }
-                    scan = SCAN;
                     if events.is_closed() {
                         return;
                     }
@@ -99,6 +101,10 @@ pub async fn start(
                     continue;
                 };
                 let more = batch.len() as i64 == BATCH || last.scan_full;
+                // A scan grown for a large or long transaction shrinks back
+                // as events flow again (kept while idle, so a floor held by a
+                // long transaction does not make it grow again every poll).
+                scan = (scan / 2).max(SCAN);
                 let next_floor = last.next_floor;
                 let floor_before = position.floor;
                 let count = batch.len();
@@ -126,7 +132,6 @@ pub async fn start(
                     }
                 }
                 if !more {
-                    scan = SCAN;
                     if events.is_closed() {
                         return;
                     }

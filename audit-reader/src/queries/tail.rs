@@ -195,7 +195,12 @@ macro_rules! idle_query {
     ($scan:literal) => {
         concat!(
             tail_ctes!($scan),
-            "SELECT f.x AS next_floor, b.scan_full FROM next_floor f CROSS JOIN bound b"
+            // Nothing is delivered: every relevant event holds the floor.
+            "SELECT greatest($6, least(snap.xmin, \
+                                       CASE WHEN b.scan_full THEN b.last_xact END, \
+                                       (SELECT min(r.xact_id) FROM relevant r))) AS next_floor, \
+                    b.scan_full \
+             FROM snap CROSS JOIN bound b"
         )
     };
 }
