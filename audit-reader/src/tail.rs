@@ -24,7 +24,7 @@ use tonic::Status;
 pub type TailStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, Status>> + Send>>;
 
 /// Most events delivered by one poll.
-const BATCH: i64 = 500;
+const BATCH: i64 = 1_000;
 /// Most events one poll reads from the tail's floor up (see
 /// [`crate::queries::tail`]), doubled while that is too few to deliver any.
 /// Twice the batch: the last transaction of a cut scan is held back, and

@@ -915,7 +915,7 @@ async fn stream_events_delivers_a_transaction_that_commits_after_later_ones() {
 }
 
 /// One transaction with more events than a poll reads (RecordBatch of
-/// 1,500): the scan grows until it holds them all, and every event comes,
+/// 2,500): the scan grows until it holds them all, and every event comes,
 /// once, in commit order, and so does the next commit. A token without a
 /// floor (issued before it existed) resumes by the recorded_at lookback.
 #[tokio::test(flavor = "multi_thread")]
@@ -931,7 +931,7 @@ async fn stream_events_delivers_a_transaction_larger_than_its_scan() {
         .into_inner();
     let mut signal = new_signal("BULK");
     signal.signal_id = uuid::Uuid::new_v4().to_string();
-    let events: Vec<_> = (0..1_500)
+    let events: Vec<_> = (0..2_500)
         .map(|_| new_event(&signal.signal_id, S::Processing, L::WorkerProcessing, None))
         .collect();
     app.writer
@@ -945,12 +945,12 @@ async fn stream_events_delivers_a_transaction_larger_than_its_scan() {
     let after = new_event(&signal.signal_id, S::Approved, L::ApprovedQueue, None);
     let after_id = after.event_id.clone();
     app.record_event(after).await;
-    // The batch's own `received` event, its 1,500 and the later one.
-    let got = take(&mut tail, 1_502).await;
+    // The batch's own `received` event, its 2,500 and the later one.
+    let got = take(&mut tail, 2_502).await;
     let ids: HashSet<String> = event_ids(&got).into_iter().collect();
-    assert_eq!(ids.len(), 1_502, "no duplicates");
+    assert_eq!(ids.len(), 2_502, "no duplicates");
     assert!(commit_order(&got));
-    assert_eq!(event_ids(&got)[1_501], after_id);
+    assert_eq!(event_ids(&got)[2_501], after_id);
 
     let token: serde_json::Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&got[99].resume_token).unwrap()).unwrap();
@@ -965,6 +965,6 @@ async fn stream_events_delivers_a_transaction_larger_than_its_scan() {
         .await
         .unwrap()
         .into_inner();
-    let rest = take(&mut resumed, 1_402).await;
+    let rest = take(&mut resumed, 2_402).await;
     assert_eq!(event_ids(&rest), event_ids(&got[100..]));
 }
