@@ -914,14 +914,14 @@ async fn stream_events_delivers_a_transaction_that_commits_after_later_ones() {
     );
 }
 
-/// One transaction with more events than a poll reads (RecordBatch of
-/// 2,500): the scan grows until it holds them all, and every event comes,
+/// One transaction with more events than a poll reads (2,500): the scan grows until it holds them all, and every event comes,
 /// once, in commit order, and so does the next commit. A token without a
 /// floor (issued before it existed) resumes by the recorded_at lookback.
 #[tokio::test(flavor = "multi_thread")]
 async fn stream_events_delivers_a_transaction_larger_than_its_scan() {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use diesel_async::SimpleAsyncConnection;
     let app = TestApp::start().await;
     let mut reader = app.reader.clone();
     let mut tail = reader
@@ -929,23 +929,22 @@ async fn stream_events_delivers_a_transaction_larger_than_its_scan() {
         .await
         .unwrap()
         .into_inner();
-    let mut signal = new_signal("BULK");
-    signal.signal_id = uuid::Uuid::new_v4().to_string();
-    let events: Vec<_> = (0..2_500)
-        .map(|_| new_event(&signal.signal_id, S::Processing, L::WorkerProcessing, None))
-        .collect();
-    app.writer
-        .clone()
-        .record_batch(pb::RecordBatchRequest {
-            signals: vec![signal.clone()],
-            events,
-        })
+    let (signal, _) = app.record_signal("BULK").await;
+    // One statement of 2,500 events (RecordBatch allows 100 in tests).
+    app.primary()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO signal_events (event_id, signal_id, ts, event_type, location) \
+             SELECT gen_random_uuid(), '{}', now(), 'processing', 'worker_processing' \
+             FROM generate_series(1, 2500)",
+            signal.signal_id
+        ))
         .await
         .unwrap();
     let after = new_event(&signal.signal_id, S::Approved, L::ApprovedQueue, None);
     let after_id = after.event_id.clone();
     app.record_event(after).await;
-    // The batch's own `received` event, its 2,500 and the later one.
+    // The signal's `received` event, the 2,500 and the later one.
     let got = take(&mut tail, 2_502).await;
     let ids: HashSet<String> = event_ids(&got).into_iter().collect();
     assert_eq!(ids.len(), 2_502, "no duplicates");

@@ -206,8 +206,10 @@ macro_rules! idle_query {
 }
 
 /// From the floor up in id order, at most $7 events.
-const BY_FLOOR: &str = tail_query!("WHERE e.xact_id >= (SELECT $6::bigint OFFSET 0) ORDER BY e.xact_id LIMIT $7");
-const IDLE_BY_FLOOR: &str = idle_query!("WHERE e.xact_id >= (SELECT $6::bigint OFFSET 0) ORDER BY e.xact_id LIMIT $7");
+const BY_FLOOR: &str =
+    tail_query!("WHERE e.xact_id >= (SELECT $6::bigint OFFSET 0) ORDER BY e.xact_id LIMIT $7");
+const IDLE_BY_FLOOR: &str =
+    idle_query!("WHERE e.xact_id >= (SELECT $6::bigint OFFSET 0) ORDER BY e.xact_id LIMIT $7");
 /// Without a floor (an older token): the whole lookback, once.
 const BY_TIME: &str = tail_query!("WHERE e.recorded_at >= $1 - interval '10 minutes'");
 const IDLE_BY_TIME: &str = idle_query!("WHERE e.recorded_at >= $1 - interval '10 minutes'");
