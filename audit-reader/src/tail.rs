@@ -23,12 +23,18 @@ use tonic::Status;
 
 pub type TailStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, Status>> + Send>>;
 
-const BATCH: i64 = 500;
+/// Most events delivered by one poll.
+const BATCH: i64 = 1_000;
+/// Most events one poll reads from the tail's floor up (see
+/// [`crate::queries::tail`]), doubled while that is too few to deliver any.
+/// Twice the batch: the last transaction of a cut scan is held back, and
+/// group transactions hold up to 500 events.
+const SCAN: i64 = 2 * BATCH;
 
 pub async fn start(
     pool: PgPool,
     request: &pb::StreamEventsRequest,
-    poll: Duration,
+    poll_every: Duration,
     shutdown: Shutdown,
 ) -> Result<TailStream, ReadError> {
     if shutdown.is_draining() {
@@ -53,20 +59,67 @@ pub async fn start(
     let (events, stream) = mpsc::channel(256);
     tokio::spawn(async move {
         let forward = async {
+            let mut scan = SCAN;
             loop {
-                let batch =
-                    match tail::next_events(&pool, position, &ticker, &event_types, BATCH).await {
-                        Ok(batch) => batch,
+                let poll = tail::Poll {
+                    after: position,
+                    ticker: &ticker,
+                    event_types: &event_types,
+                    batch: BATCH,
+                    scan,
+                };
+                let batch = match tail::next_events(&pool, poll).await {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        let _ = events.send(Err(ReadError::from(error).into())).await;
+                        return;
+                    }
+                };
+                let Some(last) = batch.last() else {
+                    let idle = match tail::idle(&pool, poll).await {
+                        Ok(idle) => idle,
                         Err(error) => {
                             let _ = events.send(Err(ReadError::from(error).into())).await;
                             return;
                         }
                     };
-                let full = batch.len() as i64 == BATCH;
-                for row in batch {
+                    let stuck = position.floor == Some(idle.next_floor);
+                    position.floor = Some(idle.next_floor);
+                    if idle.scan_full {
+                        if stuck {
+                            // Nothing could be delivered from the scanned
+                            // events alone (a transaction larger than the
+                            // scan, or one still in flight below them).
+                            scan = scan.saturating_mul(2);
+                        }
+                        continue;
+                    }
+                    if events.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(poll_every).await;
+                    continue;
+                };
+                let more = batch.len() as i64 == BATCH || last.scan_full;
+                // A scan grown for a large or long transaction shrinks back
+                // as events flow again (kept while idle, so a floor held by a
+                // long transaction does not make it grow again every poll).
+                scan = (scan / 2).max(SCAN);
+                let next_floor = last.next_floor;
+                let floor_before = position.floor;
+                let count = batch.len();
+                for (i, row) in batch.into_iter().enumerate() {
+                    // The floor before the poll holds for every event of the
+                    // batch; the one after it, for the last.
+                    let floor = if i + 1 == count {
+                        Some(next_floor)
+                    } else {
+                        floor_before
+                    };
                     position = TailPosition {
                         committed_at: row.committed_at,
                         sequence: row.event.sequence,
+                        floor,
                     };
                     let message = pb::StreamEventsResponse {
                         event: Some(event_to_proto(row.event)),
@@ -78,11 +131,11 @@ pub async fn start(
                         return;
                     }
                 }
-                if !full {
+                if !more {
                     if events.is_closed() {
                         return;
                     }
-                    tokio::time::sleep(poll).await;
+                    tokio::time::sleep(poll_every).await;
                 }
             }
         };

@@ -59,6 +59,10 @@ pub struct EventCursor {
 pub struct TailPosition {
     pub committed_at: DateTime<Utc>,
     pub sequence: i64,
+    /// The tail's transaction-id floor in effect then (audit-reader's
+    /// `queries::tail`). Absent in tokens issued before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<i64>,
 }
 
 /// What a page or resume token carries. A decoded one is checked like any
@@ -86,6 +90,12 @@ impl TokenCursor for EventCursor {
 
 impl TokenCursor for TailPosition {
     fn check(&self, field: &str) -> Result<(), DomainError> {
+        if self.floor.is_some_and(|floor| floor < 0) {
+            return Err(DomainError::invalid(
+                field,
+                "not a token issued by this service",
+            ));
+        }
         storable_time(field, self.committed_at).map(drop)
     }
 }

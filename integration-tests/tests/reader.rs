@@ -840,3 +840,130 @@ async fn stream_events_tails_in_commit_order_and_resumes_without_gaps() {
         .unwrap_err();
     assert!(status.message().contains("resume_token"));
 }
+
+fn event_ids(messages: &[pb::StreamEventsResponse]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m.event.as_ref().unwrap().event_id.clone())
+        .collect()
+}
+
+fn commit_order(messages: &[pb::StreamEventsResponse]) -> bool {
+    let keys: Vec<(i64, i32, i64)> = messages
+        .iter()
+        .map(|m| {
+            let c = m.committed_at.unwrap();
+            (c.seconds, c.nanos, m.event.as_ref().unwrap().sequence)
+        })
+        .collect();
+    keys.windows(2).all(|w| w[0] < w[1])
+}
+
+/// A transaction that inserts before later ones commit, and commits after
+/// them, holds the tail's floor (its id is below theirs) until it commits:
+/// its event comes after theirs, and a tail resumed from a token issued
+/// while it was open still gets it.
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_events_delivers_a_transaction_that_commits_after_later_ones() {
+    use diesel_async::SimpleAsyncConnection;
+    let app = TestApp::start().await;
+    let (signal, _) = app.record_signal("LATE").await;
+    app.wait_replica().await;
+    let mut reader = app.reader.clone();
+    let mut tail = reader
+        .stream_events(pb::StreamEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut long = app.primary().await;
+    long.batch_execute(&format!(
+        "BEGIN; INSERT INTO signal_events (event_id, signal_id, ts, event_type, location) \
+         VALUES ('{}', '{}', now(), 'processing', 'worker_processing')",
+        uuid::Uuid::new_v4(),
+        signal.signal_id
+    ))
+    .await
+    .unwrap();
+    let mut written = Vec::new();
+    for _ in 0..5 {
+        let event = new_event(&signal.signal_id, S::Processing, L::WorkerProcessing, None);
+        written.push(event.event_id.clone());
+        app.record_event(event).await;
+    }
+    let before = take(&mut tail, 5).await;
+    assert_eq!(event_ids(&before), written);
+    // Commit only now: the floor kept its id in view.
+    long.batch_execute("COMMIT").await.unwrap();
+    let late = take(&mut tail, 1).await;
+    assert!(commit_order(&[before.clone(), late.clone()].concat()));
+    assert!(!written.contains(&event_ids(&late)[0]));
+
+    let mut resumed = reader
+        .stream_events(pb::StreamEventsRequest {
+            resume_token: before[2].resume_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let rest = take(&mut resumed, 3).await;
+    assert_eq!(
+        event_ids(&rest),
+        [&event_ids(&before)[3..], &event_ids(&late)[..]].concat()
+    );
+}
+
+/// One transaction with more events than a poll reads (2,500): the scan grows until it holds them all, and every event comes,
+/// once, in commit order, and so does the next commit. A token without a
+/// floor (issued before it existed) resumes by the recorded_at lookback.
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_events_delivers_a_transaction_larger_than_its_scan() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use diesel_async::SimpleAsyncConnection;
+    let app = TestApp::start().await;
+    let mut reader = app.reader.clone();
+    let mut tail = reader
+        .stream_events(pb::StreamEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let (signal, _) = app.record_signal("BULK").await;
+    // One statement of 2,500 events (RecordBatch allows 100 in tests).
+    app.primary()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO signal_events (event_id, signal_id, ts, event_type, location) \
+             SELECT gen_random_uuid(), '{}', now(), 'processing', 'worker_processing' \
+             FROM generate_series(1, 2500)",
+            signal.signal_id
+        ))
+        .await
+        .unwrap();
+    let after = new_event(&signal.signal_id, S::Approved, L::ApprovedQueue, None);
+    let after_id = after.event_id.clone();
+    app.record_event(after).await;
+    // The signal's `received` event, the 2,500 and the later one.
+    let got = take(&mut tail, 2_502).await;
+    let ids: HashSet<String> = event_ids(&got).into_iter().collect();
+    assert_eq!(ids.len(), 2_502, "no duplicates");
+    assert!(commit_order(&got));
+    assert_eq!(event_ids(&got)[2_501], after_id);
+
+    let token: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&got[99].resume_token).unwrap()).unwrap();
+    assert!(token["floor"].is_i64(), "{token}");
+    let mut old = token.clone();
+    old.as_object_mut().unwrap().remove("floor");
+    let mut resumed = reader
+        .stream_events(pb::StreamEventsRequest {
+            resume_token: URL_SAFE_NO_PAD.encode(serde_json::to_vec(&old).unwrap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let rest = take(&mut resumed, 2_402).await;
+    assert_eq!(event_ids(&rest), event_ids(&got[100..]));
+}
