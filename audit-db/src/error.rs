@@ -2,7 +2,7 @@
 //! caller can do about it. This crate knows no gRPC: each service maps these
 //! variants to its own status codes (see the services' `error.rs`).
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -113,9 +113,15 @@ fn unrouted_time(message: &str, details: Option<&str>) -> Option<DateTime<Utc>> 
         return None;
     }
     let value = details?.split_once("= (")?.1.rsplit_once(')')?.0;
-    DateTime::parse_from_str(value, "%Y-%m-%d %H:%M:%S%.f%#z")
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    // Years before 1 AD print as "4714-11-24 00:00:00+00 BC": year N BC is
+    // the proleptic year 1 - N.
+    let (value, bc) = match value.strip_suffix(" BC") {
+        Some(value) => (value, true),
+        None => (value, false),
+    };
+    let at = DateTime::parse_from_str(value, "%Y-%m-%d %H:%M:%S%.f%#z").ok()?;
+    let at = if bc { at.with_year(1 - at.year())? } else { at };
+    Some(at.with_timezone(&Utc))
 }
 
 fn classify(message: &str) -> Option<fn(String) -> DbError> {
@@ -222,6 +228,14 @@ mod tests {
         assert_eq!(
             at.map(|t| t.to_rfc3339()),
             Some("2026-08-22T09:00:00.250+00:00".to_owned())
+        );
+        let bc = unrouted_time(
+            message,
+            Some("Partition key of the failing row contains (ts) = (4714-11-24 00:00:00+00 BC)."),
+        );
+        assert_eq!(
+            bc.map(|t| t.to_rfc3339()),
+            Some("-4713-11-24T00:00:00+00:00".to_owned())
         );
         let shifted = unrouted_time(
             message,

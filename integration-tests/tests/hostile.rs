@@ -204,17 +204,28 @@ async fn values_postgres_would_refuse_are_refused_first_and_its_extremes_are_sto
         .await
         .expect("63 characters fit the column");
 
-    // PostgreSQL's first day is 4714-11-24 BC: that instant is stored, one
-    // microsecond earlier is refused.
+    // PostgreSQL's first day is 4714-11-24 BC: that instant passes
+    // validation but has no event partition (signal_events has no default
+    // partition), so it is refused as a precondition naming the time;
+    // one microsecond earlier is invalid.
     let first = audit_core::rules::earliest_storable_time();
     let mut ancient = new_signal("AAPL");
     ancient.received_at = Some(to_timestamp(first));
-    writer
+    let refused = writer
         .record_signal(pb::RecordSignalRequest {
             signal: Some(ancient.clone()),
         })
         .await
-        .expect("PostgreSQL's first instant is stored");
+        .expect_err("no partition holds PostgreSQL's first day");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("-4713-11-24"),
+        "the message names the day: {refused:?}"
+    );
     ancient.received_at = Some(to_timestamp(first - TimeDelta::microseconds(1)));
     expect_invalid(
         writer
@@ -344,12 +355,13 @@ async fn values_postgres_would_refuse_are_refused_first_and_its_extremes_are_sto
         "resume_token",
     );
     println!(
-        "extremes stored: {} prices, first instant, a 63-character ticker; listed {}",
+        "extremes stored: {} prices and a 63-character ticker; the first instant refused for want of a partition; listed {}",
         prices.len(),
         listed.get_ref().signals.len()
     );
+    // The four prices and the widest ticker; nothing of the refused ones.
     let mut db = app.primary().await;
-    assert_eq!(count_rows(&mut db, "signals").await, 6);
+    assert_eq!(count_rows(&mut db, "signals").await, 5);
 }
 
 #[tokio::test(flavor = "multi_thread")]
