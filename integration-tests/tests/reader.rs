@@ -733,15 +733,24 @@ async fn take(
     out
 }
 
+/// A tail of every event committed from now on.
+async fn tail_all(
+    reader: &mut pb::signal_reader_service_client::SignalReaderServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> tonic::Streaming<pb::StreamEventsResponse> {
+    reader
+        .stream_events(pb::StreamEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stream_events_tails_in_commit_order_and_resumes_without_gaps() {
     let app = TestApp::start().await;
     let mut reader = app.reader.clone();
-    let mut all = reader
-        .stream_events(pb::StreamEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut all = tail_all(&mut reader).await;
     let mut only_msft = reader
         .stream_events(pb::StreamEventsRequest {
             ticker: "msft.us".into(),
@@ -870,11 +879,7 @@ async fn stream_events_delivers_a_transaction_that_commits_after_later_ones() {
     let (signal, _) = app.record_signal("LATE").await;
     app.wait_replica().await;
     let mut reader = app.reader.clone();
-    let mut tail = reader
-        .stream_events(pb::StreamEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut tail = tail_all(&mut reader).await;
 
     let mut long = app.primary().await;
     long.batch_execute(&format!(
@@ -914,8 +919,8 @@ async fn stream_events_delivers_a_transaction_that_commits_after_later_ones() {
     );
 }
 
-/// One transaction with more events than a poll reads (2,500): the scan grows until it holds them all, and every event comes,
-/// once, in commit order, and so does the next commit. A token without a
+/// One transaction with more events than a poll reads (2,500): the scan
+/// grows until it holds them all, and every event comes, once, in commit order, and so does the next commit. A token without a
 /// floor (issued before it existed) resumes by the recorded_at lookback.
 #[tokio::test(flavor = "multi_thread")]
 async fn stream_events_delivers_a_transaction_larger_than_its_scan() {
@@ -924,11 +929,7 @@ async fn stream_events_delivers_a_transaction_larger_than_its_scan() {
     use diesel_async::SimpleAsyncConnection;
     let app = TestApp::start().await;
     let mut reader = app.reader.clone();
-    let mut tail = reader
-        .stream_events(pb::StreamEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut tail = tail_all(&mut reader).await;
     let (signal, _) = app.record_signal("BULK").await;
     // One statement of 2,500 events (RecordBatch allows 100 in tests).
     app.primary()
