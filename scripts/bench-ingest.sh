@@ -17,6 +17,7 @@
 #
 # Environment:
 #   BENCH_PRIMARY_PORT / BENCH_REPLICA_PORT   cluster ports (17532 / 17533)
+#   AUDIT_BENCH_WRITER_LISTEN                 the writer child (127.0.0.1:17051)
 #   PG_BIN                                    PostgreSQL 15 binaries
 #   BENCH_SKIP_BUILD=1                        use the release binaries already in target/
 set -euo pipefail

@@ -39,17 +39,14 @@
 #   deny      cargo deny check licenses bans sources (deny.toml); installs
 #             cargo-deny when missing and fails if it cannot
 #   fuzz      libFuzzer on each target in fuzz/ (request decoding +
-#             validation, page/resume tokens) for AUDIT_FUZZ_SECONDS (30)
+#             validation, page/resume tokens) for AUDIT_FUZZ_SECONDS (20)
 #             each, from the seeds in fuzz/seeds, on the stable toolchain
 #             (RUSTC_BOOTSTRAP=1); a crash fails the step and leaves its
 #             input in fuzz/artifacts/<target>/. Installs cargo-fuzz when
-#             missing and fails if it cannot. NOT in the default run: its
-#             cold build compiles, optimised with coverage instrumentation,
-#             audit-wire's dependency tree (250 packages in fuzz/Cargo.lock,
-#             with tonic and audit-db's diesel-async, tokio-postgres and
-#             rustls; no longer audit-reader's 377): an unfinished cold
-#             build had used over 7 minutes of CPU, more than CI's budget
-#             leaves; run it with TEST_STEPS=fuzz (README, Hostile input)
+#             missing and fails if it cannot. The targets build audit-wire
+#             without its `service` feature (messages only, no tonic, no
+#             database driver): 120 packages in fuzz/Cargo.lock, a cold
+#             optimised + instrumented build of 284 s CPU here
 #
 # TEST_STEPS="cargo buf" runs only the named steps (deps always runs).
 set -euo pipefail
@@ -324,7 +321,7 @@ install_cargo_fuzz() {
 }
 
 step_fuzz() {
-    local seconds=${AUDIT_FUZZ_SECONDS:-30} corpus target dirs
+    local seconds=${AUDIT_FUZZ_SECONDS:-20} corpus target dirs
     # No AddressSanitizer here: the entry points are safe Rust, debug
     # assertions stay on (overflow panics), and a sanitizer build of every
     # dependency costs build time the suite has little of. The longer
@@ -365,7 +362,7 @@ if [[ ${1:-} == --step ]]; then
     exit 0
 fi
 
-steps=(deps docs cargo buf helm alerts examples prometheus image deny backup)
+steps=(deps docs cargo buf helm alerts examples prometheus image deny backup fuzz)
 if [[ -n ${TEST_STEPS:-} ]]; then
     read -r -a steps <<<"deps $TEST_STEPS"
 fi

@@ -21,6 +21,15 @@ pub struct IngestArgs {
         default_value = "target/release/audit-writer"
     )]
     pub writer_bin: String,
+    /// Where the writer child listens. Below the kernel's ephemeral range
+    /// (32768-60999 on Linux), so no client connection can be holding it as
+    /// its source port; a port in use fails the bench naming it.
+    #[arg(
+        long,
+        env = "AUDIT_BENCH_WRITER_LISTEN",
+        default_value = "127.0.0.1:17051"
+    )]
+    pub writer_listen: std::net::SocketAddr,
     /// Concurrent clients of the naive and batched baselines (N).
     #[arg(long, env = "AUDIT_BENCH_CLIENTS", default_value_t = 8)]
     pub clients: usize,
@@ -134,6 +143,9 @@ impl IngestArgs {
         }
         if self.writer_pool == 0 {
             return Err("--writer-pool must be at least 1".into());
+        }
+        if !self.writer_listen.ip().is_loopback() {
+            return Err("--writer-listen must be a loopback address (127.0.0.1:PORT)".into());
         }
         if !(self.paced_rate.is_finite() && self.paced_rate >= 0.0) {
             return Err("--paced-rate must be a rate (0: half of the unary peak)".into());

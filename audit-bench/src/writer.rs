@@ -22,19 +22,22 @@ pub struct WriterProcess {
 }
 
 impl WriterProcess {
-    /// Starts the writer on a free 127.0.0.1 port and waits until its
-    /// health service reports SERVING.
+    /// Starts the writer on `--writer-listen` and waits until its health
+    /// service reports SERVING.
     pub async fn start(args: &IngestArgs) -> Result<Self, BenchError> {
-        // The port is free now; the writer binds it a moment later.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let listen = format!("127.0.0.1:{port}");
+        let listen = args.writer_listen;
+        // Else a writer left running from an earlier bench would answer
+        // in place of the one started here.
+        std::net::TcpListener::bind(listen).map_err(|e| {
+            BenchError::Writer(format!(
+                "cannot listen on {listen} (--writer-listen): {e}; is another writer running?"
+            ))
+        })?;
         let pool = args.writer_pool.to_string();
         let child = Command::new(&args.writer_bin)
             .arg("serve")
             .env("AUDIT_DATABASE_URL", &args.database_url)
-            .env("AUDIT_WRITER_LISTEN", &listen)
+            .env("AUDIT_WRITER_LISTEN", listen.to_string())
             // Measures the write path; callers are not authenticated here.
             .env("AUDIT_AUTH", "off")
             .env("AUDIT_POOL_MIN", &pool)

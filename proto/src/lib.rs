@@ -6,7 +6,7 @@
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {
-    tonic::include_proto!("signal_audit.v1");
+    include!(concat!(env!("OUT_DIR"), "/signal_audit.v1.rs"));
 }
 
 /// Encoded `FileDescriptorSet` of every file in the contract, for reflection.
