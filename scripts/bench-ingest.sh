@@ -20,6 +20,7 @@
 #   AUDIT_BENCH_WRITER_LISTEN                 the writer child (127.0.0.1:17051)
 #   PG_BIN                                    PostgreSQL 15 binaries
 #   BENCH_SKIP_BUILD=1                        use the release binaries already in target/
+#   BENCH_RUNS=N                              run the bench N times on the same cluster (default 1)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,9 +47,13 @@ URL=postgres://postgres@127.0.0.1:$PRIMARY_PORT/bench
 AUDIT_DATABASE_URL=$URL RUST_LOG=warn target/release/audit-writer migrate
 
 # What the figures depend on, printed with them.
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "postgres: $("$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d bench -c 'SHOW server_version')," \
     "primary + streaming replica, fsync and synchronous_commit on"
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
 
-target/release/audit-bench ingest --database-url "$URL" --writer-bin target/release/audit-writer "$@"
+RUNS=${BENCH_RUNS:-1}
+for ((run = 1; run <= RUNS; run++)); do
+    [[ $RUNS -eq 1 ]] || echo "run $run of $RUNS, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    target/release/audit-bench ingest --database-url "$URL" --writer-bin target/release/audit-writer "$@"
+done

@@ -151,7 +151,11 @@ async fn restore_locked(
             for lines in &signal_parts {
                 inserted += insert_json(
                     conn,
-                    "INSERT INTO signals SELECT * FROM json_populate_recordset(NULL::signals, $1::json) \
+                    // An archive written before signals had start counters
+                    // has no such keys: zero here, counted again below.
+                    "INSERT INTO signals SELECT * FROM json_populate_recordset( \
+                         json_populate_record(NULL::signals, \
+                             '{\"processing_starts\": 0, \"forwarding_starts\": 0}'), $1::json) \
                      ON CONFLICT (signal_id) DO NOTHING",
                     lines,
                     None,
@@ -169,6 +173,28 @@ async fn restore_locked(
                 &events,
                 Some(&bar),
             )
+            .await?;
+            // Start counters (how many processing and forwarding events a
+            // signal has, for retry counting) of the day's signals that
+            // have none although they have such events: rows restored from
+            // an archive older than the counters.
+            diesel::sql_query(
+                "UPDATE signals AS s \
+                 SET processing_starts = c.processing, forwarding_starts = c.forwarding \
+                 FROM (SELECT signal_id, \
+                              count(*) FILTER (WHERE event_type = 'processing') AS processing, \
+                              count(*) FILTER (WHERE event_type = 'forwarding') AS forwarding \
+                       FROM signal_events \
+                       WHERE signal_id IN (SELECT signal_id FROM signal_events \
+                                           WHERE ts >= ($1::date::timestamp AT TIME ZONE 'UTC') \
+                                             AND ts < (($1::date + 1)::timestamp AT TIME ZONE 'UTC')) \
+                       GROUP BY signal_id) AS c \
+                 WHERE s.signal_id = c.signal_id \
+                   AND s.processing_starts = 0 AND s.forwarding_starts = 0 \
+                   AND c.processing + c.forwarding > 0",
+            )
+            .bind::<Date, _>(day)
+            .execute(conn)
             .await?;
             // The day is live again: a later retention run archives it anew.
             diesel::sql_query("DELETE FROM archived_days WHERE day = $1")

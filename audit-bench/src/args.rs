@@ -33,13 +33,14 @@ pub struct IngestArgs {
     /// Concurrent clients of the naive and batched baselines (N).
     #[arg(long, env = "AUDIT_BENCH_CLIENTS", default_value_t = 8)]
     pub clients: usize,
-    /// Items per phase: signals, or events in the events phase.
+    /// Items per phase: signals, or events in the event phases.
     #[arg(long, env = "AUDIT_BENCH_SIGNALS", default_value_t = 40_000)]
     pub signals: usize,
     /// Also end each phase after this many seconds (0: only --signals bounds it).
     #[arg(long, env = "AUDIT_BENCH_DURATION_SECS", default_value_t = 0)]
     pub duration_secs: u64,
-    /// Signals per record_batch call (batched) and per Ingest chunk (stream).
+    /// Items per record_batch call (batched, batched-events) and per Ingest
+    /// chunk (stream, stream-events).
     #[arg(long, env = "AUDIT_BENCH_CHUNK_SIZE", default_value_t = 200)]
     pub chunk_size: usize,
     /// Seed of every generated signal and event: the same seed writes the same rows.
@@ -52,7 +53,7 @@ pub struct IngestArgs {
     /// HTTP/2 connections the unary callers share.
     #[arg(long, env = "AUDIT_BENCH_CHANNELS", default_value_t = 4)]
     pub channels: usize,
-    /// Concurrent Ingest streams (stream phase).
+    /// Concurrent Ingest streams (stream and stream-events phases).
     #[arg(long, env = "AUDIT_BENCH_STREAMS", default_value_t = 4)]
     pub streams: usize,
     /// Unacknowledged chunks per Ingest stream (K).
@@ -61,13 +62,22 @@ pub struct IngestArgs {
     /// Calls per second of unary-half (0: half of the rate unary reached).
     #[arg(long, env = "AUDIT_BENCH_PACED_RATE", default_value_t = 0.0)]
     pub paced_rate: f64,
+    /// Calls per second of events-half (0: half of the rate events reached).
+    #[arg(long, env = "AUDIT_BENCH_EVENTS_PACED_RATE", default_value_t = 0.0)]
+    pub events_paced_rate: f64,
+    /// An events rate to compare this run's with (for example the events
+    /// phase of an earlier writer on the same machine); 0: none. The
+    /// summary then shows events / reference against the 3x goal.
+    #[arg(long, env = "AUDIT_BENCH_EVENTS_REFERENCE_RATE", default_value_t = 0.0)]
+    pub events_reference_rate: f64,
     /// Phases to run, in this order; unary-half needs unary before it
-    /// unless --paced-rate is set.
+    /// unless --paced-rate is set, events-half needs events before it
+    /// unless --events-paced-rate is set.
     #[arg(
         long,
         env = "AUDIT_BENCH_PHASES",
         value_delimiter = ',',
-        default_value = "naive,batched,unary,unary-half,stream,events"
+        default_value = "naive,batched,unary,unary-half,stream,naive-events,batched-events,events,events-half,stream-events"
     )]
     pub phases: Vec<PhaseName>,
     /// Writer pool size (AUDIT_POOL_MIN and AUDIT_POOL_MAX of the child).
@@ -97,8 +107,17 @@ pub enum PhaseName {
     UnaryHalf,
     /// Ingest streams with chunks and a window of chunks in flight.
     Stream,
-    /// RecordEvent for existing signals, a pipeline mix.
+    /// One transaction per event straight on PostgreSQL: lock the signal,
+    /// claim the id, insert the event, update the signal (the events baseline).
+    NaiveEvents,
+    /// `record_batch` with --chunk-size events per call, no gRPC (the events limit).
+    BatchedEvents,
+    /// RecordEvent for existing signals, a pipeline mix, closed loop.
     Events,
+    /// RecordEvent paced open-loop at half the events rate.
+    EventsHalf,
+    /// Ingest streams carrying events.
+    StreamEvents,
 }
 
 impl PhaseName {
@@ -109,7 +128,11 @@ impl PhaseName {
             Self::Unary => "unary",
             Self::UnaryHalf => "unary-half",
             Self::Stream => "stream",
+            Self::NaiveEvents => "naive-events",
+            Self::BatchedEvents => "batched-events",
             Self::Events => "events",
+            Self::EventsHalf => "events-half",
+            Self::StreamEvents => "stream-events",
         }
     }
 
@@ -122,6 +145,10 @@ impl PhaseName {
             Self::UnaryHalf => 4,
             Self::Stream => 5,
             Self::Events => 6,
+            Self::NaiveEvents => 7,
+            Self::BatchedEvents => 8,
+            Self::EventsHalf => 9,
+            Self::StreamEvents => 10,
         }
     }
 }
@@ -147,17 +174,41 @@ impl IngestArgs {
         if !self.writer_listen.ip().is_loopback() {
             return Err("--writer-listen must be a loopback address (127.0.0.1:PORT)".into());
         }
-        if !(self.paced_rate.is_finite() && self.paced_rate >= 0.0) {
-            return Err("--paced-rate must be a rate (0: half of the unary peak)".into());
+        let rates = [
+            ("--paced-rate", self.paced_rate),
+            ("--events-paced-rate", self.events_paced_rate),
+            ("--events-reference-rate", self.events_reference_rate),
+        ];
+        if let Some((name, _)) = rates.iter().find(|(_, r)| !(r.is_finite() && *r >= 0.0)) {
+            return Err(format!("{name} must be a rate (0: not set)"));
         }
-        if self.phases.contains(&PhaseName::UnaryHalf) && self.paced_rate == 0.0 {
-            let position = |p| self.phases.iter().position(|x| *x == p);
-            match (position(PhaseName::Unary), position(PhaseName::UnaryHalf)) {
-                (Some(unary), Some(half)) if unary < half => {}
+        let position = |p| self.phases.iter().position(|x| *x == p);
+        let paced = [
+            (
+                PhaseName::Unary,
+                PhaseName::UnaryHalf,
+                self.paced_rate,
+                "--paced-rate",
+            ),
+            (
+                PhaseName::Events,
+                PhaseName::EventsHalf,
+                self.events_paced_rate,
+                "--events-paced-rate",
+            ),
+        ];
+        for (peak, half, rate, option) in paced {
+            if position(half).is_none() || rate > 0.0 {
+                continue;
+            }
+            match (position(peak), position(half)) {
+                (Some(p), Some(h)) if p < h => {}
                 _ => {
-                    return Err(
-                        "--phases: unary-half needs unary before it, or --paced-rate".into(),
-                    );
+                    return Err(format!(
+                        "--phases: {} needs {} before it, or {option}",
+                        half.as_str(),
+                        peak.as_str()
+                    ));
                 }
             }
         }

@@ -58,16 +58,28 @@ async fn run_phase(
         PhaseName::Batched => phases::batched::run(cx).await,
         PhaseName::Unary => phases::unary::closed_loop(cx).await,
         PhaseName::UnaryHalf if cx.args.paced_rate > 0.0 => {
-            phases::unary::paced(cx, cx.args.paced_rate).await
+            phases::unary::paced_signals(cx, cx.args.paced_rate).await
         }
         PhaseName::UnaryHalf => match report.rate(PhaseName::Unary) {
-            Some(peak) => phases::unary::paced(cx, peak / 2.0).await,
+            Some(peak) => phases::unary::paced_signals(cx, peak / 2.0).await,
             None => Err(BenchError::Options(
                 "unary-half needs a measured unary phase, or --paced-rate".into(),
             )),
         },
         PhaseName::Stream => phases::stream::run(cx).await,
+        PhaseName::NaiveEvents => phases::naive_events::run(cx).await,
+        PhaseName::BatchedEvents => phases::events::batched(cx).await,
         PhaseName::Events => phases::events::run(cx).await,
+        PhaseName::EventsHalf if cx.args.events_paced_rate > 0.0 => {
+            phases::events::paced(cx, cx.args.events_paced_rate).await
+        }
+        PhaseName::EventsHalf => match report.rate(PhaseName::Events) {
+            Some(peak) => phases::events::paced(cx, peak / 2.0).await,
+            None => Err(BenchError::Options(
+                "events-half needs a measured events phase, or --events-paced-rate".into(),
+            )),
+        },
+        PhaseName::StreamEvents => phases::stream::run_events(cx).await,
     }
 }
 

@@ -15,11 +15,18 @@
 //! - `unary-half`: the same, paced open-loop at half the `unary` rate, for
 //!   the latency at half of peak;
 //! - `stream`: the Ingest RPC with chunks and a window of chunks in flight;
-//! - `events`: RecordEvent for existing signals, a forwarding-pipeline mix.
+//! - `naive-events`: one transaction per event straight on PostgreSQL (lock
+//!   the signal, claim the id, insert the event, update the signal, COMMIT)
+//!   from N clients: the events baseline;
+//! - `batched-events`: `record_batch` with chunks of events (one per
+//!   signal) from N clients, no gRPC: the event path's database-side limit;
+//! - `events`: RecordEvent for existing signals, a forwarding-pipeline mix;
+//! - `events-half`: the same, paced open-loop at half the `events` rate;
+//! - `stream-events`: the Ingest RPC carrying events.
 //!
 //! Each phase reports throughput, latency percentiles (HDR histogram) and
-//! the writer's CPU; the end prints the ratios issue 5 sets targets for and
-//! one JSON line. (`audit-bench soak`, in [`soak`], is the long-running
+//! the writer's CPU; the end prints the ratios issues 5 and 11 set targets
+//! for and one JSON line. (`audit-bench soak`, in [`soak`], is the long-running
 //! counterpart against services already running.) A phase the writer does not implement (UNIMPLEMENTED) is
 //! reported as not available. Everything is bounded by `--signals` (and
 //! optionally `--duration-secs`), talks to 127.0.0.1 only, and the writer
@@ -47,7 +54,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Ingest throughput and latency: naive and batched baselines, unary
-    /// group commit, paced half-peak, streaming ingest, events.
+    /// group commit, paced half-peak, streaming ingest, for signals and for
+    /// events.
     Ingest(args::IngestArgs),
     /// Both services at a steady half-peak load with reads and tails, for
     /// minutes: RSS, connections, p99 and errors per window.

@@ -3,9 +3,13 @@
 //! same `--seed`, whichever worker happens to send it.
 
 use crate::args::PhaseName;
+use crate::phases::Budget;
 use audit_proto::v1 as pb;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const TICKERS: &[&str] = &[
     "NASDAQ:AAPL",
@@ -129,6 +133,69 @@ impl Workload {
     }
 }
 
+/// Many signals' pipelines interleaved, as a relay in front of many workers
+/// forwards them: each [`EventFeed::next`] call takes the next event of
+/// different signals in turn (round robin over up to `active` signals
+/// started at once), so a chunk holds at most one event per signal and a
+/// signal comes back only after every other active one had its turn. A
+/// finished signal's place goes to the next stored signal.
+pub struct EventFeed {
+    workload: Workload,
+    /// The next stored signal to start, shared by every feed of a phase.
+    next_signal: Arc<AtomicUsize>,
+    stored: usize,
+    active: usize,
+    pipelines: VecDeque<VecDeque<pb::NewEvent>>,
+}
+
+impl EventFeed {
+    /// A feed over signals `0..stored` of `workload` (already stored).
+    pub fn new(
+        workload: Workload,
+        next_signal: Arc<AtomicUsize>,
+        stored: usize,
+        active: usize,
+    ) -> Self {
+        Self {
+            workload,
+            next_signal,
+            stored,
+            active: active.max(1),
+            pipelines: VecDeque::new(),
+        }
+    }
+
+    /// Up to `n` events of different signals, each claimed from `budget`;
+    /// empty when the budget or the stored signals are spent.
+    pub fn next(&mut self, n: usize, budget: &Budget) -> Vec<pb::NewEvent> {
+        while self.pipelines.len() < self.active {
+            let index = self.next_signal.fetch_add(1, Ordering::Relaxed);
+            if index >= self.stored {
+                break;
+            }
+            let signal_id = self.workload.signal(index).signal_id;
+            self.pipelines
+                .push_back(self.workload.pipeline(index, &signal_id).into());
+        }
+        // Taken from the front and put back at the end: no signal twice.
+        let take = n.min(self.pipelines.len());
+        let mut events = Vec::with_capacity(take);
+        for _ in 0..take {
+            if budget.claim(1).is_none() {
+                break;
+            }
+            let Some(mut pipeline) = self.pipelines.pop_front() else {
+                break;
+            };
+            events.extend(pipeline.pop_front());
+            if !pipeline.is_empty() {
+                self.pipelines.push_back(pipeline);
+            }
+        }
+        events
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Purpose {
     Signal = 1,
@@ -172,6 +239,53 @@ mod tests {
         assert_ne!(a.signal(7).signal_id, b.signal(7).signal_id);
         assert_ne!(a.signal(7).signal_id, c.signal(7).signal_id);
         assert_ne!(a.event_id(7).to_string(), a.signal(7).signal_id);
+    }
+
+    #[test]
+    fn a_feed_interleaves_signals_and_keeps_each_pipeline_in_order() {
+        let workload = Workload::new(1, PhaseName::StreamEvents);
+        let budget = Budget::new(1_000);
+        let mut feed = EventFeed::new(workload, Arc::new(AtomicUsize::new(0)), 40, 8);
+        let mut sent: Vec<pb::NewEvent> = Vec::new();
+        loop {
+            let chunk = feed.next(5, &budget);
+            if chunk.is_empty() {
+                break;
+            }
+            let mut signals: Vec<&str> = chunk.iter().map(|e| e.signal_id.as_str()).collect();
+            signals.sort_unstable();
+            signals.dedup();
+            assert_eq!(
+                signals.len(),
+                chunk.len(),
+                "one event per signal in a chunk"
+            );
+            sent.extend(chunk);
+        }
+        let mut want: Vec<pb::NewEvent> = Vec::new();
+        for i in 0..40 {
+            want.extend(workload.pipeline(i, &workload.signal(i).signal_id));
+        }
+        assert_eq!(
+            sent.len(),
+            want.len(),
+            "every stored signal's pipeline, whole"
+        );
+        for i in 0..40 {
+            let id = workload.signal(i).signal_id;
+            let of = |events: &[pb::NewEvent]| -> Vec<String> {
+                events
+                    .iter()
+                    .filter(|e| e.signal_id == id)
+                    .map(|e| e.event_id.clone())
+                    .collect()
+            };
+            assert_eq!(of(&sent), of(&want), "signal {i} in pipeline order");
+        }
+        let short = Budget::new(3);
+        let mut feed = EventFeed::new(workload, Arc::new(AtomicUsize::new(0)), 40, 8);
+        assert_eq!(feed.next(5, &short).len(), 3, "stops with the budget");
+        assert!(feed.next(5, &short).is_empty());
     }
 
     #[test]

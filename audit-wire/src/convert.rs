@@ -2,7 +2,7 @@
 
 use audit_core::{DomainError, SignalLocation, SignalStatus, rules};
 use audit_proto::v1 as pb;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use uuid::Uuid;
 
 pub fn status_to_proto(status: SignalStatus) -> pb::SignalStatus {
@@ -88,7 +88,9 @@ pub fn uuid(field: &str, value: &str) -> Result<Uuid, DomainError> {
         .map_err(|_| DomainError::invalid(field, format!("{value:?} is not a UUID")))
 }
 
-/// A timestamp from a request: a valid one that PostgreSQL can hold.
+/// A timestamp from a request: a valid one that PostgreSQL can hold, cut to
+/// the microseconds it keeps, so what is answered from memory is what a
+/// later read returns.
 pub fn timestamp(
     field: &str,
     value: &prost_types::Timestamp,
@@ -98,7 +100,7 @@ pub fn timestamp(
         .filter(|nanos| *nanos < 1_000_000_000)
         .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos))
         .ok_or_else(|| DomainError::invalid(field, "timestamp out of range"))?;
-    rules::storable_time(field, at)
+    rules::storable_time(field, at.trunc_subsecs(6))
 }
 
 pub fn to_timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
@@ -155,5 +157,17 @@ mod tests {
         assert!(span(3_600).is_ok());
         assert!(span(i64::MAX / 1_000_000 + 1).is_err());
         assert!(span(i64::MAX / 1_000).is_err());
+    }
+
+    #[test]
+    fn times_keep_the_microseconds_postgres_keeps() {
+        let at = timestamp(
+            "t",
+            &prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 123_456_789,
+            },
+        );
+        assert_eq!(at.map(|t| t.timestamp_subsec_nanos()), Ok(123_456_000));
     }
 }

@@ -220,6 +220,61 @@ async fn partitions_are_listed_and_created_ahead_and_back() {
     conn.batch_execute(&insert).await.unwrap();
 }
 
+#[derive(QueryableByName)]
+struct Starts {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    processing_starts: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    forwarding_starts: i32,
+}
+
+/// The migration that keeps retry counting's start counters on the signal
+/// row counts the events stored before it.
+#[tokio::test]
+async fn the_start_counters_migration_counts_the_events_already_stored() {
+    let cluster = cluster().await;
+    let url = cluster.primary_url(&fresh_database(cluster).await);
+    let reverted = audit_migrations::revert_last(&url, 1).await.unwrap();
+    assert!(
+        reverted.iter().any(|v| v.starts_with("20261206000100")),
+        "{reverted:?}"
+    );
+    let mut conn = connect(&url).await;
+    let signal = "00000000-0000-0000-0000-00000000c0de";
+    let mut sql = format!(
+        "INSERT INTO signals (signal_id, ticker, normalised_ticker, side, action, price, original_signal, created_at, updated_at) \
+         VALUES ('{signal}', 'A', 'A', 'buy', 'open', 1, '{{}}', now(), now()); \
+         INSERT INTO signals (signal_id, ticker, normalised_ticker, side, action, price, original_signal, created_at, updated_at) \
+         VALUES ('00000000-0000-0000-0000-0000000000f0', 'B', 'B', 'buy', 'open', 1, '{{}}', now(), now());"
+    );
+    for kind in [
+        "processing",
+        "processing",
+        "approved",
+        "forwarding",
+        "forwarding",
+        "forwarding",
+    ] {
+        sql.push_str(&format!(
+            " INSERT INTO signal_events (event_id, signal_id, ts, event_type, location) \
+             VALUES (gen_random_uuid(), '{signal}', now(), '{kind}', 'worker_processing');"
+        ));
+    }
+    conn.batch_execute(&sql).await.unwrap();
+    audit_migrations::run_pending(&url).await.unwrap();
+    let counted: Vec<Starts> = diesel::sql_query(
+        "SELECT processing_starts, forwarding_starts FROM signals ORDER BY signal_id DESC",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap();
+    let counted: Vec<(i32, i32)> = counted
+        .iter()
+        .map(|s| (s.processing_starts, s.forwarding_starts))
+        .collect();
+    assert_eq!(counted, vec![(2, 3), (0, 0)]);
+}
+
 #[tokio::test]
 async fn check_exits_one_on_findings() {
     let cluster = cluster().await;

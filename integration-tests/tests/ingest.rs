@@ -157,6 +157,172 @@ async fn group_commit_fails_only_the_bad_item() {
     );
 }
 
+/// One event id sent for two signals at the same moment, in transactions
+/// that do not wait for each other's row locks (different signals): one
+/// takes the id and the other hears ALREADY_EXISTS naming the owner, also
+/// when its claim waited for the winner's commit, which its own snapshot
+/// then cannot see (the writer looks such ids up again).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_id_raced_for_by_two_signals_goes_to_exactly_one() {
+    let app = TestApp::start().await;
+    let rounds = 40;
+    for round in 0..rounds {
+        let (a, _) = app.record_signal("AAPL").await;
+        let (b, _) = app.record_signal("MSFT").await;
+        let event_id = uuid::Uuid::new_v4().to_string();
+        let send = |signal_id: String| {
+            let mut writer = app.writer.clone();
+            let mut event = new_event(&signal_id, S::Processing, L::WorkerProcessing, None);
+            event.event_id = event_id.clone();
+            tokio::spawn(async move {
+                writer
+                    .record_batch(pb::RecordBatchRequest {
+                        signals: vec![],
+                        events: vec![event],
+                    })
+                    .await
+            })
+        };
+        let (first, second) = (send(a.signal_id), send(b.signal_id));
+        let answers = [first.await.unwrap(), second.await.unwrap()];
+        let taken = answers.iter().filter(|a| a.is_ok()).count();
+        assert_eq!(taken, 1, "round {round}: {answers:?}");
+        for answer in &answers {
+            if let Err(status) = answer {
+                assert_eq!(
+                    status.code(),
+                    tonic::Code::AlreadyExists,
+                    "round {round}: {status:?}"
+                );
+                assert!(status.message().contains("belongs to signal"), "{status:?}");
+            }
+        }
+    }
+    let mut db = app.primary().await;
+    assert_eq!(
+        count_rows(&mut db, "signal_events").await,
+        3 * rounds,
+        "two received events and one raced-for event per round"
+    );
+}
+
+/// The signal's new state is written in the transaction that stores its
+/// event, also on a connection's first event write (when the writer still
+/// prepares its UPDATE, and a COMMIT sent past the statement queue would
+/// have reached the server first and left the UPDATE outside the
+/// transaction). Checked by transaction id: the signal row's `xmin` is the
+/// transaction that wrote its event (`xact_id`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_signal_update_commits_with_its_event_on_fresh_connections() {
+    let app = TestApp::start().await;
+    let mut signals = Vec::new();
+    for _ in 0..8 {
+        signals.push(app.record_signal("AAPL").await.0);
+    }
+    // Concurrent, so the groups land on several fresh pool connections.
+    let calls = signals.iter().map(|signal| {
+        let mut writer = app.writer.clone();
+        let event = new_event(&signal.signal_id, S::Processing, L::WorkerProcessing, None);
+        tokio::spawn(async move {
+            writer
+                .record_event(pb::RecordEventRequest { event: Some(event) })
+                .await
+        })
+    });
+    for call in futures::future::join_all(calls).await {
+        call.unwrap().expect("recorded");
+    }
+    let mut db = app.primary().await;
+    #[derive(diesel::QueryableByName)]
+    struct Apart {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    // xmin is the 32-bit transaction id; xact_id keeps the epoch too.
+    let apart: Apart = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query(
+            "SELECT count(*) AS n FROM signals s JOIN signal_events e USING (signal_id) \
+             WHERE e.event_type = 'processing' \
+               AND s.xmin::text::bigint <> e.xact_id % 4294967296",
+        ),
+        &mut db,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        apart.n, 0,
+        "signal rows not written by their event's transaction"
+    );
+    assert_eq!(
+        integration_tests::count_rows(&mut db, "signal_events").await,
+        16
+    );
+}
+
+/// One event id sent for two existing signals in one batch: the first
+/// occurrence takes it (whatever order the claim's rows come in), the
+/// second is the conflict that fails the batch, naming its owner.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_event_id_for_two_signals_in_a_batch_goes_to_the_first() {
+    let app = TestApp::start().await;
+    for round in 0..10 {
+        let (a, _) = app.record_signal("AAPL").await;
+        let (b, _) = app.record_signal("MSFT").await;
+        let event_id = uuid::Uuid::new_v4().to_string();
+        let event = |signal_id: &str| {
+            let mut event = new_event(signal_id, S::Processing, L::WorkerProcessing, None);
+            event.event_id = event_id.clone();
+            event
+        };
+        // Alternate which signal sorts first, so input order, not id order, decides.
+        let (first, second) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let mut writer = app.writer.clone();
+        let status = writer
+            .record_batch(pb::RecordBatchRequest {
+                signals: vec![],
+                events: vec![event(&first.signal_id), event(&second.signal_id)],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+        assert!(status.message().starts_with("events[1]"), "{status:?}");
+        assert!(status.message().contains(&first.signal_id), "{status:?}");
+        // Nothing of the batch stayed; alone, the first occurrence is stored
+        // and moves its signal.
+        let answer = writer
+            .record_batch(pb::RecordBatchRequest {
+                signals: vec![],
+                events: vec![event(&first.signal_id)],
+            })
+            .await
+            .expect("the id is free again")
+            .into_inner();
+        assert_eq!((answer.events_created, answer.duplicates), (1, 0));
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Moved {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    // Every signal that got the event is processing; the others are not.
+    let mut db = app.primary().await;
+    let moved: Moved = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query(
+            "SELECT count(*) AS n FROM signals s \
+             WHERE (s.current_status = 'processing') \
+                 = EXISTS (SELECT 1 FROM signal_events e \
+                           WHERE e.signal_id = s.signal_id AND e.event_type = 'processing')",
+        ),
+        &mut db,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        moved.n, 20,
+        "status agrees with stored events for every signal"
+    );
+}
+
 fn chunk(id: u64, size: usize) -> pb::IngestRequest {
     let mut request = pb::IngestRequest {
         chunk_id: id,

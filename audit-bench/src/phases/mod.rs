@@ -9,6 +9,7 @@
 pub mod batched;
 pub mod events;
 pub mod naive;
+pub mod naive_events;
 pub mod stream;
 pub mod unary;
 
@@ -75,6 +76,16 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// `total` items, no deadline.
+    #[cfg(test)]
+    pub fn new(total: usize) -> Self {
+        Self {
+            next: AtomicUsize::new(0),
+            total,
+            deadline: None,
+        }
+    }
+
     /// The next `n` (or fewer, at the end) item indices.
     pub fn claim(&self, n: usize) -> Option<Range<usize>> {
         if self.deadline.is_some_and(|d| Instant::now() >= d) {

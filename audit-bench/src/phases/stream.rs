@@ -1,19 +1,23 @@
 //! The Ingest RPC: `--streams` bidirectional streams, each sending chunks
-//! of `--chunk-size` signals and keeping up to `--window` chunks
+//! of `--chunk-size` items and keeping up to `--window` chunks
 //! unacknowledged. An acknowledgement with code 0 means the chunk is
 //! committed; RESOURCE_EXHAUSTED (8) means the writer is saturated, so the
-//! stream backs off and sends the same signals again in a new chunk; any
+//! stream backs off and sends the same items again in a new chunk; any
 //! other code ends the phase with that error.
+//!
+//! [`run`] (`stream`) sends new signals; [`run_events`] (`stream-events`)
+//! sends events of stored signals, each stream its own signals interleaved
+//! (see [`EventFeed`]) so that no two chunks in flight touch one signal.
 
-use super::{Backoff, Budget, Context, Measured, Meter, Tally, Unit, join};
+use super::{Backoff, Budget, Context, Measured, Meter, Tally, Unit, events, join};
 use crate::BenchError;
 use crate::args::PhaseName;
-use crate::workload::Workload;
+use crate::workload::{EventFeed, Workload};
 use audit_proto::v1 as pb;
 use audit_proto::v1::signal_writer_service_client::SignalWriterServiceClient;
 use std::collections::{HashMap, VecDeque};
-use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -27,22 +31,76 @@ struct Shape {
     ack_timeout: Duration,
 }
 
-pub async fn run(cx: &Context<'_>) -> Result<Measured, BenchError> {
-    let mut channels = Vec::with_capacity(cx.args.streams);
-    for _ in 0..cx.args.streams {
-        channels.push(cx.writer.channel().await?);
+/// What one stream sends.
+enum Source {
+    /// New signals of the workload, as the budget hands them out.
+    Signals(Workload, Arc<Budget>),
+    /// Events of stored signals.
+    Events(EventFeed, Arc<Budget>),
+}
+
+/// The items of one chunk, kept until it is acknowledged (to send again).
+#[derive(Clone)]
+struct Items {
+    signals: Vec<pb::NewSignal>,
+    events: Vec<pb::NewEvent>,
+}
+
+impl Items {
+    fn len(&self) -> usize {
+        self.signals.len() + self.events.len()
     }
-    let shape = Shape {
-        chunk_size: cx.args.chunk_size,
-        window: cx.args.window,
-        ack_timeout: cx.call_timeout(),
-    };
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Source {
+    /// The next chunk's items; none once the budget is spent.
+    fn next(&mut self, n: usize) -> Option<Items> {
+        let items = match self {
+            Self::Signals(workload, budget) => Items {
+                signals: workload.signals(budget.claim(n)?),
+                events: Vec::new(),
+            },
+            Self::Events(feed, budget) => Items {
+                signals: Vec::new(),
+                events: feed.next(n, budget),
+            },
+        };
+        (!items.is_empty()).then_some(items)
+    }
+}
+
+impl Context<'_> {
+    fn shape(&self) -> Shape {
+        Shape {
+            chunk_size: self.args.chunk_size,
+            window: self.args.window,
+            ack_timeout: self.call_timeout(),
+        }
+    }
+
+    async fn ingest_channels(&self) -> Result<Vec<Channel>, BenchError> {
+        let mut channels = Vec::with_capacity(self.args.streams);
+        for _ in 0..self.args.streams {
+            channels.push(self.writer.channel().await?);
+        }
+        Ok(channels)
+    }
+}
+
+pub async fn run(cx: &Context<'_>) -> Result<Measured, BenchError> {
+    let channels = cx.ingest_channels().await?;
+    let shape = cx.shape();
     let workload = cx.workload(PhaseName::Stream);
     let budget = cx.budget(cx.args.signals);
     let meter = Meter::start(cx.writer);
     let mut streams = JoinSet::new();
     for channel in channels {
-        streams.spawn(ingest(channel, workload, budget.clone(), shape));
+        let source = Source::Signals(workload, budget.clone());
+        streams.spawn(ingest(channel, source, shape));
     }
     let tally = join(streams).await?;
     Ok(Measured::new(
@@ -57,13 +115,40 @@ pub async fn run(cx: &Context<'_>) -> Result<Measured, BenchError> {
     ))
 }
 
-/// One stream, until the budget is spent and every chunk is acknowledged.
-async fn ingest(
-    channel: Channel,
-    workload: Workload,
-    budget: Arc<Budget>,
-    shape: Shape,
-) -> Result<Tally, BenchError> {
+pub async fn run_events(cx: &Context<'_>) -> Result<Measured, BenchError> {
+    let workload = cx.workload(PhaseName::StreamEvents);
+    let events = cx.args.signals;
+    // Each stream interleaves enough signals that the chunks of one window
+    // never share one.
+    let active = cx.args.chunk_size * cx.args.window;
+    let started = active * cx.args.streams;
+    let stored = events::store_signals(cx, workload, events, started).await?;
+    let channels = cx.ingest_channels().await?;
+    let shape = cx.shape();
+    let budget = cx.budget(events);
+    let next_signal = Arc::new(AtomicUsize::new(0));
+    let meter = Meter::start(cx.writer);
+    let mut streams = JoinSet::new();
+    for channel in channels {
+        let feed = EventFeed::new(workload, next_signal.clone(), stored, active);
+        let source = Source::Events(feed, budget.clone());
+        streams.spawn(ingest(channel, source, shape));
+    }
+    let tally = join(streams).await?;
+    Ok(Measured::new(
+        format!(
+            "{} streams x {} chunks in flight x {} events, one per signal",
+            cx.args.streams, cx.args.window, cx.args.chunk_size
+        ),
+        Unit::Events,
+        "chunk ack",
+        tally,
+        meter.stop(),
+    ))
+}
+
+/// One stream, until the source is spent and every chunk is acknowledged.
+async fn ingest(channel: Channel, mut source: Source, shape: Shape) -> Result<Tally, BenchError> {
     let (outbound, requests) = mpsc::channel::<pb::IngestRequest>(shape.window);
     let mut acks = SignalWriterServiceClient::new(channel)
         .ingest(ReceiverStream::new(requests))
@@ -72,9 +157,9 @@ async fn ingest(
         .into_inner();
     let mut tally = Tally::default();
     let mut backoff = Backoff::default();
-    // Chunks sent and not yet acknowledged: their signals and send time.
-    let mut pending: HashMap<u64, (Range<usize>, Instant)> = HashMap::new();
-    let mut resend: VecDeque<Range<usize>> = VecDeque::new();
+    // Chunks sent and not yet acknowledged: their items and send time.
+    let mut pending: HashMap<u64, (Items, Instant)> = HashMap::new();
+    let mut resend: VecDeque<Items> = VecDeque::new();
     let mut next_chunk_id = 0u64;
     let mut spent = false;
     loop {
@@ -82,7 +167,7 @@ async fn ingest(
             let items = match resend.pop_front() {
                 Some(items) => items,
                 None if spent => break,
-                None => match budget.claim(shape.chunk_size) {
+                None => match source.next(shape.chunk_size) {
                     Some(items) => items,
                     None => {
                         spent = true;
@@ -92,8 +177,8 @@ async fn ingest(
             };
             let chunk = pb::IngestRequest {
                 chunk_id: next_chunk_id,
-                signals: workload.signals(items.clone()),
-                events: Vec::new(),
+                signals: items.signals.clone(),
+                events: items.events.clone(),
             };
             outbound
                 .send(chunk)
@@ -153,7 +238,7 @@ mod tests {
     };
     use std::pin::Pin;
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::atomic::AtomicBool;
     use tokio_stream::Stream;
     use tonic::{Request, Response, Status, Streaming};
 
@@ -253,12 +338,9 @@ mod tests {
             .unwrap()
     }
 
-    fn budget(total: usize) -> Arc<Budget> {
-        Arc::new(Budget {
-            next: AtomicUsize::new(0),
-            total,
-            deadline: None,
-        })
+    fn signals(total: usize) -> Source {
+        let workload = Workload::new(1, PhaseName::Stream);
+        Source::Signals(workload, Arc::new(Budget::new(total)))
     }
 
     const SHAPE: Shape = Shape {
@@ -270,8 +352,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_ingest_is_an_unimplemented_call_error() {
         let channel = serve(Stub::default()).await;
-        let workload = Workload::new(1, PhaseName::Stream);
-        let error = ingest(channel, workload, budget(10), SHAPE).await.err();
+        let error = ingest(channel, signals(10), SHAPE).await.err();
         assert!(
             matches!(&error, Some(BenchError::Call { call: "Ingest", status }) if status.code() == tonic::Code::Unimplemented),
             "{error:?}"
@@ -287,7 +368,7 @@ mod tests {
         let committed = stub.committed.clone();
         let channel = serve(stub).await;
         let workload = Workload::new(1, PhaseName::Stream);
-        let tally = ingest(channel, workload, budget(10), SHAPE).await.unwrap();
+        let tally = ingest(channel, signals(10), SHAPE).await.unwrap();
         assert_eq!((tally.items, tally.refused), (10, 1));
         assert_eq!(tally.latency.len(), 4, "one sample per committed chunk");
         let mut got = committed.lock().unwrap().clone();

@@ -7,11 +7,13 @@
 //! stall delays the calls behind it and shows in their latency instead of
 //! silently slowing the schedule (no coordinated omission).
 
-use super::{Context, Measured, Meter, Tally, Unit, join, record_signal};
+use super::{Context, Measured, Meter, Tally, Unit, WriterClient, join, record_signal};
 use crate::BenchError;
 use crate::args::PhaseName;
 use crate::measure::{histogram, quantile_ms, record};
 use hdrhistogram::Histogram;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
@@ -53,14 +55,39 @@ pub async fn closed_loop(cx: &Context<'_>) -> Result<Measured, BenchError> {
 /// Pacer resolution: calls due within one tick start together.
 const TICK: Duration = Duration::from_millis(1);
 
-pub async fn paced(cx: &Context<'_>, rate: f64) -> Result<Measured, BenchError> {
-    let clients = cx.clients().await?;
+/// RecordSignal paced at `rate` (unary-half).
+pub async fn paced_signals(cx: &Context<'_>, rate: f64) -> Result<Measured, BenchError> {
     let workload = cx.workload(PhaseName::UnaryHalf);
+    let budget = cx.budget(cx.args.signals);
+    paced(cx, rate, Unit::Signals, move |client: &WriterClient| {
+        let i = budget.claim(1)?.start;
+        let client = client.clone();
+        let signal = workload.signal(i);
+        let call: Call = Box::pin(async move { record_signal(&client, signal).await });
+        Some(call)
+    })
+    .await
+}
+
+/// One call of a paced phase, ready to be sent: how often it was refused.
+pub type Call = Pin<Box<dyn Future<Output = Result<usize, BenchError>> + Send>>;
+
+/// Calls `next` makes (until it has none left), started at `rate` per
+/// second over the writer connections in turn.
+pub async fn paced<F>(
+    cx: &Context<'_>,
+    rate: f64,
+    unit: Unit,
+    mut next: F,
+) -> Result<Measured, BenchError>
+where
+    F: FnMut(&WriterClient) -> Option<Call>,
+{
+    let clients = cx.clients().await?;
     let rate = rate.max(1.0);
     // Calls still unanswered beyond this wait for answers: the schedule slips
     // (and the slip is counted) but the bench never grows without bound.
     let max_outstanding = cx.args.unary_concurrency.saturating_mul(8).max(64);
-    let budget = cx.budget(cx.args.signals);
     let meter = Meter::start(cx.writer);
     let started = Instant::now();
     let mut ticker = tokio::time::interval(TICK);
@@ -75,24 +102,20 @@ pub async fn paced(cx: &Context<'_>, rate: f64) -> Result<Measured, BenchError> 
         ticker.tick().await;
         let due_by_now = (started.elapsed().as_secs_f64() * rate) as usize + 1;
         while sent < due_by_now && calls.len() < max_outstanding {
-            let Some(items) = budget.claim(1) else {
+            let Some(call) = next(&clients[sent % clients.len()]) else {
                 break 'schedule;
             };
-            for i in items {
-                let due = started + Duration::from_secs_f64(i as f64 / rate);
-                let client = clients[i % clients.len()].clone();
-                let signal = workload.signal(i);
-                calls.spawn(async move {
-                    let lag = due.elapsed();
-                    let refused = record_signal(&client, signal).await?;
-                    Ok(Answer {
-                        latency: due.elapsed(),
-                        lag,
-                        refused,
-                    })
-                });
-                sent += 1;
-            }
+            let due = started + Duration::from_secs_f64(sent as f64 / rate);
+            calls.spawn(async move {
+                let lag = due.elapsed();
+                let refused = call.await?;
+                Ok(Answer {
+                    latency: due.elapsed(),
+                    lag,
+                    refused,
+                })
+            });
+            sent += 1;
         }
         while let Some(answer) = calls.try_join_next() {
             answer??.count(&mut tally, &mut lag);
@@ -107,7 +130,7 @@ pub async fn paced(cx: &Context<'_>, rate: f64) -> Result<Measured, BenchError> 
             cx.args.channels,
             quantile_ms(&lag, 0.99)
         ),
-        Unit::Signals,
+        unit,
         "call, from when due",
         tally,
         meter.stop(),

@@ -1,24 +1,117 @@
 //! Events: claim each id (idempotency), insert the new ones, and fold them
-//! into their signals' state, one set-based statement per step.
+//! into their signals' state.
+//!
+//! Two statements read and write everything a batch of events needs, and
+//! both ride in its transaction's first round trip (see `store::write`):
+//! [`Plan::lock`] locks the signals and reads them with their start
+//! counters; [`Plan::claim`] claims the ids, inserts the events whose claim
+//! it took and returns them together with the stored events of ids claimed
+//! before (replays). [`resolve`] then applies the new events through the
+//! state machine of `audit_core::SignalState` and answers each event; the
+//! signals' new state is one `UPDATE … FROM unnest(…)` that rides with the
+//! COMMIT. Lookups beyond that only happen for races (see [`resolve`]).
 
-use super::statements::{InsertEventIds, InsertEvents, UpdateSignals};
+use super::statements::{ClaimEvents, LockSignals, LockedSignal, UpdateSignals};
 use super::{RecordedEvent, conflict, missing_result};
 use audit_core::{NewEvent, SignalStatus};
 use audit_db::DbError;
 use audit_db::models::{EventIdRow, EventRow, SignalRow, interval_to_delta};
-use audit_db::schema::{signal_event_ids, signal_events, signals};
-use diesel::dsl::count_star;
+use audit_db::schema::{signal_event_ids, signal_events};
 use diesel::prelude::*;
+use diesel::sql_types::Bool;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
-/// The idempotency claim for an event id.
-fn id_row(event: &NewEvent) -> EventIdRow {
-    EventIdRow {
-        event_id: event.event_id,
-        signal_id: event.signal_id,
-        ts: event.timestamp,
+/// What a stored event came back as from [`ClaimEvents`].
+#[derive(QueryableByName)]
+pub(super) struct Stored {
+    /// Inserted by this statement, rather than claimed before it.
+    #[diesel(sql_type = Bool)]
+    created: bool,
+    #[diesel(embed)]
+    event: EventRow,
+}
+
+/// A batch of events, ready to be sent.
+pub(super) struct Plan<'a> {
+    /// The signals the events name, in id order (the lock order: two
+    /// transactions lock their common signals in the same order, so they
+    /// cannot deadlock).
+    signal_ids: Vec<Uuid>,
+    /// The first occurrence of each event id with each signal: the ones
+    /// that compete for the id (an occurrence with an unknown signal cannot
+    /// take it from a later one with a known signal).
+    firsts: Vec<&'a NewEvent>,
+}
+
+impl<'a> Plan<'a> {
+    pub(super) fn new(events: &'a [NewEvent]) -> Self {
+        let mut signal_ids: Vec<Uuid> = events.iter().map(|e| e.signal_id).collect();
+        signal_ids.sort_unstable();
+        signal_ids.dedup();
+        let mut seen: HashSet<(Uuid, Uuid)> = HashSet::with_capacity(events.len());
+        let firsts = events
+            .iter()
+            .filter(|e| seen.insert((e.event_id, e.signal_id)))
+            .collect();
+        Self { signal_ids, firsts }
+    }
+
+    /// Locks the signals (`FOR NO KEY UPDATE`: other transactions' foreign
+    /// key checks still pass) and reads them.
+    pub(super) async fn lock(
+        &self,
+        conn: &AsyncPgConnection,
+    ) -> Result<Vec<LockedSignal>, DbError> {
+        lock_signals(conn, &self.signal_ids).await
+    }
+
+    /// Claims, inserts and looks up the events (one statement).
+    pub(super) async fn claim(&self, conn: &AsyncPgConnection) -> Result<Vec<Stored>, DbError> {
+        let mut shared = conn;
+        Ok(ClaimEvents::new(&self.firsts)
+            .load::<Stored>(&mut shared)
+            .await?)
+    }
+}
+
+async fn lock_signals(
+    conn: &AsyncPgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<LockedSignal>, DbError> {
+    let mut shared = conn;
+    Ok(LockSignals::new(ids)
+        .load::<LockedSignal>(&mut shared)
+        .await?)
+}
+
+/// A signal while the batch's events are applied to it.
+struct State {
+    row: SignalRow,
+    processing_starts: i32,
+    forwarding_starts: i32,
+}
+
+impl From<LockedSignal> for State {
+    fn from(locked: LockedSignal) -> Self {
+        Self {
+            row: locked.signal,
+            processing_starts: locked.processing_starts,
+            forwarding_starts: locked.forwarding_starts,
+        }
+    }
+}
+
+impl State {
+    /// How many events of this type the signal already has, for the types
+    /// whose repetition is a retry.
+    fn starts(&mut self, kind: SignalStatus) -> Option<&mut i32> {
+        match kind {
+            SignalStatus::Processing => Some(&mut self.processing_starts),
+            SignalStatus::Forwarding => Some(&mut self.forwarding_starts),
+            _ => None,
+        }
     }
 }
 
@@ -26,140 +119,159 @@ fn id_row(event: &NewEvent) -> EventIdRow {
 enum Claim {
     Unknown,
     New,
-    /// The same id appeared earlier in this batch, at that index.
+    /// The new event again, later in this batch.
     Repeat,
-    /// Claimed by an earlier transaction (or, until the claim's answer is
-    /// in, maybe by this one): the stored event answers it.
-    Pending,
+    /// Claimed by an earlier transaction, or in this batch for another
+    /// signal: the stored event answers it (or the conflict does).
+    Replay,
 }
 
-pub(super) async fn apply(
+/// Each event's answer, in input order, and the signals' new state (none
+/// when no event was new).
+pub(super) struct Resolved {
+    pub results: Vec<Result<RecordedEvent, DbError>>,
+    pub update: Option<UpdateSignals>,
+}
+
+/// Applies the batch's new events to their signals and answers every
+/// event, from what [`Plan::lock`] and [`Plan::claim`] returned.
+///
+/// Two races need a lookup of their own, inside the same transaction (so
+/// under the same locks): a signal inserted and committed between the lock
+/// and the claim (its events were claimed, so it is locked and read now),
+/// and an id claimed by a transaction that committed after the claim
+/// statement's snapshot (its stored event is read now, see [`ClaimEvents`]).
+pub(super) async fn resolve(
     conn: &mut AsyncPgConnection,
     events: &[NewEvent],
-) -> Result<Vec<Result<RecordedEvent, DbError>>, DbError> {
-    let mut signal_ids: Vec<Uuid> = events.iter().map(|e| e.signal_id).collect();
-    signal_ids.sort_unstable();
-    signal_ids.dedup();
-    let mut states: HashMap<Uuid, SignalRow> = signals::table
-        .filter(signals::signal_id.eq_any(&signal_ids))
-        .order(signals::signal_id)
-        .select(SignalRow::as_select())
-        .for_no_key_update()
-        .load::<SignalRow>(conn)
-        .await?
+    plan: &Plan<'_>,
+    locked: Vec<LockedSignal>,
+    stored: Vec<Stored>,
+) -> Result<Resolved, DbError> {
+    let mut states: HashMap<Uuid, State> = locked
         .into_iter()
-        .map(|row| (row.signal_id, row))
+        .map(|locked| (locked.signal.signal_id, State::from(locked)))
         .collect();
-
-    // Claim ids: first occurrence in the batch competes for the id.
-    let mut claims = Vec::with_capacity(events.len());
-    let mut seen: HashSet<Uuid> = HashSet::new();
-    let mut to_claim = Vec::new();
-    for event in events {
-        if !states.contains_key(&event.signal_id) {
-            claims.push(Claim::Unknown);
-        } else if !seen.insert(event.event_id) {
-            claims.push(Claim::Repeat);
+    let mut created: HashSet<Uuid> = HashSet::new();
+    let mut rows: HashMap<Uuid, EventRow> = HashMap::with_capacity(stored.len());
+    // Which signal owns each id claimed before this transaction.
+    let mut owners: HashMap<Uuid, Uuid> = HashMap::new();
+    for Stored {
+        created: new,
+        event,
+    } in stored
+    {
+        if new {
+            created.insert(event.event_id);
         } else {
-            to_claim.push(id_row(event));
-            claims.push(Claim::Pending);
+            owners.insert(event.event_id, event.signal_id);
         }
-    }
-    let claimed: HashSet<Uuid> = if to_claim.is_empty() {
-        HashSet::new()
-    } else {
-        InsertEventIds::new(&to_claim)
-            .load::<ClaimedId>(conn)
-            .await?
-            .into_iter()
-            .map(|c| c.event_id)
-            .collect()
-    };
-    for (claim, event) in claims.iter_mut().zip(events) {
-        if matches!(claim, Claim::Pending) && claimed.contains(&event.event_id) {
-            *claim = Claim::New;
-        }
+        rows.insert(event.event_id, event);
     }
 
-    let replays: Vec<Uuid> = claims
+    let mut late_signals: Vec<Uuid> = plan
+        .firsts
         .iter()
-        .zip(events)
-        .filter(|(c, _)| matches!(c, Claim::Pending))
-        .map(|(_, e)| e.event_id)
+        .filter(|e| claimed_here(e, &created, &rows) && !states.contains_key(&e.signal_id))
+        .map(|e| e.signal_id)
         .collect();
-    let (replay_keys, mut stored) = load_replays(conn, &replays).await?;
-
-    // Retries: a processing or forwarding step the signal has had before.
-    let mut starts: HashMap<(Uuid, SignalStatus), i64> = signal_events::table
-        .filter(signal_events::signal_id.eq_any(&signal_ids))
-        .filter(
-            signal_events::event_type.eq_any([SignalStatus::Processing, SignalStatus::Forwarding]),
-        )
-        .group_by((signal_events::signal_id, signal_events::event_type))
-        .select((
-            signal_events::signal_id,
-            signal_events::event_type,
-            count_star(),
-        ))
-        .load::<(Uuid, SignalStatus, i64)>(conn)
-        .await?
-        .into_iter()
-        .map(|(id, kind, n)| ((id, kind), n))
-        .collect();
-
-    let new_events: Vec<NewEvent> = claims
+    if !late_signals.is_empty() {
+        late_signals.sort_unstable();
+        late_signals.dedup();
+        for locked in lock_signals(conn, &late_signals).await? {
+            states.insert(locked.signal.signal_id, State::from(locked));
+        }
+    }
+    let unseen: Vec<Uuid> = plan
+        .firsts
         .iter()
-        .zip(events)
-        .filter(|(c, _)| matches!(c, Claim::New))
-        .map(|(_, e)| e.clone())
+        .filter(|e| states.contains_key(&e.signal_id) && !rows.contains_key(&e.event_id))
+        .map(|e| e.event_id)
         .collect();
-    let inserted = insert_new_events(conn, &new_events).await?;
-    let mut touched: HashSet<Uuid> = HashSet::new();
-    for event in &new_events {
+    if !unseen.is_empty() {
+        let (keys, found) = load_replays(conn, &unseen).await?;
+        owners.extend(keys);
+        rows.extend(found);
+    }
+
+    // New is decided by what the claim stored, not by input order: the
+    // occurrence whose (id, signal) the claim took, the first time it
+    // appears; every other occurrence is answered from the stored event.
+    let mut claims = Vec::with_capacity(events.len());
+    let mut applied: HashSet<Uuid> = HashSet::with_capacity(created.len());
+    for event in events {
+        claims.push(if !states.contains_key(&event.signal_id) {
+            Claim::Unknown
+        } else if claimed_here(event, &created, &rows) {
+            if applied.insert(event.event_id) {
+                Claim::New
+            } else {
+                Claim::Repeat
+            }
+        } else {
+            Claim::Replay
+        });
+    }
+
+    // The new events, in input order, through the state machine.
+    let mut touched: Vec<Uuid> = Vec::new();
+    for (claim, event) in claims.iter().zip(events) {
+        if !matches!(claim, Claim::New) {
+            continue;
+        }
         let Some(state) = states.get_mut(&event.signal_id) else {
             continue;
         };
-        let seen = starts
-            .entry((event.signal_id, event.event_type))
-            .or_insert(0);
-        let earlier = *seen;
-        if event.event_type.starts_work() {
-            *seen += 1;
-        }
-        let mut next = state.state();
-        next.apply(event, earlier);
-        state.set_state(&next);
-        touched.insert(event.signal_id);
-    }
-    let updated = update_signals(conn, touched.iter().filter_map(|id| states.get(id))).await?;
-    states.extend(updated.into_iter().map(|row| (row.signal_id, row)));
-    stored.extend(inserted.into_iter().map(|row| (row.event_id, row)));
-
-    let mut results = Vec::with_capacity(events.len());
-    for (claim, event) in claims.iter().zip(events) {
-        let result = match claim {
-            Claim::Unknown => Err(DbError::not_found("signal", event.signal_id)),
-            Claim::New => match (stored.get(&event.event_id), states.get(&event.signal_id)) {
-                (Some(row), Some(signal)) => Ok(RecordedEvent {
-                    event: row.clone(),
-                    signal: signal.clone(),
-                    created: true,
-                }),
-                _ => Err(missing_result()),
-            },
-            Claim::Repeat | Claim::Pending => {
-                let owner = replay_keys.get(&event.event_id).copied();
-                replayed(
-                    event,
-                    stored.get(&event.event_id),
-                    owner,
-                    states.get(&event.signal_id),
-                )
+        let earlier = match state.starts(event.event_type) {
+            Some(starts) => {
+                let earlier = *starts;
+                *starts += 1;
+                i64::from(earlier)
             }
+            None => 0,
         };
-        results.push(result);
+        let mut next = state.row.state();
+        next.apply(event, earlier);
+        state.row.set_state(&next);
+        touched.push(event.signal_id);
     }
-    Ok(results)
+    touched.sort_unstable();
+    touched.dedup();
+    let update =
+        (!touched.is_empty()).then(|| update_signals(touched.iter().map(|id| &states[id])));
+
+    let results = claims
+        .iter()
+        .zip(events)
+        .map(|(claim, event)| {
+            let signal = states.get(&event.signal_id).map(|s| &s.row);
+            match claim {
+                Claim::Unknown => Err(DbError::not_found("signal", event.signal_id)),
+                Claim::New => match (rows.get(&event.event_id), signal) {
+                    (Some(row), Some(signal)) => Ok(RecordedEvent {
+                        event: row.clone(),
+                        signal: signal.clone(),
+                        created: true,
+                    }),
+                    _ => Err(missing_result()),
+                },
+                Claim::Repeat | Claim::Replay => replayed(
+                    event,
+                    rows.get(&event.event_id),
+                    owners.get(&event.event_id).copied(),
+                    signal,
+                ),
+            }
+        })
+        .collect();
+    Ok(Resolved { results, update })
+}
+
+/// Whether the claim statement took `event`'s id for its signal (`created`:
+/// the ids it inserted; `rows`: their events).
+fn claimed_here(event: &NewEvent, created: &HashSet<Uuid>, rows: &HashMap<Uuid, EventRow>) -> bool {
+    created.contains(&event.event_id)
+        && rows.get(&event.event_id).map(|r| r.signal_id) == Some(event.signal_id)
 }
 
 /// Events stored by earlier transactions, by id, and which signal owns each.
@@ -167,14 +279,14 @@ async fn load_replays(
     conn: &mut AsyncPgConnection,
     ids: &[Uuid],
 ) -> Result<(HashMap<Uuid, Uuid>, HashMap<Uuid, EventRow>), DbError> {
-    if ids.is_empty() {
-        return Ok((HashMap::new(), HashMap::new()));
-    }
     let keys: Vec<EventIdRow> = signal_event_ids::table
         .filter(signal_event_ids::event_id.eq_any(ids))
         .select(EventIdRow::as_select())
         .load(conn)
         .await?;
+    if keys.is_empty() {
+        return Ok((HashMap::new(), HashMap::new()));
+    }
     let owners: Vec<Uuid> = keys.iter().map(|k| k.signal_id).collect();
     let times: Vec<chrono::DateTime<chrono::Utc>> = keys.iter().map(|k| k.ts).collect();
     let rows: Vec<EventRow> = signal_events::table
@@ -190,16 +302,6 @@ async fn load_replays(
             .collect(),
         rows.into_iter().map(|row| (row.event_id, row)).collect(),
     ))
-}
-
-async fn insert_new_events(
-    conn: &mut AsyncPgConnection,
-    events: &[NewEvent],
-) -> Result<Vec<EventRow>, DbError> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(InsertEvents::new(events).load::<EventRow>(conn).await?)
 }
 
 /// A retried event id: the stored event when the retry describes the same
@@ -243,42 +345,23 @@ fn replayed(
 }
 
 /// One statement for every signal the batch's events changed.
-async fn update_signals<'a>(
-    conn: &mut AsyncPgConnection,
-    states: impl Iterator<Item = &'a SignalRow>,
-) -> Result<Vec<SignalRow>, DbError> {
-    let mut update = UpdateSignals {
-        ids: Vec::new(),
-        statuses: Vec::new(),
-        locations: Vec::new(),
-        updated: Vec::new(),
-        errors: Vec::new(),
-        retries: Vec::new(),
-        totals_us: Vec::new(),
-    };
+fn update_signals<'a>(states: impl Iterator<Item = &'a State>) -> UpdateSignals {
+    let mut update = UpdateSignals::default();
     for state in states {
-        update.ids.push(state.signal_id);
-        update.statuses.push(state.current_status.as_str());
-        update.locations.push(state.current_location.as_str());
-        update.updated.push(state.updated_at);
-        update.errors.push(state.error_count);
-        update.retries.push(state.retry_count);
+        let row = &state.row;
+        update.ids.push(row.signal_id);
+        update.statuses.push(row.current_status.as_str());
+        update.locations.push(row.current_location.as_str());
+        update.updated.push(row.updated_at);
+        update.errors.push(row.error_count);
+        update.retries.push(row.retry_count);
         update.totals_us.push(
-            state
-                .total_processing_time
+            row.total_processing_time
                 .as_ref()
                 .and_then(|i| interval_to_delta(i).num_microseconds()),
         );
+        update.processing_starts.push(state.processing_starts);
+        update.forwarding_starts.push(state.forwarding_starts);
     }
-    if update.ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(update.load::<SignalRow>(conn).await?)
-}
-
-/// An event id a claim took.
-#[derive(QueryableByName)]
-struct ClaimedId {
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    event_id: Uuid,
+    update
 }

@@ -6,14 +6,19 @@
 //! and [`maintenance`] are the writer's periodic jobs on the primary, [`status`]
 //! what its gauges read.
 //!
-//! All writes go through one set-based path, [`apply`]: a handful of
-//! multi-row statements per batch whatever its size (insert signals, claim
-//! event ids, insert events, one `UPDATE … FROM unnest(…)` for the signals
-//! the events touched), so a batch of 500 costs about as many round trips as
-//! a batch of one. Signals touched by events are locked first, in id order
-//! (`FOR NO KEY UPDATE`, which still lets other events' foreign-key checks
-//! through), so concurrent batches serialise per signal, counters stay
-//! exact, and two batches cannot deadlock.
+//! All writes go through one set-based path, [`write`]: a handful of
+//! multi-row statements per batch whatever its size, sent in two round
+//! trips. The first carries BEGIN, the signals' insert, the lock of the
+//! signals the events touch (read with their state, in id order,
+//! `FOR NO KEY UPDATE`, which still lets other events' foreign-key checks
+//! through, so concurrent batches serialise per signal, counters stay
+//! exact, and two batches cannot deadlock) and one statement that claims the
+//! event ids, inserts the new events and returns the replays' stored events.
+//! The state machine runs in between, here. The second carries one
+//! `UPDATE … FROM unnest(…)` for the signals the events changed, COMMIT and
+//! the consistency token. A batch of 500 costs the round trips of a batch of
+//! one; signals alone skip even the transaction (see
+//! `signals::record_pipelined`).
 //!
 //! Expected per-item failures (unknown signal, an id reused with different
 //! content) are found by lookups, not by failing statements, so the
@@ -31,16 +36,21 @@ mod events;
 pub mod maintenance;
 pub mod rollups;
 mod signals;
-mod statements;
+pub mod statements;
 pub mod status;
 mod tags;
 
 use audit_core::Lsn;
 use audit_core::{NewEvent, NewSignal};
 use audit_db::models::{EventRow, SignalRow};
-use audit_db::replication::current_wal_lsn;
+use audit_db::replication::current_wal_lsn_shared;
 use audit_db::{DbError, PgPool};
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel::connection::{TransactionDepthChange, TransactionManagerStatus};
+use diesel_async::{
+    AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
+    TransactionManager,
+};
+use statements::UpdateSignals;
 use uuid::Uuid;
 
 pub use tags::{add_tags, remove_tags};
@@ -118,7 +128,7 @@ impl Applied {
 }
 
 async fn committed<T>(conn: &mut AsyncPgConnection, value: T) -> Result<Committed<T>, DbError> {
-    let lsn = current_wal_lsn(conn).await?;
+    let lsn = current_wal_lsn_shared(conn).await?;
     Ok(Committed { value, lsn })
 }
 
@@ -128,13 +138,12 @@ pub async fn record_signal(
     signal: NewSignal,
 ) -> Result<Committed<RecordedSignal>, DbError> {
     let mut conn = pool.get().await?;
-    let mut applied = conn
-        .transaction::<_, DbError, _>(async |conn| {
-            apply(conn, std::slice::from_ref(&signal), &[]).await
-        })
-        .await?;
-    let recorded = applied.signals.pop().ok_or_else(missing_result)??;
-    committed(&mut conn, recorded).await
+    let mut committed = record_group(&mut conn, std::slice::from_ref(&signal), &[]).await?;
+    let recorded = committed.value.signals.pop().ok_or_else(missing_result)??;
+    Ok(Committed {
+        value: recorded,
+        lsn: committed.lsn,
+    })
 }
 
 #[tracing::instrument(name = "INSERT signal_events", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "signal_events"))]
@@ -143,13 +152,12 @@ pub async fn record_event(
     event: NewEvent,
 ) -> Result<Committed<RecordedEvent>, DbError> {
     let mut conn = pool.get().await?;
-    let mut applied = conn
-        .transaction::<_, DbError, _>(async |conn| {
-            apply(conn, &[], std::slice::from_ref(&event)).await
-        })
-        .await?;
-    let recorded = applied.events.pop().ok_or_else(missing_result)??;
-    committed(&mut conn, recorded).await
+    let mut committed = record_group(&mut conn, &[], std::slice::from_ref(&event)).await?;
+    let recorded = committed.value.events.pop().ok_or_else(missing_result)??;
+    Ok(Committed {
+        value: recorded,
+        lsn: committed.lsn,
+    })
 }
 
 fn missing_result() -> DbError {
@@ -165,17 +173,13 @@ pub async fn record_batch(
     events: Vec<NewEvent>,
 ) -> Result<Committed<BatchOutcome>, DbError> {
     let mut conn = pool.get().await?;
-    let outcome = conn
-        .transaction::<_, DbError, _>(async |conn| {
-            let mut applied = apply(conn, &signals, &events).await?;
-            match applied.first_error() {
-                Some(error) => Err(error),
-                None => Ok(applied.outcome()),
-            }
-        })
+    let committed = write(&mut conn, &signals, &events, AllOrNothing::Yes)
         .await
         .map_err(|error| unrouted_item(error, &signals, &events))?;
-    committed(&mut conn, outcome).await
+    Ok(Committed {
+        value: committed.value.outcome(),
+        lsn: committed.lsn,
+    })
 }
 
 /// A batch PostgreSQL refused because a row had no partition to go to
@@ -207,26 +211,186 @@ pub async fn record_group(
     if events.is_empty() && !signals.is_empty() {
         return signals::record_pipelined(conn, signals).await;
     }
-    let applied = conn
-        .transaction::<_, DbError, _>(async |conn| apply(conn, signals, events).await)
-        .await?;
-    committed(conn, applied).await
+    write(conn, signals, events, AllOrNothing::No).await
 }
 
-/// Applies signals, then events, inside the caller's transaction.
-pub async fn apply(
+/// Whether one failed item rolls the whole transaction back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AllOrNothing {
+    Yes,
+    No,
+}
+
+/// Signals, then events, in one transaction of two round trips (see the
+/// module documentation). Per-item failures are answered per item, or roll
+/// everything back with `AllOrNothing::Yes`.
+///
+/// BEGIN and COMMIT are sent by hand, pipelined with the statements around
+/// them: diesel-async's `transaction` awaits each on its own (two more round
+/// trips). Its transaction manager is told, so that a connection left
+/// inside a transaction by anything unforeseen (a failed ROLLBACK, a future
+/// dropped half-way) counts as broken and the pool discards it instead of
+/// handing out an open transaction.
+async fn write(
     conn: &mut AsyncPgConnection,
     signals: &[NewSignal],
     events: &[NewEvent],
-) -> Result<Applied, DbError> {
-    let mut applied = Applied {
-        signals: signals::insert(conn, signals).await?,
-        events: Vec::new(),
+    all_or_nothing: AllOrNothing,
+) -> Result<Committed<Applied>, DbError> {
+    track_transaction(conn, TransactionDepthChange::IncreaseDepth)?;
+    let (mut applied, update) = match apply(conn, signals, events).await {
+        Ok(done) => done,
+        Err(error) => {
+            rollback(conn).await;
+            return Err(error);
+        }
     };
-    if !events.is_empty() {
-        applied.events = events::apply(conn, events).await?;
+    if all_or_nothing == AllOrNothing::Yes
+        && let Some(error) = applied.first_error()
+    {
+        rollback(conn).await;
+        return Err(error);
     }
-    Ok(applied)
+    let lsn = commit(conn, update).await?;
+    Ok(Committed {
+        value: applied,
+        lsn,
+    })
+}
+
+/// The first round trip (BEGIN, the signals' insert, the events' lock and
+/// claim, pipelined on the connection in that order) and what follows from
+/// it: each item's answer and the signals' new state, not yet written.
+async fn apply(
+    conn: &mut AsyncPgConnection,
+    signals: &[NewSignal],
+    events: &[NewEvent],
+) -> Result<(Applied, Option<UpdateSignals>), DbError> {
+    let candidates = signals::candidates(signals);
+    let insert = signals::insert_statement(&candidates);
+    let plan = events::Plan::new(events);
+    let shared: &AsyncPgConnection = conn;
+    // Polled in this order (biased), each future sends its statement on its
+    // first poll (diesel-async prepares a statement once per connection, and
+    // a statement waiting for its preparation holds the others back), so
+    // the server runs them in this order.
+    let (begun, created, locked, stored) = tokio::join!(
+        biased;
+        async {
+            let mut c = shared;
+            SimpleAsyncConnection::batch_execute(&mut c, "BEGIN").await
+        },
+        async {
+            if signals.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut c = shared;
+            insert.load::<SignalRow>(&mut c).await
+        },
+        async {
+            if events.is_empty() {
+                return Ok(Vec::new());
+            }
+            plan.lock(shared).await
+        },
+        async {
+            if events.is_empty() {
+                return Ok(Vec::new());
+            }
+            plan.claim(shared).await
+        },
+    );
+    // The first failure is the cause; the statements after it only failed
+    // because the transaction had.
+    begun?;
+    let created = created?;
+    let locked = locked?;
+    let stored = stored?;
+    let mut applied = Applied::default();
+    if !signals.is_empty() {
+        applied.signals = signals::signal_results(conn, signals, &candidates, created).await?;
+    }
+    if events.is_empty() {
+        return Ok((applied, None));
+    }
+    let resolved = events::resolve(conn, events, &plan, locked, stored).await?;
+    applied.events = resolved.results;
+    Ok((applied, resolved.update))
+}
+
+/// The second round trip: the signals' new state, COMMIT, and the
+/// consistency token, pipelined in that order (all three as prepared
+/// statements, which diesel-async sends in the order they are polled, see
+/// [`statements::Commit`]). With `synchronous_commit`
+/// the COMMIT has flushed before the token is read, so the token covers it.
+/// A failed UPDATE turns the COMMIT into a rollback (PostgreSQL answers
+/// COMMIT of a failed transaction with ROLLBACK), and its error is the
+/// answer.
+async fn commit(
+    conn: &mut AsyncPgConnection,
+    update: Option<UpdateSignals>,
+) -> Result<Lsn, DbError> {
+    let shared: &AsyncPgConnection = conn;
+    let (updated, committed, lsn) = tokio::join!(
+        biased;
+        async {
+            let Some(update) = update else {
+                return Ok(0);
+            };
+            let mut c = shared;
+            update.execute(&mut c).await
+        },
+        async {
+            let mut c = shared;
+            statements::Commit.execute(&mut c).await.map(drop)
+        },
+        current_wal_lsn_shared(shared),
+    );
+    // A COMMIT that did not answer leaves the transaction's fate unknown:
+    // the connection stays marked as inside it, so the pool discards it.
+    if committed.is_ok() {
+        track_transaction(conn, TransactionDepthChange::DecreaseDepth)?;
+    }
+    updated?;
+    committed?;
+    lsn
+}
+
+async fn rollback(conn: &mut AsyncPgConnection) {
+    match conn.batch_execute("ROLLBACK").await {
+        Ok(()) => {
+            if let Err(error) = track_transaction(conn, TransactionDepthChange::DecreaseDepth) {
+                tracing::warn!(%error, "transaction state lost after ROLLBACK");
+            }
+        }
+        // The connection stays marked as inside a transaction: discarded.
+        Err(error) => tracing::warn!(%error, "ROLLBACK failed, dropping the connection"),
+    }
+}
+
+/// Records in diesel-async's transaction manager that a transaction opened
+/// or closed by hand (see [`write`]). `transaction_manager_status_mut` is
+/// hidden from diesel-async's documentation but public; it is what its own
+/// `transaction` uses.
+fn track_transaction(
+    conn: &mut AsyncPgConnection,
+    change: TransactionDepthChange,
+) -> Result<(), DbError> {
+    let status =
+        <AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(conn);
+    match status {
+        TransactionManagerStatus::Valid(valid) => {
+            if matches!(change, TransactionDepthChange::IncreaseDepth)
+                && valid.transaction_depth().is_some()
+            {
+                return Err(diesel::result::Error::AlreadyInTransaction.into());
+            }
+            Ok(valid.change_transaction_depth(change)?)
+        }
+        TransactionManagerStatus::InError => {
+            Err(diesel::result::Error::BrokenTransactionManager.into())
+        }
+    }
 }
 
 fn conflict(what: &'static str, id: Uuid, reason: String) -> DbError {

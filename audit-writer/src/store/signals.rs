@@ -51,7 +51,7 @@ pub(super) async fn record_pipelined(
 
 /// The rows to insert: the first occurrence of an id in the batch is the
 /// one inserted; later ones are retries of it.
-fn candidates(signals: &[NewSignal]) -> Vec<SignalRow> {
+pub(super) fn candidates(signals: &[NewSignal]) -> Vec<SignalRow> {
     let mut seen: HashSet<Uuid> = HashSet::new();
     signals
         .iter()
@@ -60,7 +60,7 @@ fn candidates(signals: &[NewSignal]) -> Vec<SignalRow> {
         .collect()
 }
 
-fn insert_statement(candidates: &[SignalRow]) -> InsertSignals<'_> {
+pub(super) fn insert_statement(candidates: &[SignalRow]) -> InsertSignals<'_> {
     let received_ids = candidates
         .iter()
         .map(|c| received_event_id(c.signal_id))
@@ -68,23 +68,9 @@ fn insert_statement(candidates: &[SignalRow]) -> InsertSignals<'_> {
     InsertSignals::new(candidates, received_ids)
 }
 
-pub(super) async fn insert(
-    conn: &mut AsyncPgConnection,
-    signals: &[NewSignal],
-) -> Result<Vec<Result<RecordedSignal, DbError>>, DbError> {
-    if signals.is_empty() {
-        return Ok(Vec::new());
-    }
-    let candidates = candidates(signals);
-    let created = insert_statement(&candidates)
-        .load::<SignalRow>(conn)
-        .await?;
-    signal_results(conn, signals, &candidates, created).await
-}
-
 /// Each signal's outcome once the insert ran: created, a faithful retry of
 /// a stored signal, or a conflicting one.
-async fn signal_results(
+pub(super) async fn signal_results(
     conn: &mut AsyncPgConnection,
     signals: &[NewSignal],
     candidates: &[SignalRow],

@@ -11,12 +11,17 @@
 //! where the round trips of a unary write went.
 //!
 //! Raw SQL: diesel's DSL has no `INSERT … SELECT FROM unnest(…)` or
-//! `UPDATE … FROM unnest(…)`. Rows come back through `QueryableByName`.
+//! `UPDATE … FROM unnest(…)`, and cannot name the signals' start counters
+//! (see `audit_db::schema`). Rows come back through `QueryableByName`.
+//!
+//! Public so that the bench's naive baseline runs the same statements one
+//! row at a time.
 
 use audit_core::NewEvent;
-use audit_db::models::{EventIdRow, SignalRow};
+use audit_db::models::SignalRow;
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::QueryResult;
@@ -147,43 +152,56 @@ impl QueryFragment<Pg> for InsertSignals<'_> {
     }
 }
 
-/// Event-id claims: ids already taken are skipped, the ones this statement
-/// took come back.
-pub struct InsertEventIds {
-    event_ids: Vec<Uuid>,
-    signal_ids: Vec<Uuid>,
-    times: Vec<DateTime<Utc>>,
+/// Locks the signals with these ids (`FOR NO KEY UPDATE`, in id order) and
+/// reads them with their start counters, which `schema.rs` cannot declare
+/// (see there).
+pub struct LockSignals {
+    ids: Vec<Uuid>,
 }
 
-impl InsertEventIds {
-    pub fn new(rows: &[EventIdRow]) -> Self {
-        Self {
-            event_ids: rows.iter().map(|r| r.event_id).collect(),
-            signal_ids: rows.iter().map(|r| r.signal_id).collect(),
-            times: rows.iter().map(|r| r.ts).collect(),
-        }
+impl LockSignals {
+    pub fn new(ids: &[Uuid]) -> Self {
+        Self { ids: ids.to_vec() }
     }
 }
 
-constant_statement!(InsertEventIds);
+constant_statement!(LockSignals);
 
-impl QueryFragment<Pg> for InsertEventIds {
+impl QueryFragment<Pg> for LockSignals {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "INSERT INTO signal_event_ids (event_id, signal_id, ts) SELECT * FROM unnest(",
-        );
-        out.push_bind_param::<Array<SqlUuid>, _>(&self.event_ids)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<SqlUuid>, _>(&self.signal_ids)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Timestamptz>, _>(&self.times)?;
-        out.push_sql(") ON CONFLICT DO NOTHING RETURNING event_id");
+        out.push_sql("SELECT ");
+        out.push_sql(SIGNAL_COLUMNS);
+        out.push_sql(", processing_starts, forwarding_starts FROM signals WHERE signal_id = ANY(");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.ids)?;
+        out.push_sql(") ORDER BY signal_id FOR NO KEY UPDATE");
         Ok(())
     }
 }
 
-/// New events; the stored rows come back.
-pub struct InsertEvents<'a> {
+/// A signal under the transaction's row lock, with how many processing and
+/// forwarding events it already has (for retry counting).
+#[derive(Debug, QueryableByName)]
+pub struct LockedSignal {
+    #[diesel(embed)]
+    pub signal: SignalRow,
+    #[diesel(sql_type = Int4)]
+    pub processing_starts: i32,
+    #[diesel(sql_type = Int4)]
+    pub forwarding_starts: i32,
+}
+
+/// Events in one statement: claims each id (ids already taken are skipped),
+/// inserts the events whose claim this statement took, and returns them
+/// (`created` true) together with the stored events of the ids that were
+/// claimed before it (`created` false: replays, answered from the stored
+/// event). Only events of existing signals are claimed.
+///
+/// All parts of a statement see the same snapshot, so the replay lookup
+/// never sees this statement's own claims: an id it returns was claimed
+/// earlier. An id claimed by a transaction that committed after the
+/// snapshot (the claim waited for it, then skipped) comes back in neither
+/// part; the caller looks those up again (`events::load_replays`).
+pub struct ClaimEvents<'a> {
     event_ids: Vec<Uuid>,
     signal_ids: Vec<Uuid>,
     times: Vec<DateTime<Utc>>,
@@ -197,8 +215,13 @@ pub struct InsertEvents<'a> {
     recorded_by: Vec<Option<&'a str>>,
 }
 
-impl<'a> InsertEvents<'a> {
-    pub fn new(events: &'a [NewEvent]) -> Self {
+impl<'a> ClaimEvents<'a> {
+    /// `events` must not repeat an (event id, signal id) pair. When one id
+    /// comes with several signals, the first one with an existing signal
+    /// takes the claim (ids are claimed in id order, then input order: two
+    /// transactions claiming common ids wait for each other in one order,
+    /// never in a cycle).
+    pub fn new(events: &[&'a NewEvent]) -> Self {
         Self {
             event_ids: events.iter().map(|e| e.event_id).collect(),
             signal_ids: events.iter().map(|e| e.signal_id).collect(),
@@ -215,15 +238,11 @@ impl<'a> InsertEvents<'a> {
     }
 }
 
-constant_statement!(InsertEvents<'_>);
+constant_statement!(ClaimEvents<'_>);
 
-impl QueryFragment<Pg> for InsertEvents<'_> {
+impl QueryFragment<Pg> for ClaimEvents<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, worker_id, \
-                 details, error_info, http_status, response_data, recorded_by) \
-             SELECT e, s, ts, t::signal_status, l::signal_location, w, d, ei, hs, rd, rb FROM unnest(",
-        );
+        out.push_sql("WITH u AS (SELECT * FROM unnest(");
         out.push_bind_param::<Array<SqlUuid>, _>(&self.event_ids)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<SqlUuid>, _>(&self.signal_ids)?;
@@ -245,26 +264,86 @@ impl QueryFragment<Pg> for InsertEvents<'_> {
         out.push_bind_param::<Array<Nullable<Text>>, _>(&self.responses)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Nullable<Text>>, _>(&self.recorded_by)?;
-        out.push_sql(") AS u(e, s, ts, t, l, w, d, ei, hs, rd, rb) RETURNING ");
+        out.push_sql(
+            ") WITH ORDINALITY AS u(e, s, ts, t, l, w, d, ei, hs, rd, rb, n)), \
+             claimed AS ( \
+                 INSERT INTO signal_event_ids (event_id, signal_id, ts) \
+                 SELECT u.e, u.s, u.ts FROM u \
+                 WHERE EXISTS (SELECT 1 FROM signals x WHERE x.signal_id = u.s) \
+                 ORDER BY u.e, u.n \
+                 ON CONFLICT DO NOTHING RETURNING event_id, signal_id), \
+             inserted AS ( \
+                 INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, \
+                     worker_id, details, error_info, http_status, response_data, recorded_by) \
+                 SELECT u.e, u.s, u.ts, u.t::signal_status, u.l::signal_location, u.w, u.d, \
+                        u.ei, u.hs, u.rd, u.rb \
+                 FROM u JOIN claimed c ON c.event_id = u.e AND c.signal_id = u.s \
+                 RETURNING ",
+        );
         out.push_sql(EVENT_COLUMNS);
+        out.push_sql(") SELECT true AS created, ");
+        out.push_sql(EVENT_COLUMNS);
+        out.push_sql(" FROM inserted UNION ALL SELECT false, ");
+        push_prefixed(&mut out, "e.", EVENT_COLUMNS);
+        out.push_sql(
+            " FROM u JOIN signal_event_ids k ON k.event_id = u.e \
+             JOIN signal_events e ON e.signal_id = k.signal_id AND e.ts = k.ts \
+                 AND e.event_id = k.event_id \
+             WHERE NOT EXISTS (SELECT 1 FROM claimed c WHERE c.event_id = u.e)",
+        );
         Ok(())
     }
 }
 
+/// `COMMIT`, sent like every other statement of the write path. diesel-async
+/// sends a statement once it has its prepared form, in the order they ask
+/// for it; `batch_execute` skips that queue and is sent at once, so a
+/// COMMIT sent that way could reach the server before an UPDATE still
+/// being prepared (the first on each connection), which would then run
+/// after the transaction, outside it.
+#[derive(Debug, Clone, Copy)]
+pub struct Commit;
+
+constant_statement!(Commit);
+
+impl QueryFragment<Pg> for Commit {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("COMMIT");
+        Ok(())
+    }
+}
+
+/// `columns` (comma-separated), each with `prefix`.
+fn push_prefixed(out: &mut AstPass<'_, '_, Pg>, prefix: &str, columns: &str) {
+    for (i, column) in columns.split(", ").enumerate() {
+        if i > 0 {
+            out.push_sql(", ");
+        }
+        out.push_sql(prefix);
+        out.push_sql(column.trim());
+    }
+}
+
 /// The new state of every signal a batch's events changed, in one statement.
-pub struct UpdateSignals<'a> {
+/// Nothing comes back: the caller computed the rows (and read the rest of
+/// them under the lock), so returning them would only ship the payloads
+/// back.
+#[derive(Default)]
+pub struct UpdateSignals {
     pub ids: Vec<Uuid>,
-    pub statuses: Vec<&'a str>,
-    pub locations: Vec<&'a str>,
+    pub statuses: Vec<&'static str>,
+    pub locations: Vec<&'static str>,
     pub updated: Vec<DateTime<Utc>>,
     pub errors: Vec<i32>,
     pub retries: Vec<i32>,
     pub totals_us: Vec<Option<i64>>,
+    pub processing_starts: Vec<i32>,
+    pub forwarding_starts: Vec<i32>,
 }
 
-constant_statement!(UpdateSignals<'_>);
+constant_statement!(UpdateSignals);
 
-impl QueryFragment<Pg> for UpdateSignals<'_> {
+impl QueryFragment<Pg> for UpdateSignals {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
             "UPDATE signals AS s SET \
@@ -273,7 +352,9 @@ impl QueryFragment<Pg> for UpdateSignals<'_> {
                  updated_at = v.updated_at, \
                  error_count = v.error_count, \
                  retry_count = v.retry_count, \
-                 total_processing_time = v.total_us * interval '1 microsecond' \
+                 total_processing_time = v.total_us * interval '1 microsecond', \
+                 processing_starts = v.processing_starts, \
+                 forwarding_starts = v.forwarding_starts \
              FROM unnest(",
         );
         out.push_bind_param::<Array<SqlUuid>, _>(&self.ids)?;
@@ -289,17 +370,15 @@ impl QueryFragment<Pg> for UpdateSignals<'_> {
         out.push_bind_param::<Array<Int4>, _>(&self.retries)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.totals_us)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int4>, _>(&self.processing_starts)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int4>, _>(&self.forwarding_starts)?;
         out.push_sql(
-            ") AS v(signal_id, status, location, updated_at, error_count, retry_count, total_us) \
-             WHERE s.signal_id = v.signal_id RETURNING ",
+            ") AS v(signal_id, status, location, updated_at, error_count, retry_count, total_us, \
+                    processing_starts, forwarding_starts) \
+             WHERE s.signal_id = v.signal_id",
         );
-        for (i, column) in SIGNAL_COLUMNS.split(", ").enumerate() {
-            if i > 0 {
-                out.push_sql(", ");
-            }
-            out.push_sql("s.");
-            out.push_sql(column.trim());
-        }
         Ok(())
     }
 }
