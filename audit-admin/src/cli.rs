@@ -24,8 +24,10 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Args)]
 pub struct Global {
-    /// PostgreSQL primary (a login IN ROLE audit_admin, or the schema owner
-    /// for `migrate`).
+    /// PostgreSQL primary: a login IN ROLE audit_admin, or the schema owner
+    /// (or a member of it) for `migrate` and for what creates, detaches or
+    /// drops partitions (`partitions ensure`, `retention run`, `restore`,
+    /// `import`).
     #[arg(
         long,
         global = true,
@@ -255,7 +257,9 @@ pub struct RetentionSetArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ArchiveArgs {
-    /// Where archives go: a local folder, or a URL (file:///…, memory://).
+    /// Where archives go: a local folder, or a URL (file:///…, memory://,
+    /// s3://bucket/prefix with AWS_* credentials, region and endpoint in the
+    /// environment).
     #[arg(long, env = "AUDIT_ARCHIVE_URL", default_value = "./audit-archive")]
     pub archive_url: String,
 }

@@ -437,7 +437,7 @@ async fn detach_concurrently(
         match db::ddl_once(conn, global, &sql).await {
             Ok(()) => break,
             Err(error) if db::is_lock_timeout(&error) && attempt < global.lock_retries.max(1) => {
-                tracing::info!(attempt, sql, "lock not granted in time, retrying");
+                tracing::info!(attempt, sql = %sql, "lock not granted in time, retrying");
                 tokio::time::sleep(db::backoff(attempt)).await;
             }
             Err(error) => {

@@ -642,3 +642,136 @@ async fn an_interrupted_detach_is_finalized_by_the_next_run() {
     assert_eq!(restored.code, 0, "{restored:?}");
     assert_eq!(checksums(&url, day).await[..2], before[..2]);
 }
+
+/// moto's S3 server (the AWS API mock, from PyPI's `moto[server]`;
+/// scripts/install-deps.sh installs it) on a loopback port; killed when
+/// dropped.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl S3Server {
+    async fn start(bucket: &str) -> Self {
+        let port = integration_tests::free_port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "python3 -m moto.server: {e} (scripts/install-deps.sh installs moto[server])"
+                )
+            });
+        let server = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        wait_until(
+            "moto's S3 server accepts connections",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            async || {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+        // CreateBucket: moto's server does not check signatures.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        stream
+            .write_all(
+                format!(
+                    "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "CreateBucket: {answer}");
+        server
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `audit-admin` as a process, with the S3 store's credentials and
+/// endpoint in its environment (the way the chart's CronJob passes them).
+async fn admin_with_s3(url: &str, s3: &S3Server, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_admin-process"))
+        .arg(format!("--database-url={url}"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT", &s3.endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .output()
+        .await
+        .unwrap()
+}
+
+/// A day archived to an S3-compatible store (`s3://`, through
+/// object_store's S3 client), dropped, and restored row for row.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_day_round_trips_through_an_s3_compatible_store() {
+    let day = old_day();
+    let (app, ids) = app_with_old_day(day).await;
+    let url = app.primary_url.clone();
+    let before = checksums(&url, day).await;
+    let s3 = S3Server::start("audit-archive").await;
+    let archive = "--archive-url=s3://audit-archive/signal-audit";
+
+    let run = admin_with_s3(&url, &s3, &["--json", "retention", "run", "--yes", archive]).await;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let outcome: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(outcome["days"][0]["day"], day.to_string());
+    assert_eq!(outcome["days"][0]["events"], SIGNALS as i64 * 5);
+    assert_eq!(
+        outcome["days"][0]["archive"],
+        format!("s3://audit-archive/signal-audit/signal_events/day={day}/manifest.json")
+    );
+    assert_eq!(
+        count(
+            &url,
+            &format!(
+                "SELECT count(*) AS n FROM signals WHERE signal_id = '{}'",
+                ids[0]
+            )
+        )
+        .await,
+        0
+    );
+
+    let restored = admin_with_s3(&url, &s3, &["restore", &format!("--day={day}"), archive]).await;
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    assert_eq!(checksums(&url, day).await, before);
+}
