@@ -53,6 +53,23 @@ impl Context<'_> {
         })
     }
 
+    /// One pooled database connection per client (`--clients`) of the naive
+    /// baselines, opened before the clock starts.
+    pub async fn connections(
+        &self,
+    ) -> Result<Vec<audit_db::pool::PooledConnection<'static>>, BenchError> {
+        let mut connections = Vec::with_capacity(self.args.clients);
+        for _ in 0..self.args.clients {
+            connections.push(
+                self.pool
+                    .get_owned()
+                    .await
+                    .map_err(audit_db::DbError::from)?,
+            );
+        }
+        Ok(connections)
+    }
+
     /// `--channels` writer clients, connected before any clock starts.
     pub async fn clients(&self) -> Result<Vec<WriterClient>, BenchError> {
         let mut clients = Vec::with_capacity(self.args.channels);

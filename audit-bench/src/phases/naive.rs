@@ -20,11 +20,7 @@ use uuid::Uuid;
 
 pub async fn run(cx: &Context<'_>) -> Result<Measured, BenchError> {
     let workload = cx.workload(PhaseName::Naive);
-    // One connection per client, open before the clock starts.
-    let mut connections = Vec::with_capacity(cx.args.clients);
-    for _ in 0..cx.args.clients {
-        connections.push(cx.pool.get_owned().await.map_err(DbError::from)?);
-    }
+    let connections = cx.connections().await?;
     let budget = cx.budget(cx.args.signals);
     let meter = Meter::start(cx.writer);
     let mut workers = JoinSet::new();

@@ -29,11 +29,7 @@ pub async fn run(cx: &Context<'_>) -> Result<Measured, BenchError> {
     let workload = cx.workload(PhaseName::NaiveEvents);
     let events = cx.args.signals;
     let stored = events::store_signals(cx, workload, events, cx.args.clients).await?;
-    // One connection per client, open before the clock starts.
-    let mut connections = Vec::with_capacity(cx.args.clients);
-    for _ in 0..cx.args.clients {
-        connections.push(cx.pool.get_owned().await.map_err(DbError::from)?);
-    }
+    let connections = cx.connections().await?;
     let budget = cx.budget(events);
     let next_signal = Arc::new(AtomicUsize::new(0));
     let meter = Meter::start(cx.writer);
