@@ -11,11 +11,12 @@
     reason = "tests fail loudly on purpose"
 )]
 
+use audit_admin::archive::{Archive, Part, PartKind, PartWriter};
 use audit_db::leader::{Job, Turn, with_job_lock};
 use audit_proto::v1 as pb;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use integration_tests::{TestApp, connect, new_event, wait_until};
 use pb::{SignalLocation as L, SignalStatus as S};
@@ -303,6 +304,172 @@ async fn a_day_leaves_by_its_partition_and_comes_back_row_for_row() {
         m["parts"][0]["content_sha256"].clone()
     };
     assert_eq!(events_sha(&manifest), events_sha(&manifest_after));
+}
+
+#[derive(QueryableByName)]
+struct Starts {
+    #[diesel(sql_type = Text)]
+    signal_id: String,
+    #[diesel(sql_type = Integer)]
+    processing_starts: i32,
+    #[diesel(sql_type = Integer)]
+    forwarding_starts: i32,
+}
+
+/// `(signal_id, processing_starts, forwarding_starts)` of `ids`, by id.
+async fn start_counters(url: &str, ids: &[String]) -> Vec<(String, i32, i32)> {
+    let list = ids
+        .iter()
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut conn = connect(url).await;
+    let rows: Vec<Starts> = diesel::sql_query(format!(
+        "SELECT signal_id::text AS signal_id, processing_starts, forwarding_starts \
+         FROM signals WHERE signal_id IN ({list}) ORDER BY signal_id"
+    ))
+    .load(&mut conn)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|s| (s.signal_id, s.processing_starts, s.forwarding_starts))
+        .collect()
+}
+
+/// `line` (one row as `row_to_json` renders it: no spaces, the key never
+/// first) without `"key":<integer>`. Cut out of the text rather than
+/// re-serialized, so every other value stays byte for byte what the archive
+/// holds (serde_json would round numerics through f64).
+fn without_key(line: &str, key: &str) -> String {
+    let needle = format!(",\"{key}\":");
+    let start = line
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    let value = &line[start + needle.len()..];
+    let digits = value.find(|c: char| !c.is_ascii_digit()).unwrap();
+    assert!(digits > 0, "{key} is not an integer in {line}");
+    format!("{}{}", &line[..start], &value[digits..])
+}
+
+/// An archive written before signals had start counters (its signal rows
+/// lack the columns) restores them counted from the restored events, so
+/// retry counting carries on from the right number.
+#[tokio::test]
+async fn an_archive_older_than_the_start_counters_restores_them_counted() {
+    let day = old_day();
+    let (app, ids) = app_with_old_day(day).await;
+    let url = app.primary_url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    // Every signal of the day was processed once; retries make the counts
+    // differ between signals, so zeros or a count on the wrong row fail.
+    let at = |i: usize, seconds: i64| {
+        Some(
+            midnight(day)
+                + TimeDelta::hours(9)
+                + TimeDelta::minutes(i as i64 * 7)
+                + TimeDelta::seconds(seconds),
+        )
+    };
+    app.writer
+        .clone()
+        .record_batch(pb::RecordBatchRequest {
+            signals: vec![],
+            events: vec![
+                new_event(&ids[0], S::Processing, L::WorkerProcessing, at(0, 1)),
+                new_event(&ids[0], S::Forwarding, L::WorkerForwarding, at(0, 2)),
+                new_event(&ids[3], S::Forwarding, L::WorkerForwarding, at(3, 1)),
+                new_event(&ids[3], S::Forwarding, L::WorkerForwarding, at(3, 2)),
+            ],
+        })
+        .await
+        .unwrap();
+    wait_rollups(&app).await;
+    let before = start_counters(&url, &ids).await;
+    assert_eq!(before.len(), SIGNALS);
+    let of = |id: &str| {
+        before
+            .iter()
+            .find(|s| s.0 == id)
+            .map(|s| (s.1, s.2))
+            .unwrap()
+    };
+    assert_eq!(of(&ids[0]), (2, 1));
+    assert_eq!(of(&ids[3]), (1, 2));
+    assert_eq!(of(&ids[1]), (1, 0));
+
+    let run = admin(&url, dir.path(), &["retention", "run", "--yes"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(start_counters(&url, &ids).await.is_empty());
+
+    // Back to the old format: every part holding signals without the
+    // counters, its checksums redone so that it verifies, and the schema
+    // version the one before the counters.
+    let archive = Archive::open(dir.path().to_str().unwrap()).unwrap();
+    let mut manifest = archive.manifest(day).await.unwrap().unwrap();
+    let mut rewritten = 0;
+    for part in manifest
+        .parts
+        .iter_mut()
+        .filter(|p| matches!(p.kind, PartKind::Signals | PartKind::SignalsPurged))
+    {
+        let lines = archive.read_part(day, part).await.unwrap();
+        let mut writer = PartWriter::new(part.kind).unwrap();
+        for line in lines.iter() {
+            let old: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(
+                old.get("processing_starts").is_some() && old.get("forwarding_starts").is_some(),
+                "{line}"
+            );
+            let stripped =
+                without_key(&without_key(line, "processing_starts"), "forwarding_starts");
+            let new: serde_json::Value = serde_json::from_str(&stripped).unwrap();
+            assert!(
+                new.get("processing_starts").is_none() && new.get("forwarding_starts").is_none(),
+                "{stripped}"
+            );
+            assert_eq!(
+                new.as_object().unwrap().len() + 2,
+                old.as_object().unwrap().len()
+            );
+            writer.push(&stripped, None).unwrap();
+            rewritten += 1;
+        }
+        let buf = writer.finish().unwrap();
+        assert_eq!(buf.part.rows, part.rows);
+        std::fs::write(
+            dir.path()
+                .join(format!("signal_events/day={day}/{}", part.file)),
+            &buf.data,
+        )
+        .unwrap();
+        *part = Part {
+            min_ts: part.min_ts,
+            max_ts: part.max_ts,
+            ..buf.part
+        };
+    }
+    assert!(rewritten >= SIGNALS, "{rewritten} signal rows rewritten");
+    let known: Vec<String> = audit_migrations::known()
+        .iter()
+        .map(|v| v.replace('-', ""))
+        .collect();
+    let counters = known
+        .iter()
+        .position(|v| v.starts_with("20261206000100"))
+        .unwrap();
+    manifest.schema_version = known[counters - 1].clone();
+    archive.put_manifest(&manifest).await.unwrap();
+
+    let restored = admin(
+        &url,
+        dir.path(),
+        &["--json", "restore", &format!("--day={day}")],
+    )
+    .await;
+    assert_eq!(restored.code, 0, "{restored:?}");
+    let restored: serde_json::Value = serde_json::from_str(&restored.stdout).unwrap();
+    assert_eq!(restored["signals_inserted"], SIGNALS);
+    assert_eq!(start_counters(&url, &ids).await, before);
 }
 
 #[tokio::test]
