@@ -12,16 +12,21 @@
 # stores them), then times, each with `audit-admin`:
 #   1. archive --day D                      (read, compress, store, read back, verify)
 #   2. retention run --yes                  (detach, archive, verify, claims, drop, signals)
-#      while pgbench writes signals (signal + id claim + received event per
-#      transaction, the writer's statement shape) at BENCH_WRITE_RATE/s:
-#      write latency p50/p99/max before and during the run
+#      while audit-writer and audit-reader serve `audit-bench soak` (paced
+#      RecordSignal at BENCH_WRITE_RATE/s and a RecordEvent for every other
+#      signal, 4 readers doing GetSignal with consistency tokens and
+#      ListSignals on the replica, 2 StreamEvents tails), with the writer's
+#      own jobs (rollups, partition maintenance) running: write and read p99
+#      per 10-second window before and during the run
 #   3. restore --day D                      (verify, partition, one transaction)
 #   4. export of the day, import into an empty database (the Ingest write path)
 # and removes everything on exit.
 #
 # Environment:
 #   BENCH_SIGNALS (200000), BENCH_WRITE_RATE (400), BENCH_PRIMARY_PORT /
-#   BENCH_REPLICA_PORT (17732 / 17733), PG_BIN
+#   BENCH_REPLICA_PORT / BENCH_WRITER_PORT / BENCH_READER_PORT
+#   (17732 / 17733 / 17734 / 17735), PG_BIN, BENCH_SKIP_BUILD=1 (use the
+#   release binaries already in target/)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,14 +35,25 @@ PRIMARY_PORT=${BENCH_PRIMARY_PORT:-17732}
 REPLICA_PORT=${BENCH_REPLICA_PORT:-17733}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 SIGNALS=${BENCH_SIGNALS:-200000}
+WRITER_PORT=${BENCH_WRITER_PORT:-17734}
+READER_PORT=${BENCH_READER_PORT:-17735}
 RATE=${BENCH_WRITE_RATE:-400}
-ADMIN=${CARGO_TARGET_DIR:-target}/release/audit-admin
+BIN=${CARGO_TARGET_DIR:-target}/release
+ADMIN=$BIN/audit-admin
 
-cargo build --release -p audit-admin
+[[ -n ${BENCH_SKIP_BUILD:-} ]] ||
+    cargo build --release -p audit-admin -p audit-writer -p audit-reader -p audit-bench
 
 STATE=$(mktemp -d /tmp/audit-bench-retention-XXXXXX)
 chmod 755 "$STATE"
+SERVICES=()
+stop_services() {
+    for pid in "${SERVICES[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${SERVICES[@]}"; do wait "$pid" 2>/dev/null || true; done
+    SERVICES=()
+}
 cleanup() {
+    stop_services
     scripts/pg-cluster.sh stop "$STATE" >/dev/null 2>&1 || true
     rm -rf -- "$STATE"
 }
@@ -100,36 +116,68 @@ rate() { echo "$1 / $2" | bc | xargs printf "%'.0f"; }
 s=$(timed "$ADMIN" archive --day "$DAY" --archive-url "$STATE/archive-a")
 echo "archive: $EVENTS events + $SIGNALS signals in $(printf '%.1f' "$s") s = $(rate "$EVENTS" "$s") events/s; archive $(du -sh "$STATE/archive-a" | cut -f1)"
 
-# Writes at a fixed rate: the writer's statement shape, one transaction each.
-cat >"$STATE/write.sql" <<'SQL'
-WITH s AS (INSERT INTO signals (signal_id, ticker, normalised_ticker, side, action, price, original_signal, created_at, updated_at)
-           VALUES (gen_random_uuid(), 'NASDAQ:AAPL', 'AAPL', 'buy', 'open', 101.5, '{"raw": "bench"}', now(), now())
-           RETURNING signal_id),
-     e AS (SELECT gen_random_uuid() AS event_id, signal_id FROM s),
-     c AS (INSERT INTO signal_event_ids SELECT event_id, signal_id, now() FROM e)
-INSERT INTO signal_events (event_id, signal_id, ts, event_type, location)
-SELECT event_id, signal_id, now(), 'received', 'processing_queue' FROM e;
-SQL
-pgbench_run() { # seconds, log prefix
-    (cd "$STATE" && "$PG_BIN/pgbench" -n -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -c 4 -j 2 -R "$RATE" -T "$1" \
-        -f write.sql -l --log-prefix="$2" bench >/dev/null 2>&1)
-}
-percentiles() { # log files; latency (µs) is column 3
-    cat "$@" | awk '{ print $3 }' | sort -n | awk '{ v[NR] = $1 } END {
-        printf "%d writes, p50 %.1f ms, p99 %.1f ms, max %.1f ms", NR, v[int(NR * 0.5)] / 1000, v[int(NR * 0.99)] / 1000, v[NR] / 1000 }'
-}
-pgbench_run 20 quiet
-echo "writes at $RATE/s, quiet: $(percentiles "$STATE"/quiet*)"
-
-pgbench_run 120 during &
-WRITER=$!
-sleep 5
+# Load through the services while retention runs: the writer on the
+# primary, the reader on the replica, `audit-bench soak` printing one line
+# per 10-second window (write p50/p99 from when each call was due, read p99).
+RUST_LOG=warn AUDIT_AUTH=off AUDIT_DATABASE_URL=$AUDIT_DATABASE_URL AUDIT_WRITER_LISTEN=127.0.0.1:$WRITER_PORT \
+    "$BIN/audit-writer" serve >"$STATE/writer.log" 2>&1 &
+SERVICES+=($!)
+WRITER_PID=$!
+RUST_LOG=warn AUDIT_AUTH=off AUDIT_REPLICA_URL=postgres://postgres@127.0.0.1:$REPLICA_PORT/bench \
+    AUDIT_READER_LISTEN=127.0.0.1:$READER_PORT "$BIN/audit-reader" serve >"$STATE/reader.log" 2>&1 &
+SERVICES+=($!)
+READER_PID=$!
+for port in "$WRITER_PORT" "$READER_PORT"; do
+    for _ in $(seq 1 150); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.2
+    done
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || {
+        cat "$STATE"/*.log >&2
+        echo "bench-retention: nothing listens on 127.0.0.1:$port" >&2
+        exit 1
+    }
+done
+WINDOW=10
+"$BIN/audit-bench" soak --writer "127.0.0.1:$WRITER_PORT" --reader "127.0.0.1:$READER_PORT" \
+    --writer-pid "$WRITER_PID" --reader-pid "$READER_PID" \
+    --database-url "$AUDIT_DATABASE_URL" --replica-url "postgres://postgres@127.0.0.1:$REPLICA_PORT/bench" \
+    --rate "$RATE" --duration-secs 86400 --window-secs "$WINDOW" >"$STATE/soak.out" 2>&1 &
+SOAK=$!
+SERVICES+=($SOAK)
+LOAD_T0=$(date +%s.%N)
+windows() { grep -c '^window' "$STATE/soak.out" || true; }
+# Load alone first: one window of warm-up (connections, caches), then three
+# windows as the baseline of the same run.
+until (($(windows) >= 4)); do sleep 1; done
+t_start=$(echo "$(date +%s.%N) - $LOAD_T0" | bc)
 s=$(timed "$ADMIN" retention run --yes --archive-url "$STATE/archive-b")
-kill "$WRITER" 2>/dev/null || true
-wait "$WRITER" 2>/dev/null || true
+t_end=$(echo "$t_start + $s" | bc)
 echo "retention run (detach, archive, verify, claims, drop, signals): $(printf '%.1f' "$s") s = $(rate "$EVENTS" "$s") events/s"
 grep -E 'events|detach' "$STATE/last.out" | head -2 | sed 's/^/  /'
-echo "writes at $RATE/s, while retention ran (and 5 s before): $(percentiles "$STATE"/during*)"
+# One more window after the run, then the load stops.
+n=$(($(windows) + 2))
+until (($(windows) >= n)); do sleep 1; done
+stop_services
+echo "load: RecordSignal at $RATE/s (+ RecordEvent for every other signal), 4 readers, 2 tails; retention ran from $(printf '%.0f' "$t_start") s to $(printf '%.0f' "$t_end") s"
+# Window i covers [end of i-1, end of i]; "during" = overlapping the run.
+awk -v a="$t_start" -v b="$t_end" '/^window/ {
+    secs = $3; sub(/s$/, "", secs); from = t; t += secs
+    k = 0
+    for (i = 1; i <= NF; i++) {
+        if ($i == "p99" && ++k == 1) wp = $(i + 1) + 0
+        else if ($i == "p99") rp = $(i + 1) + 0
+        if ($i == "errors") e = $(i + 1)
+    }
+    phase = (++w == 1) ? "warm-up" : (t <= a) ? "before" : (from < b && t > a) ? "during" : "after"
+    if (wp > mw[phase]) mw[phase] = wp
+    if (rp > mr[phase]) mr[phase] = rp
+    n[phase]++; if (e != "{}") errs[phase]++
+    printf "  %-7s %s\n", phase, $0
+} END {
+    split("before during after", order)
+    for (i = 1; i <= 3; i++) if ((p = order[i]) in n) printf "%s retention (%d windows of %d s): worst write p99 %.1f ms, worst read p99 %.1f ms, windows with errors %d\n", p, n[p], '"$WINDOW"', mw[p], mr[p], errs[p]
+}' "$STATE/soak.out"
 
 s=$(timed "$ADMIN" restore --day "$DAY" --archive-url "$STATE/archive-b")
 echo "restore: $EVENTS events + $SIGNALS signals in $(printf '%.1f' "$s") s = $(rate "$EVENTS" "$s") events/s"

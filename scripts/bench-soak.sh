@@ -22,6 +22,15 @@
 #   SOAK_PRIMARY_PORT / SOAK_REPLICA_PORT / SOAK_WRITER_PORT / SOAK_READER_PORT
 #                                    (17582 / 17583 / 17581 / 17584, below
 #                                    the kernel's ephemeral port range)
+#   SOAK_STALL_EVERY_SECS / SOAK_STALL_SECS
+#                                    every N seconds (0: never, the default)
+#                                    hold a SHARE lock on `signals` for S
+#                                    seconds (3), blocking every write: the
+#                                    same stall over and over, to tell memory
+#                                    the allocator keeps after a burst of
+#                                    waiting calls (it steps up once) from a
+#                                    leak (it grows with every stall)
+#   SOAK_KEEP_LOGS=DIR               copy the servers' logs there at the end
 #   PG_BIN                           PostgreSQL 15 binaries
 #   BENCH_SKIP_BUILD=1               use the release binaries already in target/
 #   AUDIT_*                          reach both services as they are
@@ -47,6 +56,9 @@ READER_PID=
 cleanup() {
     for pid in $WRITER_PID $READER_PID; do kill "$pid" 2>/dev/null || true; done
     for pid in $WRITER_PID $READER_PID; do wait "$pid" 2>/dev/null || true; done
+    if [[ -n ${SOAK_KEEP_LOGS:-} ]]; then
+        mkdir -p "$SOAK_KEEP_LOGS" && cp "$STATE"/*.log "$SOAK_KEEP_LOGS"/ 2>/dev/null || true
+    fi
     scripts/pg-cluster.sh stop "$STATE" >/dev/null 2>&1 || true
     rm -rf -- "$STATE"
 }
@@ -58,9 +70,16 @@ PRIMARY=postgres://postgres@127.0.0.1:$PRIMARY_PORT/soak
 REPLICA=postgres://postgres@127.0.0.1:$REPLICA_PORT/soak
 "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d postgres -c 'CREATE DATABASE soak'
 AUDIT_DATABASE_URL=$PRIMARY RUST_LOG=warn "$TARGET/release/audit-writer" migrate
+# What could stall the writes, in the primary's log with its time:
+# checkpoints, every autovacuum/autoanalyze, lock waits, statements over 1 s.
+"$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d postgres \
+    -c 'ALTER SYSTEM SET log_checkpoints = on' -c 'ALTER SYSTEM SET log_autovacuum_min_duration = 0' \
+    -c 'ALTER SYSTEM SET log_lock_waits = on' -c 'ALTER SYSTEM SET log_min_duration_statement = 1000' \
+    -c 'SELECT pg_reload_conf()' >/dev/null
 
 # AUDIT_AUTH=off: the only callers are the bench itself, over loopback.
-RUST_LOG=warn AUDIT_AUTH=off AUDIT_DATABASE_URL=$PRIMARY AUDIT_WRITER_LISTEN=127.0.0.1:$WRITER_PORT \
+# The jobs' debug lines say when each periodic job ended.
+RUST_LOG=warn,audit_writer::jobs=debug AUDIT_AUTH=off AUDIT_DATABASE_URL=$PRIMARY AUDIT_WRITER_LISTEN=127.0.0.1:$WRITER_PORT \
     "$TARGET/release/audit-writer" serve >"$STATE/writer.log" 2>&1 &
 WRITER_PID=$!
 RUST_LOG=warn AUDIT_AUTH=off AUDIT_REPLICA_URL=$REPLICA AUDIT_READER_LISTEN=127.0.0.1:$READER_PORT \
@@ -83,11 +102,36 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 10485
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
 echo "soak: ${SECS}s, windows of ${WINDOW}s"
 
+STALL_EVERY=${SOAK_STALL_EVERY_SECS:-0}
+STALL_SECS=${SOAK_STALL_SECS:-3}
+STARTED=$(date +%s)
+echo "started: $(date -u -d "@$STARTED" +%FT%TZ) (the writer's log times below are UTC)"
+if ((STALL_EVERY > 0)); then
+    echo "stalls: every ${STALL_EVERY}s a SHARE lock on signals for ${STALL_SECS}s"
+    (
+        for ((at = STALL_EVERY; at < SECS; at += STALL_EVERY)); do
+            sleep $((STARTED + at - $(date +%s)))
+            "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d soak \
+                -c 'BEGIN' -c 'LOCK TABLE signals IN SHARE MODE' -c "SELECT pg_sleep($STALL_SECS)" -c 'COMMIT' >/dev/null
+            echo "stall at ${at}s: signals locked for ${STALL_SECS}s"
+        done
+    ) &
+fi
+
 "$TARGET/release/audit-bench" soak \
     --writer "127.0.0.1:$WRITER_PORT" --reader "127.0.0.1:$READER_PORT" \
     --writer-pid "$WRITER_PID" --reader-pid "$READER_PID" \
     --database-url "$PRIMARY" --replica-url "$REPLICA" \
     --duration-secs "$SECS" --window-secs "$WINDOW" "$@"
+
+# What ran on the primary and in the writer's jobs, in seconds from the start.
+echo "primary log (checkpoints, autovacuum, lock waits, statements over 1 s):"
+awk -v t0="$STARTED" '/checkpoint complete|automatic (vacuum|analyze)|still waiting|duration: [0-9]/ {
+    cmd = "date -d \"" $1 " " $2 "\" +%s"; cmd | getline t; close(cmd)
+    line = $0; sub(/^[^]]*\] /, "", line)
+    printf "  %5ds %s\n", t - t0, substr(line, 1, 160) }' "$STATE/primary.log" || true
+echo "writer jobs that took over 1 s:"
+grep -E 'elapsed_ms=[0-9]{4,}' "$STATE/writer.log" | tail -n 40 | sed 's/^/  /' || true
 
 # Both services must still be alive after the soak.
 for pid in $WRITER_PID $READER_PID; do

@@ -463,8 +463,11 @@ cmd_up() {
     fi
 
     if [[ ${AUDIT_STACK_SKIP_BUILD:-0} != 1 ]]; then
-        log "cargo build --release -p audit-writer -p audit-reader"
-        cargo build --release -p audit-writer -p audit-reader
+        # The same packages as scripts/build-image.sh: cargo unifies features
+        # over the packages built together, so another set would rebuild
+        # shared dependencies for the image (minutes in CI's test run).
+        log "cargo build --release -p audit-writer -p audit-reader -p audit-admin"
+        cargo build --release -p audit-writer -p audit-reader -p audit-admin
     fi
     BIN_DIR=$(target_dir)/release
     local b

@@ -47,14 +47,15 @@ where
             // One trace per run; its database work nests under it.
             let span = tracing::info_span!("job", otel.name = name, job_name = name);
             let result = job().instrument(span).await;
-            duration.record(started.elapsed().as_secs_f64());
+            let elapsed = started.elapsed();
+            duration.record(elapsed.as_secs_f64());
             match result {
                 Ok(()) => {
                     ok.increment(1);
                     // Registered at the first success: absent until then.
                     metrics::gauge!("audit_job_last_success_timestamp_seconds", "job_name" => name)
                         .set(unix_now());
-                    tracing::debug!(job = name, "done");
+                    tracing::debug!(job = name, elapsed_ms = elapsed.as_millis() as u64, "done");
                 }
                 Err(error) => {
                     failed.increment(1);
