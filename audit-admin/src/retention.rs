@@ -648,8 +648,14 @@ const HOURLY_ANALYTICS: [&str; 3] = [
     "ticker_activity_hourly",
 ];
 
+/// The minute tables the hourly analytics tables are summed from keep the
+/// minute rollups' retention. The minute horizon this moves keeps the
+/// refresher from summing an hour some of whose minutes have left.
+const MINUTE_ANALYTICS: [&str; 2] = ["stage_latency_minutely", "ticker_activity_minutely"];
+
 /// Which rows of each table `period` rollups older than `$2` are (`$1` is
-/// the period): both summary tables, and for hours the analytics tables.
+/// the period): both summary tables, and for minutes and hours the
+/// analytics tables.
 fn rollup_tables(period: &str) -> Vec<(&'static str, &'static str)> {
     let mut tables = vec![
         (
@@ -661,8 +667,10 @@ fn rollup_tables(period: &str) -> Vec<(&'static str, &'static str)> {
             "period_type = $1::metrics_period AND period_start < $2",
         ),
     ];
-    if period == "hour" {
-        tables.extend(HOURLY_ANALYTICS.map(|t| (t, "$1 = 'hour' AND hour < $2")));
+    match period {
+        "minute" => tables.extend(MINUTE_ANALYTICS.map(|t| (t, "$1 = 'minute' AND minute < $2"))),
+        "hour" => tables.extend(HOURLY_ANALYTICS.map(|t| (t, "$1 = 'hour' AND hour < $2"))),
+        _ => {}
     }
     tables
 }

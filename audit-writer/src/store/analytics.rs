@@ -1,24 +1,29 @@
 //! Keeps the hourly analytics tables (`stage_latency_hourly`,
 //! `stage_latency_hourly_by_ticker`, `ticker_activity_hourly`) exact, at a
-//! cost proportional to what changed (see the migration
-//! `2026-12-03-000100_incremental_analytics` for the design). Runs on the
+//! cost proportional to what changed (see the migrations
+//! `2026-12-03-000100_incremental_analytics` and
+//! `2026-12-06-000200_minute_analytics` for the design). Runs on the
 //! primary, from the writer.
 //!
 //! One pass, one transaction: take the minute keys the rollup refresher
-//! handed over in `analytics_dirty`, find which hours they affect (the
-//! events' own hours, the hours of their successors in each signal's
-//! timeline, and the `created_at` hours of their signals), and rebuild
-//! exactly those (hour, ticker) rows from raw rows. A pass reads the
-//! traffic of the hours it rebuilds, never the whole history.
+//! handed over in `analytics_dirty`, find which minutes they affect (the
+//! events' own minutes, the minutes of their successors in each signal's
+//! timeline, and the `created_at` minutes of their signals), rebuild
+//! exactly those (minute, ticker) rows of the minute tables from raw rows,
+//! then each affected (hour, ticker) by summing its minute rows. A pass
+//! reads the traffic of the minutes it rebuilds and at most 60 minute rows
+//! per hour and combination, never the whole hour's events or the history.
 //!
-//! Why whole hours rather than deltas: a transition's latency depends on
+//! Why whole minutes rather than deltas: a transition's latency depends on
 //! its neighbours and a signal's activity on its latest state, neither of
-//! which can be updated by adding a row's contribution; recomputing an
-//! (hour, ticker) is idempotent and exact, and an hour is the unit the
+//! which can be updated by adding a row's contribution; recomputing a
+//! (minute, ticker) is idempotent and exact. Why minutes under hours: a
+//! pass late in a busy hour used to re-read the whole hour's events (18.6 s
+//! at minute 9 at 500 signals/s, BENCHMARKS.md); the hours are what the
 //! readers merge.
 
 use audit_db::{DbError, PgPool};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -29,18 +34,18 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 /// on each other.
 const REFRESH_LOCK: i64 = 0x5167_6e61_6c41_6e61;
 
-/// The first pass after the migration builds the tables from the whole
+/// The first pass after a migration builds the tables from the whole
 /// history (every key is dirty then); later passes take milliseconds to
 /// seconds. This bounds that first pass instead of the pool's timeout.
 const REFRESH_TIMEOUT: &str = "15min";
 
-/// Which hours the dirty minutes affect. `keyed`: the events in the dirty
+/// Which minutes the dirty minutes affect. `keyed`: the events in the dirty
 /// minutes whose signal has the key's ticker (one range scan per run of
 /// consecutive minutes, as in the rollups). A transition is filed under
-/// its later event's hour, so a late event also changes the hour of the
+/// its later event's minute, so a late event also changes the minute of the
 /// event that follows it in its signal's timeline (one index probe each);
-/// a signal's activity row is the hour of its `created_at`.
-const AFFECTED_HOURS: &str = "
+/// a signal's activity row is the minute of its `created_at`.
+const AFFECTED_MINUTES: &str = "
 WITH keys AS (
     SELECT DISTINCT bucket, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)
 ), runs AS (
@@ -55,36 +60,40 @@ WITH keys AS (
     JOIN signals s ON s.signal_id = e.signal_id
     JOIN keys k ON k.bucket = date_trunc('minute', e.ts) AND k.ticker = s.normalised_ticker
 )
-SELECT 'stage' AS kind, date_trunc('hour', ts, 'UTC') AS hour, ticker FROM keyed
+SELECT 'stage' AS kind, date_trunc('minute', ts) AS at, ticker FROM keyed
 UNION
-SELECT 'stage', date_trunc('hour', n.ts, 'UTC'), k.ticker
+SELECT 'stage', date_trunc('minute', n.ts), k.ticker
 FROM keyed k CROSS JOIN LATERAL (
     SELECT n.ts FROM signal_events n
     WHERE n.signal_id = k.signal_id AND n.ts >= k.ts AND (n.ts, n.sequence) > (k.ts, k.sequence)
     ORDER BY n.ts, n.sequence LIMIT 1) n
 UNION
-SELECT 'activity', date_trunc('hour', created_at, 'UTC'), ticker FROM keyed";
+SELECT 'activity', date_trunc('minute', created_at), ticker FROM keyed";
 
-/// The bound (hour, ticker) keys, `$1`/`$2`.
-const HOUR_KEYS: &str =
-    "SELECT DISTINCT hour, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(hour, ticker)";
-
-/// Rebuilds the per-worker stage rows of the keys: lag() over the whole
-/// timeline of every signal with an event in a key's hour (the old view's
-/// definition), keeping the transitions whose later event lies in a key.
-fn stages_from_events() -> String {
+/// The bound (`unit`, ticker) keys, `$1`/`$2`, as columns `unit` and `ticker`.
+fn keys(unit: &str) -> String {
     format!(
-        "WITH keys AS ({HOUR_KEYS}), runs AS (
-    SELECT min(hour) AS lo, max(hour) + interval '1 hour' AS hi
-    FROM (SELECT hour, hour - row_number() OVER (ORDER BY hour) * interval '1 hour' AS island
-          FROM (SELECT DISTINCT hour FROM keys) d) t
+        "SELECT DISTINCT {unit}, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k({unit}, ticker)"
+    )
+}
+
+/// Rebuilds the per-worker stage rows of the minute keys: lag() over the
+/// whole timeline of every signal with an event in a key's minute (the old
+/// view's definition), keeping the transitions whose later event lies in a
+/// key.
+fn stage_minutes_from_events() -> String {
+    format!(
+        "WITH keys AS ({keys}), runs AS (
+    SELECT min(minute) AS lo, max(minute) + interval '1 minute' AS hi
+    FROM (SELECT minute, minute - row_number() OVER (ORDER BY minute) * interval '1 minute' AS island
+          FROM (SELECT DISTINCT minute FROM keys) d) t
     GROUP BY island
 ), sig AS (
     SELECT DISTINCT e.signal_id, k.ticker
     FROM runs r
     JOIN signal_events e ON e.ts >= r.lo AND e.ts < r.hi
     JOIN signals s ON s.signal_id = e.signal_id
-    JOIN keys k ON k.hour = date_trunc('hour', e.ts, 'UTC') AND k.ticker = s.normalised_ticker
+    JOIN keys k ON k.minute = date_trunc('minute', e.ts) AND k.ticker = s.normalised_ticker
 ), timeline AS (
     SELECT sig.ticker, e.ts, COALESCE(lag(e.worker_id) OVER w, '') AS worker_id,
            lag(e.event_type) OVER w AS from_stage, e.event_type AS to_stage,
@@ -92,81 +101,109 @@ fn stages_from_events() -> String {
     FROM sig JOIN signal_events e ON e.signal_id = sig.signal_id
     WINDOW w AS (PARTITION BY e.signal_id ORDER BY e.ts, e.sequence)
 ), buckets AS (
-    SELECT k.hour, t.ticker, t.worker_id, t.from_stage, t.to_stage, latency_bucket(t.us) AS bucket,
+    SELECT k.minute, t.ticker, t.worker_id, t.from_stage, t.to_stage, latency_bucket(t.us) AS bucket,
            count(*) AS n, sum(t.us) AS sum_us, max(t.us) AS max_us
-    FROM timeline t JOIN keys k ON k.hour = date_trunc('hour', t.ts, 'UTC') AND k.ticker = t.ticker
+    FROM timeline t JOIN keys k ON k.minute = date_trunc('minute', t.ts) AND k.ticker = t.ticker
     WHERE t.from_stage IS NOT NULL
     GROUP BY 1, 2, 3, 4, 5, 6
 )
-INSERT INTO stage_latency_hourly (hour, normalised_ticker, worker_id, from_stage, to_stage,
+INSERT INTO stage_latency_minutely (minute, normalised_ticker, worker_id, from_stage, to_stage,
     transitions, latency_sum_us, latency_max_us, latency_histogram)
-SELECT hour, ticker, worker_id, from_stage::text, to_stage::text, sum(n)::bigint, sum(sum_us)::bigint,
+SELECT minute, ticker, worker_id, from_stage::text, to_stage::text, sum(n)::bigint, sum(sum_us)::bigint,
        max(max_us)::bigint, jsonb_object_agg(bucket, n)
-FROM buckets GROUP BY 1, 2, 3, 4, 5"
+FROM buckets GROUP BY 1, 2, 3, 4, 5",
+        keys = keys("minute")
     )
 }
 
-/// Sums `stage_latency_hourly`-shaped rows of `src` (a query yielding hour,
-/// ticker, from_stage, to_stage and the figures) into the by-ticker table;
-/// histograms merged as a set (every row's buckets expanded, summed).
-fn stages_merge(src: &str) -> String {
+/// Sums stage rows of `src` (a query yielding the `group` columns, hour and
+/// ticker first, then the figures) per `group` into `table` (`columns`:
+/// the same keys by the table's names); histograms merged as a set (every
+/// row's buckets expanded, summed).
+fn stages_merge(src: &str, table: &str, columns: &str, group: &str) -> String {
     format!(
         "WITH src AS ({src}), totals AS (
-    SELECT hour, ticker, from_stage, to_stage, sum(transitions)::bigint AS transitions,
+    SELECT {group}, sum(transitions)::bigint AS transitions,
            sum(latency_sum_us)::bigint AS latency_sum_us, max(latency_max_us)::bigint AS latency_max_us
-    FROM src GROUP BY 1, 2, 3, 4
+    FROM src GROUP BY {group}
 ), hist AS (
-    SELECT hour, ticker, from_stage, to_stage, jsonb_object_agg(b, n) AS latency_histogram
-    FROM (SELECT hour, ticker, from_stage, to_stage, j.key AS b, sum(j.value::bigint) AS n
+    SELECT {group}, jsonb_object_agg(b, n) AS latency_histogram
+    FROM (SELECT {group}, j.key AS b, sum(j.value::bigint) AS n
           FROM src, jsonb_each_text(src.latency_histogram) AS j
-          GROUP BY 1, 2, 3, 4, 5) t
-    GROUP BY 1, 2, 3, 4
+          GROUP BY {group}, j.key) t
+    GROUP BY {group}
 )
-INSERT INTO stage_latency_hourly_by_ticker (hour, normalised_ticker, from_stage, to_stage,
-    transitions, latency_sum_us, latency_max_us, latency_histogram)
-SELECT t.hour, t.ticker, t.from_stage, t.to_stage, t.transitions, t.latency_sum_us, t.latency_max_us,
-       h.latency_histogram
-FROM totals t JOIN hist h USING (hour, ticker, from_stage, to_stage)"
+INSERT INTO {table} ({columns}, transitions, latency_sum_us, latency_max_us, latency_histogram)
+SELECT {group}, t.transitions, t.latency_sum_us, t.latency_max_us, h.latency_histogram
+FROM totals t JOIN hist h USING ({group})"
     )
 }
 
-/// The keys' per-ticker rows, from their per-worker rows.
+/// The hour keys' per-worker rows, from their minute rows.
+fn stage_hours_from_minutes() -> String {
+    stages_merge(
+        &format!(
+            "SELECT k.hour, m.normalised_ticker AS ticker, m.worker_id, m.from_stage, m.to_stage, \
+                    m.transitions, m.latency_sum_us, m.latency_max_us, m.latency_histogram \
+             FROM ({keys}) k JOIN stage_latency_minutely m \
+               ON m.normalised_ticker = k.ticker AND m.minute >= k.hour \
+              AND m.minute < k.hour + interval '1 hour'",
+            keys = keys("hour")
+        ),
+        "stage_latency_hourly",
+        "hour, normalised_ticker, worker_id, from_stage, to_stage",
+        "hour, ticker, worker_id, from_stage, to_stage",
+    )
+}
+
+/// The hour keys' per-ticker rows, from their per-worker rows.
 fn stages_by_ticker() -> String {
-    stages_merge(&format!(
-        "SELECT m.hour, m.normalised_ticker AS ticker, m.from_stage, m.to_stage, m.transitions, \
-                m.latency_sum_us, m.latency_max_us, m.latency_histogram \
-         FROM ({HOUR_KEYS}) k JOIN stage_latency_hourly m \
-           ON m.hour = k.hour AND m.normalised_ticker = k.ticker"
-    ))
+    stages_merge(
+        &format!(
+            "SELECT m.hour, m.normalised_ticker AS ticker, m.from_stage, m.to_stage, m.transitions, \
+                    m.latency_sum_us, m.latency_max_us, m.latency_histogram \
+             FROM ({keys}) k JOIN stage_latency_hourly m \
+               ON m.hour = k.hour AND m.normalised_ticker = k.ticker",
+            keys = keys("hour")
+        ),
+        "stage_latency_hourly_by_ticker",
+        "hour, normalised_ticker, from_stage, to_stage",
+        "hour, ticker, from_stage, to_stage",
+    )
 }
 
-/// The '*' rows of the keys' hours, from every ticker's rows of the hour.
+/// The '*' rows of the hour keys' hours, from every ticker's rows of the hour.
 fn stages_all_tickers() -> String {
-    stages_merge(&format!(
-        "SELECT m.hour, '*' AS ticker, m.from_stage, m.to_stage, m.transitions, m.latency_sum_us, \
-                m.latency_max_us, m.latency_histogram \
-         FROM (SELECT DISTINCT hour FROM ({HOUR_KEYS}) k) k JOIN stage_latency_hourly_by_ticker m \
-           ON m.hour = k.hour AND m.normalised_ticker <> '*'"
-    ))
+    stages_merge(
+        &format!(
+            "SELECT m.hour, '*' AS ticker, m.from_stage, m.to_stage, m.transitions, m.latency_sum_us, \
+                    m.latency_max_us, m.latency_histogram \
+             FROM (SELECT DISTINCT hour FROM ({keys}) k) k JOIN stage_latency_hourly_by_ticker m \
+               ON m.hour = k.hour AND m.normalised_ticker <> '*'",
+            keys = keys("hour")
+        ),
+        "stage_latency_hourly_by_ticker",
+        "hour, normalised_ticker, from_stage, to_stage",
+        "hour, ticker, from_stage, to_stage",
+    )
 }
 
-/// Rebuilds the keys' activity rows from the signals created in them,
-/// through `signals_normalised_ticker_created_idx`.
-const ACTIVITY_FROM_SIGNALS: &str = "
-WITH keys AS (
-    SELECT DISTINCT hour, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(hour, ticker)
-), sig AS (
-    SELECT k.hour, k.ticker, s.current_status, s.error_count, s.retry_count,
+/// Rebuilds the minute keys' activity rows from the signals created in
+/// them, through `signals_normalised_ticker_created_idx`.
+fn activity_minutes_from_signals() -> String {
+    format!(
+        "WITH keys AS ({keys}), sig AS (
+    SELECT k.minute, k.ticker, s.current_status, s.error_count, s.retry_count,
            (extract(epoch FROM s.total_processing_time) * 1000000)::bigint AS us
     FROM keys k JOIN signals s ON s.normalised_ticker = k.ticker
-     AND s.created_at >= k.hour AND s.created_at < k.hour + interval '1 hour'
+     AND s.created_at >= k.minute AND s.created_at < k.minute + interval '1 minute'
 ), hist AS (
-    SELECT hour, ticker, jsonb_object_agg(b, n) AS h
-    FROM (SELECT hour, ticker, latency_bucket(us) AS b, count(*) AS n
+    SELECT minute, ticker, jsonb_object_agg(b, n) AS h
+    FROM (SELECT minute, ticker, latency_bucket(us) AS b, count(*) AS n
           FROM sig WHERE us IS NOT NULL GROUP BY 1, 2, 3) t
     GROUP BY 1, 2
 ), agg AS (
-    SELECT hour, ticker, count(*) AS signals,
+    SELECT minute, ticker, count(*) AS signals,
            count(*) FILTER (WHERE current_status = 'forwarded_success') AS succeeded,
            count(*) FILTER (WHERE current_status IN ('rejected', 'discarded')) AS rejected,
            count(*) FILTER (WHERE current_status IN ('forwarded_timeout', 'forwarded_http_error',
@@ -178,26 +215,61 @@ WITH keys AS (
            COALESCE(sum(us), 0)::bigint AS processing_sum_us
     FROM sig GROUP BY 1, 2
 )
-INSERT INTO ticker_activity_hourly (hour, normalised_ticker, signals, succeeded, rejected, failed,
+INSERT INTO ticker_activity_minutely (minute, normalised_ticker, signals, succeeded, rejected, failed,
     in_flight, errors, retries, processing_count, processing_sum_us, processing_histogram)
-SELECT a.hour, a.ticker, a.signals, a.succeeded, a.rejected, a.failed, a.in_flight, a.errors,
-       a.retries, a.processing_count, a.processing_sum_us, COALESCE(h.h, '{}')
-FROM agg a LEFT JOIN hist h USING (hour, ticker)";
-
-/// Drops `table`'s rows of the keys (`ticker_column` = the key's ticker), so
-/// that a combination that no longer occurs does not linger.
-fn clear(table: &str) -> String {
-    format!(
-        "DELETE FROM {table} m USING ({HOUR_KEYS}) k \
-         WHERE m.hour = k.hour AND m.normalised_ticker = k.ticker"
+SELECT a.minute, a.ticker, a.signals, a.succeeded, a.rejected, a.failed, a.in_flight, a.errors,
+       a.retries, a.processing_count, a.processing_sum_us, COALESCE(h.h, '{{}}')
+FROM agg a LEFT JOIN hist h USING (minute, ticker)",
+        keys = keys("minute")
     )
 }
 
-/// Drops the '*' rows of the keys' hours.
+/// The hour keys' activity rows, summed from their minute rows.
+fn activity_hours_from_minutes() -> String {
+    format!(
+        "WITH keys AS ({keys}), src AS (
+    SELECT k.hour, k.ticker, m.*
+    FROM keys k JOIN ticker_activity_minutely m ON m.normalised_ticker = k.ticker
+     AND m.minute >= k.hour AND m.minute < k.hour + interval '1 hour'
+), hist AS (
+    SELECT hour, ticker, jsonb_object_agg(b, n) AS h
+    FROM (SELECT hour, ticker, j.key AS b, sum(j.value::bigint) AS n
+          FROM src, jsonb_each_text(src.processing_histogram) AS j GROUP BY 1, 2, 3) t
+    GROUP BY 1, 2
+), agg AS (
+    SELECT hour, ticker, sum(signals)::bigint AS signals, sum(succeeded)::bigint AS succeeded,
+           sum(rejected)::bigint AS rejected, sum(failed)::bigint AS failed,
+           sum(in_flight)::bigint AS in_flight, sum(errors)::bigint AS errors,
+           sum(retries)::bigint AS retries, sum(processing_count)::bigint AS processing_count,
+           sum(processing_sum_us)::bigint AS processing_sum_us
+    FROM src GROUP BY 1, 2
+)
+INSERT INTO ticker_activity_hourly (hour, normalised_ticker, signals, succeeded, rejected, failed,
+    in_flight, errors, retries, processing_count, processing_sum_us, processing_histogram)
+SELECT a.hour, a.ticker, a.signals, a.succeeded, a.rejected, a.failed, a.in_flight, a.errors,
+       a.retries, a.processing_count, a.processing_sum_us, COALESCE(h.h, '{{}}')
+FROM agg a LEFT JOIN hist h USING (hour, ticker)",
+        keys = keys("hour")
+    )
+}
+
+/// Drops `table`'s rows of the keys (its `unit` column = the key's time,
+/// `normalised_ticker` = the key's ticker), so that a combination that no
+/// longer occurs does not linger.
+fn clear(table: &str, unit: &str) -> String {
+    format!(
+        "DELETE FROM {table} m USING ({keys}) k \
+         WHERE m.{unit} = k.{unit} AND m.normalised_ticker = k.ticker",
+        keys = keys(unit)
+    )
+}
+
+/// Drops the '*' rows of the hour keys' hours.
 fn clear_all_tickers() -> String {
     format!(
         "DELETE FROM stage_latency_hourly_by_ticker m \
-         WHERE m.normalised_ticker = '*' AND m.hour IN (SELECT hour FROM ({HOUR_KEYS}) k)"
+         WHERE m.normalised_ticker = '*' AND m.hour IN (SELECT hour FROM ({keys}) k)",
+        keys = keys("hour")
     )
 }
 
@@ -214,7 +286,7 @@ struct Affected {
     #[diesel(sql_type = Text)]
     kind: String,
     #[diesel(sql_type = Timestamptz)]
-    hour: DateTime<Utc>,
+    at: DateTime<Utc>,
     #[diesel(sql_type = Text)]
     ticker: String,
 }
@@ -230,10 +302,29 @@ struct Horizon {
 pub struct Refreshed {
     /// Dirty minute keys taken.
     pub minutes: usize,
-    /// (hour, ticker) stage-latency rows rebuilt.
+    /// (minute, ticker) stage-latency rows rebuilt from raw events.
+    pub stage_minutes: usize,
+    /// (hour, ticker) stage-latency rows rebuilt from their minutes.
     pub stage_hours: usize,
-    /// (hour, ticker) activity rows rebuilt.
+    /// (minute, ticker) activity rows rebuilt from signals.
+    pub activity_minutes: usize,
+    /// (hour, ticker) activity rows rebuilt from their minutes.
     pub activity_hours: usize,
+}
+
+/// The distinct (hour, ticker) keys of (minute, ticker) keys.
+fn hours_of(minutes: &[DateTime<Utc>], tickers: &[String]) -> (Vec<DateTime<Utc>>, Vec<String>) {
+    let mut hours: Vec<(DateTime<Utc>, String)> = minutes
+        .iter()
+        .zip(tickers)
+        .map(|(m, t)| {
+            let hour = m.duration_trunc(TimeDelta::hours(1)).unwrap_or(*m);
+            (hour, t.clone())
+        })
+        .collect();
+    hours.sort_unstable();
+    hours.dedup();
+    hours.into_iter().unzip()
 }
 
 /// Brings every affected hour up to date, in one transaction (readers never
@@ -268,14 +359,15 @@ async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<Refreshed, DbError> 
     };
     if !keys.is_empty() {
         let (minutes, tickers): (Vec<DateTime<Utc>>, Vec<String>) = keys.into_iter().unzip();
-        let affected: Vec<Affected> = diesel::sql_query(AFFECTED_HOURS)
+        let affected: Vec<Affected> = diesel::sql_query(AFFECTED_MINUTES)
             .bind::<Array<Timestamptz>, _>(&minutes)
             .bind::<Array<Text>, _>(&tickers)
             .load(conn)
             .await?;
-        // Hours older than the retention horizon are never rebuilt: their
-        // raw rows have left (or are leaving), and the stored figures are
-        // the only correct ones (a late event must not shrink them).
+        // Minutes (and so hours: horizons are midnights) older than the
+        // retention horizon are never rebuilt: their raw rows or minute rows
+        // have left (or are leaving), and the stored figures are the only
+        // correct ones (a late event must not shrink them).
         let horizon: Horizon =
             diesel::sql_query("SELECT max(horizon) AS horizon FROM retention_horizon")
                 .get_result(conn)
@@ -283,41 +375,67 @@ async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<Refreshed, DbError> 
         let kept = |kind: &str| -> (Vec<DateTime<Utc>>, Vec<String>) {
             affected
                 .iter()
-                .filter(|a| a.kind == kind && horizon.horizon.is_none_or(|h| a.hour >= h))
-                .map(|a| (a.hour, a.ticker.clone()))
+                .filter(|a| a.kind == kind && horizon.horizon.is_none_or(|h| a.at >= h))
+                .map(|a| (a.at, a.ticker.clone()))
                 .unzip()
         };
-        let (stage_hours, stage_tickers) = kept("stage");
-        let (activity_hours, activity_tickers) = kept("activity");
-        done.stage_hours = stage_hours.len();
-        done.activity_hours = activity_hours.len();
+        let (stage_minutes, stage_tickers) = kept("stage");
+        let (activity_minutes, activity_tickers) = kept("activity");
         let run = async |conn: &mut AsyncPgConnection,
                          sql: String,
-                         hours: &Vec<DateTime<Utc>>,
+                         times: &Vec<DateTime<Utc>>,
                          tickers: &Vec<String>| {
             diesel::sql_query(sql)
-                .bind::<Array<Timestamptz>, _>(hours)
+                .bind::<Array<Timestamptz>, _>(times)
                 .bind::<Array<Text>, _>(tickers)
                 .execute(conn)
                 .await
         };
-        if !stage_hours.is_empty() {
-            let (h, t) = (&stage_hours, &stage_tickers);
-            run(conn, clear("stage_latency_hourly"), h, t).await?;
-            run(conn, stages_from_events(), h, t).await?;
-            run(conn, clear("stage_latency_hourly_by_ticker"), h, t).await?;
+        if !stage_minutes.is_empty() {
+            let (m, t) = (&stage_minutes, &stage_tickers);
+            run(conn, clear("stage_latency_minutely", "minute"), m, t).await?;
+            run(conn, stage_minutes_from_events(), m, t).await?;
+            let (hours, hour_tickers) = hours_of(m, t);
+            let (h, t) = (&hours, &hour_tickers);
+            run(conn, clear("stage_latency_hourly", "hour"), h, t).await?;
+            run(conn, stage_hours_from_minutes(), h, t).await?;
+            run(conn, clear("stage_latency_hourly_by_ticker", "hour"), h, t).await?;
             run(conn, stages_by_ticker(), h, t).await?;
             run(conn, clear_all_tickers(), h, t).await?;
             run(conn, stages_all_tickers(), h, t).await?;
+            done.stage_minutes = stage_minutes.len();
+            done.stage_hours = hours.len();
         }
-        if !activity_hours.is_empty() {
-            let (h, t) = (&activity_hours, &activity_tickers);
-            run(conn, clear("ticker_activity_hourly"), h, t).await?;
-            run(conn, ACTIVITY_FROM_SIGNALS.to_owned(), h, t).await?;
+        if !activity_minutes.is_empty() {
+            let (m, t) = (&activity_minutes, &activity_tickers);
+            run(conn, clear("ticker_activity_minutely", "minute"), m, t).await?;
+            run(conn, activity_minutes_from_signals(), m, t).await?;
+            let (hours, hour_tickers) = hours_of(m, t);
+            let (h, t) = (&hours, &hour_tickers);
+            run(conn, clear("ticker_activity_hourly", "hour"), h, t).await?;
+            run(conn, activity_hours_from_minutes(), h, t).await?;
+            done.activity_minutes = activity_minutes.len();
+            done.activity_hours = hours.len();
         }
     }
     diesel::sql_query("UPDATE analytics_state SET refreshed_at = now()")
         .execute(conn)
         .await?;
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn minutes_map_to_their_utc_hours_once_per_ticker() {
+        let at = |h, m| Utc.with_ymd_and_hms(2026, 12, 6, h, m, 0).unwrap();
+        let minutes = [at(10, 0), at(10, 59), at(11, 0), at(10, 30), at(10, 30)];
+        let tickers = ["A", "A", "A", "B", "A"].map(String::from);
+        let (hours, by) = hours_of(&minutes, &tickers);
+        assert_eq!(hours, [at(10, 0), at(10, 0), at(11, 0)]);
+        assert_eq!(by, ["A", "B", "A"]);
+    }
 }
