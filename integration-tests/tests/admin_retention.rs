@@ -178,6 +178,24 @@ async fn a_day_leaves_by_its_partition_and_comes_back_row_for_row() {
         midnight(day + TimeDelta::days(1))
     );
     assert!(count(&url, &minutes).await > 0);
+    // The analytics tables of the day: minute rows leave with the minute
+    // rollups, the hourly rows stay (summed from minutes that are gone,
+    // so they must never be rebuilt).
+    integration_tests::analytics::refresh_analytics(&app).await;
+    let (from, to) = (midnight(day), midnight(day + TimeDelta::days(1)));
+    let analytics_minutes = format!(
+        "SELECT (SELECT count(*) FROM stage_latency_minutely WHERE minute >= '{from}' AND minute < '{to}') \
+              + (SELECT count(*) FROM ticker_activity_minutely WHERE minute >= '{from}' AND minute < '{to}') AS n"
+    );
+    let analytics_hours = format!(
+        "SELECT md5(string_agg(r, E'\\n' ORDER BY r)) AS sum FROM ( \
+           SELECT row_to_json(h)::text AS r FROM stage_latency_hourly h WHERE hour >= '{from}' AND hour < '{to}' \
+           UNION ALL SELECT row_to_json(a)::text FROM ticker_activity_hourly a \
+           WHERE hour >= '{from}' AND hour < '{to}') t"
+    );
+    assert!(count(&url, &analytics_minutes).await > 0);
+    let hours_before = checksum(&url, &analytics_hours).await;
+    assert!(hours_before.is_some());
 
     // Dry run: says what would leave, changes nothing.
     let dry = admin(
@@ -228,6 +246,8 @@ async fn a_day_leaves_by_its_partition_and_comes_back_row_for_row() {
         );
     }
     assert_eq!(count(&url, &minutes).await, 0);
+    assert_eq!(count(&url, &analytics_minutes).await, 0);
+    assert_eq!(checksum(&url, &analytics_hours).await, hours_before);
     let after = checksums(&url, day).await;
     assert_eq!(after[2], before[2], "hourly/daily rollups changed");
     assert!(
@@ -258,6 +278,9 @@ async fn a_day_leaves_by_its_partition_and_comes_back_row_for_row() {
     wait_rollups(&app).await;
     assert_eq!(checksums(&url, day).await[2], before[2]);
     assert_eq!(count(&url, &minutes).await, 0);
+    integration_tests::analytics::refresh_analytics(&app).await;
+    assert_eq!(count(&url, &analytics_minutes).await, 0);
+    assert_eq!(checksum(&url, &analytics_hours).await, hours_before);
     // The reader serves the restored history.
     app.wait_replica().await;
     let timeline = app
