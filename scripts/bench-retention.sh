@@ -31,6 +31,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=lib/wait-listening.sh
+source scripts/lib/wait-listening.sh
 PRIMARY_PORT=${BENCH_PRIMARY_PORT:-17732}
 REPLICA_PORT=${BENCH_REPLICA_PORT:-17733}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -127,17 +129,7 @@ RUST_LOG=warn AUDIT_AUTH=off AUDIT_REPLICA_URL=postgres://postgres@127.0.0.1:$RE
     AUDIT_READER_LISTEN=127.0.0.1:$READER_PORT "$BIN/audit-reader" serve >"$STATE/reader.log" 2>&1 &
 SERVICES+=($!)
 READER_PID=$!
-for port in "$WRITER_PORT" "$READER_PORT"; do
-    for _ in $(seq 1 150); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-        sleep 0.2
-    done
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || {
-        cat "$STATE"/*.log >&2
-        echo "bench-retention: nothing listens on 127.0.0.1:$port" >&2
-        exit 1
-    }
-done
+wait_listening bench-retention "$STATE" "$WRITER_PORT" "$READER_PORT"
 WINDOW=10
 "$BIN/audit-bench" soak --writer "127.0.0.1:$WRITER_PORT" --reader "127.0.0.1:$READER_PORT" \
     --writer-pid "$WRITER_PID" --reader-pid "$READER_PID" \

@@ -31,6 +31,8 @@
 #                                    waiting calls (it steps up once) from a
 #                                    leak (it grows with every stall)
 #   SOAK_KEEP_LOGS=DIR               copy the servers' logs there at the end
+#   SOAK_EXPLAIN_MS                  log the plan of statements slower than
+#                                    this on the primary (10000)
 #   PG_BIN                           PostgreSQL 15 binaries
 #   BENCH_SKIP_BUILD=1               use the release binaries already in target/
 #   AUDIT_*                          reach both services as they are
@@ -38,6 +40,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=lib/wait-listening.sh
+source scripts/lib/wait-listening.sh
 SECS=${SOAK_SECS:-600}
 WINDOW=${SOAK_WINDOW_SECS:-60}
 PRIMARY_PORT=${SOAK_PRIMARY_PORT:-17582}
@@ -71,10 +75,14 @@ REPLICA=postgres://postgres@127.0.0.1:$REPLICA_PORT/soak
 "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d postgres -c 'CREATE DATABASE soak'
 AUDIT_DATABASE_URL=$PRIMARY RUST_LOG=warn "$TARGET/release/audit-writer" migrate
 # What could stall the writes, in the primary's log with its time:
-# checkpoints, every autovacuum/autoanalyze, lock waits, statements over 1 s.
+# checkpoints, every autovacuum/autoanalyze, lock waits, statements over 1 s,
+# and the plans of those over SOAK_EXPLAIN_MS (auto_explain, contrib; read
+# them in primary.log with SOAK_KEEP_LOGS).
 "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d postgres \
     -c 'ALTER SYSTEM SET log_checkpoints = on' -c 'ALTER SYSTEM SET log_autovacuum_min_duration = 0' \
     -c 'ALTER SYSTEM SET log_lock_waits = on' -c 'ALTER SYSTEM SET log_min_duration_statement = 1000' \
+    -c "LOAD 'auto_explain'" -c "ALTER SYSTEM SET session_preload_libraries = 'auto_explain'" \
+    -c "ALTER SYSTEM SET auto_explain.log_min_duration = '${SOAK_EXPLAIN_MS:-10000}ms'" \
     -c 'SELECT pg_reload_conf()' >/dev/null
 
 # AUDIT_AUTH=off: the only callers are the bench itself, over loopback.
@@ -86,17 +94,7 @@ RUST_LOG=warn AUDIT_AUTH=off AUDIT_REPLICA_URL=$REPLICA AUDIT_READER_LISTEN=127.
     "$TARGET/release/audit-reader" serve >"$STATE/reader.log" 2>&1 &
 READER_PID=$!
 # Both listen once their port answers.
-for port in "$WRITER_PORT" "$READER_PORT"; do
-    for _ in $(seq 1 150); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-        sleep 0.2
-    done
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || {
-        cat "$STATE"/*.log >&2
-        echo "bench-soak: nothing listens on 127.0.0.1:$port" >&2
-        exit 1
-    }
-done
+wait_listening bench-soak "$STATE" "$WRITER_PORT" "$READER_PORT"
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
