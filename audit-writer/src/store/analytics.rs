@@ -40,8 +40,9 @@ const REFRESH_LOCK: i64 = 0x5167_6e61_6c41_6e61;
 const REFRESH_TIMEOUT: &str = "15min";
 
 /// Which minutes the dirty minutes affect. `keyed`: the events in the dirty
-/// minutes whose signal has the key's ticker (one range scan per run of
-/// consecutive minutes, as in the rollups). A transition is filed under
+/// minutes whose signal has the key's ticker (one index range scan per run
+/// of consecutive minutes; as a plain join PostgreSQL applied the ranges as
+/// a filter over a scan of the whole day partition). A transition is filed under
 /// its later event's minute, so a late event also changes the minute of the
 /// event that follows it in its signal's timeline (one index probe each);
 /// a signal's activity row is the minute of its `created_at`.
@@ -56,8 +57,10 @@ WITH keys AS (
 ), keyed AS (
     SELECT e.signal_id, e.ts, e.sequence, k.ticker, s.created_at
     FROM runs r
-    JOIN signal_events e ON e.ts >= r.lo AND e.ts < r.hi
-    JOIN signals s ON s.signal_id = e.signal_id
+    CROSS JOIN LATERAL (SELECT signal_id, ts, sequence FROM signal_events
+                        WHERE ts >= r.lo AND ts < r.hi OFFSET 0) e
+    CROSS JOIN LATERAL (SELECT normalised_ticker, created_at FROM signals
+                        WHERE signal_id = e.signal_id OFFSET 0) s
     JOIN keys k ON k.bucket = date_trunc('minute', e.ts) AND k.ticker = s.normalised_ticker
 )
 SELECT 'stage' AS kind, date_trunc('minute', ts) AS at, ticker FROM keyed
@@ -80,7 +83,13 @@ fn keys(unit: &str) -> String {
 /// Rebuilds the per-worker stage rows of the minute keys: lag() over the
 /// whole timeline of every signal with an event in a key's minute (the old
 /// view's definition), keeping the transitions whose later event lies in a
-/// key.
+/// key. Each timeline is read within its signal's time span, taken from the
+/// id claims (`signal_event_ids`: every stored event has one; one probe,
+/// not partitioned), so the read prunes to the partitions that hold it: a
+/// join on the signal id alone merged every partition's index, the whole
+/// table, on every pass (BENCHMARKS.md, Soak). `OFFSET 0` keeps PostgreSQL
+/// from flattening the lateral reads back into such joins (and from
+/// hash-joining the changed events to a scan of all `signals`).
 fn stage_minutes_from_events() -> String {
     format!(
         "WITH keys AS ({keys}), runs AS (
@@ -91,14 +100,22 @@ fn stage_minutes_from_events() -> String {
 ), sig AS (
     SELECT DISTINCT e.signal_id, k.ticker
     FROM runs r
-    JOIN signal_events e ON e.ts >= r.lo AND e.ts < r.hi
-    JOIN signals s ON s.signal_id = e.signal_id
+    CROSS JOIN LATERAL (SELECT signal_id, ts FROM signal_events
+                        WHERE ts >= r.lo AND ts < r.hi OFFSET 0) e
+    CROSS JOIN LATERAL (SELECT normalised_ticker FROM signals
+                        WHERE signal_id = e.signal_id OFFSET 0) s
     JOIN keys k ON k.minute = date_trunc('minute', e.ts) AND k.ticker = s.normalised_ticker
+), span AS (
+    SELECT sig.signal_id, sig.ticker, min(c.ts) AS lo, max(c.ts) AS hi
+    FROM sig JOIN signal_event_ids c ON c.signal_id = sig.signal_id
+    GROUP BY 1, 2
 ), timeline AS (
-    SELECT sig.ticker, e.ts, COALESCE(lag(e.worker_id) OVER w, '') AS worker_id,
+    SELECT span.ticker, e.ts, COALESCE(lag(e.worker_id) OVER w, '') AS worker_id,
            lag(e.event_type) OVER w AS from_stage, e.event_type AS to_stage,
            (extract(epoch FROM e.ts - lag(e.ts) OVER w) * 1000000)::bigint AS us
-    FROM sig JOIN signal_events e ON e.signal_id = sig.signal_id
+    FROM span CROSS JOIN LATERAL (
+        SELECT signal_id, ts, sequence, worker_id, event_type FROM signal_events
+        WHERE signal_id = span.signal_id AND ts >= span.lo AND ts <= span.hi OFFSET 0) e
     WINDOW w AS (PARTITION BY e.signal_id ORDER BY e.ts, e.sequence)
 ), buckets AS (
     SELECT k.minute, t.ticker, t.worker_id, t.from_stage, t.to_stage, latency_bucket(t.us) AS bucket,
