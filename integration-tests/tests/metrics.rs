@@ -276,6 +276,9 @@ async fn both_services_export_their_metrics() {
             "{job} has an error series from start-up"
         );
     }
+    // The counter is incremented before the gauge is set, but one scrape
+    // can render the counters before a run ends and the gauges after it:
+    // wait for both.
     let settled = scrape_until(writer_metrics, "every job succeeded once", |s| {
         jobs.iter().all(|job| {
             s.value(
@@ -283,6 +286,11 @@ async fn both_services_export_their_metrics() {
                 &[("job_name", job)],
             )
             .is_some()
+                && s.value(
+                    "audit_job_runs_total",
+                    &[("job_name", job), ("outcome", "ok")],
+                )
+                .is_some_and(|n| n >= 1.0)
         }) && s.has("audit_partitions_premade_days")
     })
     .await;
