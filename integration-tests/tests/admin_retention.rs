@@ -24,6 +24,12 @@ use std::time::Duration;
 
 const SIGNALS: usize = 12;
 
+/// The `--json` output of a command that must have succeeded.
+fn succeeded(output: &audit_admin::Output) -> serde_json::Value {
+    assert_eq!(output.code, 0, "{output:?}");
+    serde_json::from_str(&output.stdout).unwrap()
+}
+
 async fn admin(url: &str, archive: &std::path::Path, args: &[&str]) -> audit_admin::Output {
     let mut argv = vec!["audit-admin".to_owned(), format!("--database-url={url}")];
     argv.extend(args.iter().map(|a| (*a).to_owned()));
@@ -204,15 +210,13 @@ async fn a_day_leaves_by_its_partition_and_comes_back_row_for_row() {
         &["--json", "retention", "run", "--dry-run"],
     )
     .await;
-    assert_eq!(dry.code, 0, "{dry:?}");
-    let dry: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
+    let dry = succeeded(&dry);
     assert_eq!(dry["days"][0]["day"], day.to_string());
     assert_eq!(dry["days"][0]["events"], SIGNALS as i64 * 5);
     assert_eq!(checksums(&url, day).await, before);
 
     let run = admin(&url, dir.path(), &["--json", "retention", "run", "--yes"]).await;
-    assert_eq!(run.code, 0, "{run:?}");
-    let outcome: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let outcome = succeeded(&run);
     assert_eq!(outcome["days"][0]["day"], day.to_string());
     assert_eq!(
         outcome["days"][0]["detach"], "concurrently in 1 attempt(s)",
@@ -489,8 +493,7 @@ async fn an_archive_older_than_the_start_counters_restores_them_counted() {
         &["--json", "restore", &format!("--day={day}")],
     )
     .await;
-    assert_eq!(restored.code, 0, "{restored:?}");
-    let restored: serde_json::Value = serde_json::from_str(&restored.stdout).unwrap();
+    let restored = succeeded(&restored);
     assert_eq!(restored["signals_inserted"], SIGNALS);
     assert_eq!(start_counters(&url, &ids).await, before);
 }
@@ -667,8 +670,7 @@ async fn archive_writes_a_live_day_without_dropping_it() {
         &["--json", "archive", &format!("--day={day}")],
     )
     .await;
-    assert_eq!(output.code, 0, "{output:?}");
-    let archived: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
+    let archived = succeeded(&output);
     assert_eq!(archived["events"], SIGNALS as i64 * 5);
     assert_eq!(archived["signals"], SIGNALS);
     assert_eq!(checksums(&url, day).await, before);
@@ -765,8 +767,7 @@ async fn writers_and_readers_carry_on_while_a_detach_waits() {
 
     report.batch_execute("COMMIT").await.unwrap();
     let run = run.await.unwrap();
-    assert_eq!(run.code, 0, "{run:?}");
-    let outcome: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let outcome = succeeded(&run);
     assert_eq!(outcome["days"][0]["day"], day.to_string());
     assert_eq!(outcome["days"][0]["events"], SIGNALS as i64 * 5);
     assert_eq!(outcome["days"][0]["detach"], "concurrently in 1 attempt(s)");
@@ -814,8 +815,7 @@ async fn an_interrupted_detach_is_finalized_by_the_next_run() {
     report.batch_execute("COMMIT").await.unwrap();
 
     let resumed = admin(&url, dir.path(), &["--json", "retention", "run", "--yes"]).await;
-    assert_eq!(resumed.code, 0, "{resumed:?}");
-    let outcome: serde_json::Value = serde_json::from_str(&resumed.stdout).unwrap();
+    let outcome = succeeded(&resumed);
     assert_eq!(outcome["days"][0]["day"], day.to_string());
     assert_eq!(outcome["days"][0]["events"], SIGNALS as i64 * 5);
     assert!(
