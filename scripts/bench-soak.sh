@@ -33,6 +33,9 @@
 #   SOAK_KEEP_LOGS=DIR               copy the servers' logs there at the end
 #   SOAK_EXPLAIN_MS                  log the plan of statements slower than
 #                                    this on the primary (10000)
+#   SOAK_EXPLAIN_ANALYZE=on          those plans with actual rows and times
+#                                    per node (instruments every statement:
+#                                    for finding a cause, not for figures)
 #   PG_BIN                           PostgreSQL 15 binaries
 #   BENCH_SKIP_BUILD=1               use the release binaries already in target/
 #   AUDIT_*                          reach both services as they are
@@ -83,6 +86,7 @@ AUDIT_DATABASE_URL=$PRIMARY RUST_LOG=warn "$TARGET/release/audit-writer" migrate
     -c 'ALTER SYSTEM SET log_lock_waits = on' -c 'ALTER SYSTEM SET log_min_duration_statement = 1000' \
     -c "LOAD 'auto_explain'" -c "ALTER SYSTEM SET session_preload_libraries = 'auto_explain'" \
     -c "ALTER SYSTEM SET auto_explain.log_min_duration = '${SOAK_EXPLAIN_MS:-10000}ms'" \
+    -c "ALTER SYSTEM SET auto_explain.log_analyze = ${SOAK_EXPLAIN_ANALYZE:-off}" \
     -c 'SELECT pg_reload_conf()' >/dev/null
 
 # AUDIT_AUTH=off: the only callers are the bench itself, over loopback.

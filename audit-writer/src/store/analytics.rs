@@ -39,13 +39,22 @@ const REFRESH_LOCK: i64 = 0x5167_6e61_6c41_6e61;
 /// seconds. This bounds that first pass instead of the pool's timeout.
 const REFRESH_TIMEOUT: &str = "15min";
 
+/// Sort memory of a pass: a minute's timelines at a few thousand signals a
+/// second sort in memory (tens of MB), on the one connection a pass uses.
+const PASS_WORK_MEM: &str = "64MB";
+
 /// Which minutes the dirty minutes affect. `keyed`: the events in the dirty
 /// minutes whose signal has the key's ticker (one index range scan per run
-/// of consecutive minutes; as a plain join PostgreSQL applied the ranges as
-/// a filter over a scan of the whole day partition). A transition is filed under
-/// its later event's minute, so a late event also changes the minute of the
-/// event that follows it in its signal's timeline (one index probe each);
-/// a signal's activity row is the minute of its `created_at`.
+/// of consecutive minutes, each event's signal probed once before the keys
+/// join: see rollups.rs `KEYED_EVENTS` for the plans this avoids). A
+/// transition is filed under its later event's minute, so a late event also
+/// changes the minute of the event that follows it in its signal's
+/// timeline: the earliest later time among the signal's id claims (one
+/// probe of the unpartitioned claims; probing `signal_events` touched every
+/// partition from the event's day on, the premade future days included).
+/// An event at the same instant (a later sequence) lies in the event's own
+/// minute, already affected. A signal's activity row is the minute of its
+/// `created_at`.
 const AFFECTED_MINUTES: &str = "
 WITH keys AS (
     SELECT DISTINCT bucket, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)
@@ -55,21 +64,22 @@ WITH keys AS (
           FROM (SELECT DISTINCT bucket FROM keys) d) t
     GROUP BY island
 ), keyed AS (
-    SELECT e.signal_id, e.ts, e.sequence, k.ticker, s.created_at
+    SELECT e.signal_id, e.ts, k.ticker, e.created_at
     FROM runs r
-    CROSS JOIN LATERAL (SELECT signal_id, ts, sequence FROM signal_events
-                        WHERE ts >= r.lo AND ts < r.hi OFFSET 0) e
-    CROSS JOIN LATERAL (SELECT normalised_ticker, created_at FROM signals
-                        WHERE signal_id = e.signal_id OFFSET 0) s
-    JOIN keys k ON k.bucket = date_trunc('minute', e.ts) AND k.ticker = s.normalised_ticker
+    CROSS JOIN LATERAL (
+        SELECT e.signal_id, e.ts, s.normalised_ticker, s.created_at
+        FROM signal_events e
+        CROSS JOIN LATERAL (SELECT normalised_ticker, created_at FROM signals
+                            WHERE signal_id = e.signal_id OFFSET 0) s
+        WHERE e.ts >= r.lo AND e.ts < r.hi OFFSET 0) e
+    JOIN keys k ON k.bucket = date_trunc('minute', e.ts) AND k.ticker = e.normalised_ticker
 )
 SELECT 'stage' AS kind, date_trunc('minute', ts) AS at, ticker FROM keyed
 UNION
 SELECT 'stage', date_trunc('minute', n.ts), k.ticker
 FROM keyed k CROSS JOIN LATERAL (
-    SELECT n.ts FROM signal_events n
-    WHERE n.signal_id = k.signal_id AND n.ts >= k.ts AND (n.ts, n.sequence) > (k.ts, k.sequence)
-    ORDER BY n.ts, n.sequence LIMIT 1) n
+    SELECT min(c.ts) AS ts FROM signal_event_ids c WHERE c.signal_id = k.signal_id AND c.ts > k.ts) n
+WHERE n.ts IS NOT NULL
 UNION
 SELECT 'activity', date_trunc('minute', created_at), ticker FROM keyed";
 
@@ -100,11 +110,13 @@ fn stage_minutes_from_events() -> String {
 ), sig AS (
     SELECT DISTINCT e.signal_id, k.ticker
     FROM runs r
-    CROSS JOIN LATERAL (SELECT signal_id, ts FROM signal_events
-                        WHERE ts >= r.lo AND ts < r.hi OFFSET 0) e
-    CROSS JOIN LATERAL (SELECT normalised_ticker FROM signals
-                        WHERE signal_id = e.signal_id OFFSET 0) s
-    JOIN keys k ON k.minute = date_trunc('minute', e.ts) AND k.ticker = s.normalised_ticker
+    CROSS JOIN LATERAL (
+        SELECT e.signal_id, e.ts, s.normalised_ticker
+        FROM signal_events e
+        CROSS JOIN LATERAL (SELECT normalised_ticker FROM signals
+                            WHERE signal_id = e.signal_id OFFSET 0) s
+        WHERE e.ts >= r.lo AND e.ts < r.hi OFFSET 0) e
+    JOIN keys k ON k.minute = date_trunc('minute', e.ts) AND k.ticker = e.normalised_ticker
 ), span AS (
     SELECT sig.signal_id, sig.ticker, min(c.ts) AS lo, max(c.ts) AS hi
     FROM sig JOIN signal_event_ids c ON c.signal_id = sig.signal_id
@@ -355,6 +367,15 @@ pub async fn refresh(pool: &PgPool) -> Result<Refreshed, DbError> {
 
 async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<Refreshed, DbError> {
     diesel::sql_query(format!("SET LOCAL statement_timeout = '{REFRESH_TIMEOUT}'"))
+        .execute(conn)
+        .await?;
+    // JIT compiled the stage statement on every pass (~300 ms of a 60-s
+    // cadence's CPU, more than it saved), and its sorts of a few minutes'
+    // timelines spilled to disk at the default 4 MB (BENCHMARKS.md, Soak).
+    diesel::sql_query("SET LOCAL jit = off")
+        .execute(conn)
+        .await?;
+    diesel::sql_query(format!("SET LOCAL work_mem = '{PASS_WORK_MEM}'"))
         .execute(conn)
         .await?;
     diesel::sql_query("SELECT pg_advisory_xact_lock($1)")

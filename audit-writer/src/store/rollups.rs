@@ -30,6 +30,13 @@ const COUNTS: &str = "total_events, total_signals, queued_processing, processing
 /// islands): each run is read with one range scan of `signal_events`
 /// instead of one scan per (minute, ticker) key, which would read every
 /// minute once per ticker. Events are kept only for keys that are dirty.
+/// The range and each event's signal are lateral reads with `OFFSET 0`: as
+/// plain joins PostgreSQL applied the ranges as a filter over a scan of the
+/// whole day partition and hash-joined a scan of every signal, a cost that
+/// grows with the day rather than with what changed; and each event's
+/// signal is probed inside the range's subquery, before the keys join, which
+/// PostgreSQL otherwise joined first on the minute alone, probing `signals`
+/// once per event and ticker of the minute (8x here; BENCHMARKS.md, Soak).
 const KEYED_EVENTS: &str = "
 keys AS (
     SELECT DISTINCT bucket, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)
@@ -39,11 +46,15 @@ keys AS (
           FROM (SELECT DISTINCT bucket FROM keys) d) t
     GROUP BY island
 ), keyed AS (
-    SELECT k.bucket, k.ticker, e.event_type, e.error_info, e.http_status, e.ts, s.created_at
+    SELECT k.bucket, k.ticker, e.event_type, e.error_info, e.http_status, e.ts, e.created_at
     FROM runs r
-    JOIN signal_events e ON e.ts >= r.lo AND e.ts < r.hi
-    JOIN signals s ON s.signal_id = e.signal_id
-    JOIN keys k ON k.bucket = date_trunc('minute', e.ts) AND k.ticker = s.normalised_ticker
+    CROSS JOIN LATERAL (
+        SELECT e.event_type, e.error_info, e.http_status, e.ts, s.normalised_ticker, s.created_at
+        FROM signal_events e
+        CROSS JOIN LATERAL (SELECT normalised_ticker, created_at FROM signals
+                            WHERE signal_id = e.signal_id OFFSET 0) s
+        WHERE e.ts >= r.lo AND e.ts < r.hi OFFSET 0) e
+    JOIN keys k ON k.bucket = date_trunc('minute', e.ts) AND k.ticker = e.normalised_ticker
 )";
 
 /// Recomputes the minute buckets of the given keys from raw events.

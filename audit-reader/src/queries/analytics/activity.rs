@@ -30,7 +30,7 @@ pub struct DayRow {
 }
 
 #[derive(QueryableByName)]
-struct SummedRow {
+struct HourRow {
     #[diesel(sql_type = Timestamptz)]
     day: DateTime<Utc>,
     #[diesel(sql_type = Text)]
@@ -54,11 +54,64 @@ struct SummedRow {
     #[diesel(sql_type = BigInt)]
     processing_sum_us: i64,
     #[diesel(sql_type = Jsonb)]
-    histogram: serde_json::Value,
+    processing_histogram: serde_json::Value,
+}
+
+/// One (day, ticker)'s hours, summed.
+struct DaySums {
+    first: HourRow,
+    histogram: LatencyHistogram,
+}
+
+impl DaySums {
+    fn new(row: HourRow) -> Self {
+        let histogram = LatencyHistogram::from_json(&row.processing_histogram);
+        Self {
+            first: row,
+            histogram,
+        }
+    }
+
+    fn add(&mut self, row: &HourRow) {
+        let sums = &mut self.first;
+        sums.signals += row.signals;
+        sums.succeeded += row.succeeded;
+        sums.rejected += row.rejected;
+        sums.failed += row.failed;
+        sums.in_flight += row.in_flight;
+        sums.errors += row.errors;
+        sums.retries += row.retries;
+        sums.processing_count += row.processing_count;
+        sums.processing_sum_us += row.processing_sum_us;
+        self.histogram
+            .merge(&LatencyHistogram::from_json(&row.processing_histogram));
+    }
+
+    fn finish(self) -> DayRow {
+        let row = self.first;
+        DayRow {
+            avg_processing_ms: (row.processing_count > 0)
+                .then(|| row.processing_sum_us as f64 / row.processing_count as f64 / 1000.0),
+            p95_processing_ms: self.histogram.quantile(0.95).map(|us| us / 1000.0),
+            day: row.day,
+            normalised_ticker: row.normalised_ticker,
+            signals: row.signals,
+            succeeded: row.succeeded,
+            rejected: row.rejected,
+            failed: row.failed,
+            in_flight: row.in_flight,
+            errors: row.errors,
+            retries: row.retries,
+        }
+    }
 }
 
 /// The UTC days that start before `to` and do not end before `from`, per
-/// ticker, and when the table was last brought up to date.
+/// ticker, and when the table was last brought up to date. The hours are
+/// summed here rather than in SQL: expanding every hour's JSONB histogram
+/// into rows to merge them took ~100 ms for a day of 20 tickers
+/// (BENCHMARKS.md, Analytics), merging the parsed histograms takes well
+/// under a millisecond.
 #[tracing::instrument(name = "SELECT ticker_activity_hourly", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "ticker_activity_hourly"))]
 pub async fn daily(
     conn: &mut AsyncPgConnection,
@@ -66,32 +119,16 @@ pub async fn daily(
     to: DateTime<Utc>,
     ticker: &TickerScope,
 ) -> Result<(Vec<DayRow>, DateTime<Utc>), DbError> {
-    let rows: Vec<SummedRow> = diesel::sql_query(
-        "WITH src AS ( \
-             SELECT date_trunc('day', hour, 'UTC') AS day, normalised_ticker, signals, succeeded, \
-                    rejected, failed, in_flight, errors, retries, processing_count, \
-                    processing_sum_us, processing_histogram \
-             FROM ticker_activity_hourly \
-             WHERE hour >= date_trunc('day', $1, 'UTC') \
-               AND hour < date_trunc('day', $2, 'UTC') + interval '1 day' \
-               AND date_trunc('day', hour, 'UTC') < $2 \
-               AND ($3 = '' OR normalised_ticker = $3)), \
-         sums AS ( \
-             SELECT day, normalised_ticker, sum(signals)::bigint AS signals, \
-                    sum(succeeded)::bigint AS succeeded, sum(rejected)::bigint AS rejected, \
-                    sum(failed)::bigint AS failed, sum(in_flight)::bigint AS in_flight, \
-                    sum(errors)::bigint AS errors, sum(retries)::bigint AS retries, \
-                    sum(processing_count)::bigint AS processing_count, \
-                    sum(processing_sum_us)::bigint AS processing_sum_us \
-             FROM src GROUP BY 1, 2), \
-         hist AS ( \
-             SELECT day, normalised_ticker, jsonb_object_agg(b, n) AS histogram \
-             FROM (SELECT day, normalised_ticker, j.key AS b, sum(j.value::bigint) AS n \
-                   FROM src, jsonb_each_text(src.processing_histogram) AS j GROUP BY 1, 2, 3) t \
-             GROUP BY 1, 2) \
-         SELECT s.*, COALESCE(h.histogram, '{}') AS histogram \
-         FROM sums s LEFT JOIN hist h USING (day, normalised_ticker) \
-         ORDER BY day, normalised_ticker",
+    let hours: Vec<HourRow> = diesel::sql_query(
+        "SELECT date_trunc('day', hour, 'UTC') AS day, normalised_ticker, signals, succeeded, \
+                rejected, failed, in_flight, errors, retries, processing_count, \
+                processing_sum_us, processing_histogram \
+         FROM ticker_activity_hourly \
+         WHERE hour >= date_trunc('day', $1, 'UTC') \
+           AND hour < date_trunc('day', $2, 'UTC') + interval '1 day' \
+           AND date_trunc('day', hour, 'UTC') < $2 \
+           AND ($3 = '' OR normalised_ticker = $3) \
+         ORDER BY 1, 2",
     )
     .bind::<Timestamptz, _>(from)
     .bind::<Timestamptz, _>(to)
@@ -100,26 +137,22 @@ pub async fn daily(
     .await?;
     // The same snapshot as the rows (the caller's transaction).
     let as_of = analytics_as_of(conn).await?;
-    let rows = rows
-        .into_iter()
-        .map(|row| {
-            let processed = row.processing_count > 0;
-            let histogram = LatencyHistogram::from_json(&row.histogram);
-            DayRow {
-                avg_processing_ms: processed
-                    .then(|| row.processing_sum_us as f64 / row.processing_count as f64 / 1000.0),
-                p95_processing_ms: histogram.quantile(0.95).map(|us| us / 1000.0),
-                day: row.day,
-                normalised_ticker: row.normalised_ticker,
-                signals: row.signals,
-                succeeded: row.succeeded,
-                rejected: row.rejected,
-                failed: row.failed,
-                in_flight: row.in_flight,
-                errors: row.errors,
-                retries: row.retries,
+    let mut days: Vec<DayRow> = Vec::new();
+    let mut current: Option<DaySums> = None;
+    for hour in hours {
+        match &mut current {
+            Some(sums)
+                if sums.first.day == hour.day
+                    && sums.first.normalised_ticker == hour.normalised_ticker =>
+            {
+                sums.add(&hour)
             }
-        })
-        .collect();
-    Ok((rows, as_of))
+            _ => {
+                days.extend(current.take().map(DaySums::finish));
+                current = Some(DaySums::new(hour));
+            }
+        }
+    }
+    days.extend(current.map(DaySums::finish));
+    Ok((days, as_of))
 }
