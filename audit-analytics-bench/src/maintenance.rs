@@ -127,7 +127,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let history = count(&pool, "SELECT count(*) AS n FROM signal_events").await?;
     // Catch up first: only the new hour is measured.
     rollups::refresh(&pool).await?;
-    analytics::refresh(&pool).await?;
+    analytics::refresh(&pool, analytics::Minutes::All).await?;
     let checked_until = chrono::Utc::now();
 
     let slices = args.slices.clamp(1, 3_600);
@@ -174,7 +174,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
         let (keys, wall, cpu) = measure(pid, rollups::refresh(&pool)).await?;
         rollup.add(wall, cpu, slice == 0);
         minutes += keys;
-        let (done, wall, cpu) = measure(pid, analytics::refresh(&pool)).await?;
+        let (done, wall, cpu) =
+            measure(pid, analytics::refresh(&pool, analytics::Minutes::All)).await?;
         refresh.add(wall, cpu, slice == 0);
         stage_hours += done.stage_hours;
         activity_hours += done.activity_hours;

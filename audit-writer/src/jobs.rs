@@ -123,11 +123,17 @@ pub fn start(pool: &PgPool, schedule: &Schedule) -> Vec<JoinHandle<()>> {
             }
         }),
         // GetStageLatencies and GetTickerActivity lag raw events by about a
-        // rollup period plus one of these.
+        // rollup period plus one of these plus the minute in progress (a
+        // pass takes only ended minutes, each read once).
         every("analytics_refresh", schedule.analytics_refresh, move || {
             let pool = p3.clone();
             async move {
-                once_per_cluster(&pool, Job::AnalyticsRefresh, analytics::refresh(&pool)).await?;
+                once_per_cluster(
+                    &pool,
+                    Job::AnalyticsRefresh,
+                    analytics::refresh(&pool, analytics::Minutes::Closed),
+                )
+                .await?;
                 Ok(())
             }
         }),

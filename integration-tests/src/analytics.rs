@@ -121,7 +121,7 @@ pub fn range(start: DateTime<Utc>, minutes: i64) -> Option<pb::TimeRange> {
 pub async fn refresh_analytics(app: &TestApp) {
     let pool = audit_db::build_pool(&crate::writer_args(app.primary_url.clone()).pool());
     audit_writer::store::rollups::refresh(&pool).await.unwrap();
-    audit_writer::store::analytics::refresh(&pool)
+    audit_writer::store::analytics::refresh(&pool, audit_writer::store::analytics::Minutes::All)
         .await
         .unwrap();
 }

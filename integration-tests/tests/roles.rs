@@ -88,9 +88,12 @@ async fn the_writer_role_writes_and_maintains_but_cannot_destroy() {
     // Its periodic jobs: rollups, the hourly analytics tables, partitions.
     let pool = audit_db::build_pool(&writer_args(url.clone()).pool());
     audit_writer::store::rollups::refresh(&pool).await.unwrap();
-    let analytics = audit_writer::store::analytics::refresh(&pool)
-        .await
-        .unwrap();
+    let analytics = audit_writer::store::analytics::refresh(
+        &pool,
+        audit_writer::store::analytics::Minutes::All,
+    )
+    .await
+    .unwrap();
     assert!(analytics.stage_hours >= 1 && analytics.activity_hours >= 1);
     audit_writer::store::maintenance::run_partition_maintenance(&pool)
         .await

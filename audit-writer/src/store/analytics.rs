@@ -356,16 +356,54 @@ fn hours_of(minutes: &[DateTime<Utc>], tickers: &[String]) -> (Vec<DateTime<Utc>
     hours.into_iter().unzip()
 }
 
+/// Which dirty minutes a pass takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Minutes {
+    /// Every dirty minute, the one still being written included: tests,
+    /// benches, a catch-up that must see everything.
+    All,
+    /// Only minutes that ended before the pass began, by the database's
+    /// clock: the writer's schedule. A pass that took the current minute
+    /// read it again in the next pass (every event of a minute rebuilt
+    /// twice; BENCHMARKS.md, Soak); the answers lag by at most one minute
+    /// more, and say so in `as_of`.
+    Closed,
+}
+
+impl Minutes {
+    fn take(self) -> &'static str {
+        match self {
+            Self::All => "DELETE FROM analytics_dirty RETURNING bucket_minute, normalised_ticker",
+            Self::Closed => {
+                "DELETE FROM analytics_dirty WHERE bucket_minute < date_trunc('minute', now()) \
+                 RETURNING bucket_minute, normalised_ticker"
+            }
+        }
+    }
+
+    /// The `as_of` the pass gives the tables: never earlier than a previous
+    /// pass's (an `All` pass may have run within the current minute).
+    fn as_of(self) -> &'static str {
+        match self {
+            Self::All => "UPDATE analytics_state SET refreshed_at = GREATEST(refreshed_at, now())",
+            Self::Closed => {
+                "UPDATE analytics_state \
+                 SET refreshed_at = GREATEST(refreshed_at, date_trunc('minute', now()))"
+            }
+        }
+    }
+}
+
 /// Brings every affected hour up to date, in one transaction (readers never
-/// see half a pass), and records when in `analytics_state`.
+/// see half a pass), and records up to when in `analytics_state`.
 #[tracing::instrument(name = "REFRESH analytics", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "REFRESH", db.collection.name = "stage_latency_hourly ticker_activity_hourly"))]
-pub async fn refresh(pool: &PgPool) -> Result<Refreshed, DbError> {
+pub async fn refresh(pool: &PgPool, minutes: Minutes) -> Result<Refreshed, DbError> {
     let mut conn = pool.get().await?;
-    conn.transaction::<_, DbError, _>(async |conn| refresh_in(conn).await)
+    conn.transaction::<_, DbError, _>(async |conn| refresh_in(conn, minutes).await)
         .await
 }
 
-async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<Refreshed, DbError> {
+async fn refresh_in(conn: &mut AsyncPgConnection, take: Minutes) -> Result<Refreshed, DbError> {
     diesel::sql_query(format!("SET LOCAL statement_timeout = '{REFRESH_TIMEOUT}'"))
         .execute(conn)
         .await?;
@@ -382,13 +420,12 @@ async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<Refreshed, DbError> 
         .bind::<diesel::sql_types::BigInt, _>(REFRESH_LOCK)
         .execute(conn)
         .await?;
-    let mut keys: Vec<(DateTime<Utc>, String)> =
-        diesel::sql_query("DELETE FROM analytics_dirty RETURNING bucket_minute, normalised_ticker")
-            .load::<DirtyKey>(conn)
-            .await?
-            .into_iter()
-            .map(|k| (k.bucket_minute, k.normalised_ticker))
-            .collect();
+    let mut keys: Vec<(DateTime<Utc>, String)> = diesel::sql_query(take.take())
+        .load::<DirtyKey>(conn)
+        .await?
+        .into_iter()
+        .map(|k| (k.bucket_minute, k.normalised_ticker))
+        .collect();
     keys.sort_unstable();
     keys.dedup();
     let mut done = Refreshed {
@@ -456,9 +493,7 @@ async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<Refreshed, DbError> 
             done.activity_hours = hours.len();
         }
     }
-    diesel::sql_query("UPDATE analytics_state SET refreshed_at = now()")
-        .execute(conn)
-        .await?;
+    diesel::sql_query(take.as_of()).execute(conn).await?;
     Ok(done)
 }
 
