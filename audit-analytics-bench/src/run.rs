@@ -4,7 +4,9 @@
 //!
 //! The three dashboard RPCs (GetMetrics, GetTimeSeries, GetErrorBreakdown)
 //! have a target: p99 under 50 ms and at least 20x faster than raw events.
-//! The other RPCs are reported for information. Requests are shifted back
+//! Every RPC is also judged against issue 11's bound (p99 under 100 ms
+//! over a day of 10 M events; CheckDataQuality over the last hour under
+//! 1 s; over the whole day it is reported for information). Requests are shifted back
 //! by a second each iteration so the reader's answer cache never helps (a
 //! cached figure is reported apart).
 //!
@@ -91,6 +93,11 @@ struct Question {
     rpc: Rpc,
     /// A dashboard RPC, judged against p99 < 50 ms and >= 20x raw.
     target: bool,
+    /// Issue 11's bound on the p99 in ms (every analytics RPC under 100 ms
+    /// over a day of 10 M events; CheckDataQuality over the last hour under
+    /// 1 s); `None` for CheckDataQuality over the whole day, which reads
+    /// raw events by design.
+    p99_bound_ms: Option<f64>,
     /// The RPC reads raw events itself: called `raw_iterations` times.
     reads_raw: bool,
     raw: Raw,
@@ -274,6 +281,7 @@ fn questions() -> Vec<Question> {
         name,
         rpc,
         target: false,
+        p99_bound_ms: Some(100.0),
         reads_raw: false,
         raw,
     };
@@ -332,6 +340,7 @@ fn questions() -> Vec<Question> {
         ),
         Question {
             reads_raw: true,
+            p99_bound_ms: None,
             ..question(
                 "CheckDataQuality (24 h)",
                 Rpc::CheckDataQuality,
@@ -340,6 +349,7 @@ fn questions() -> Vec<Question> {
         },
         Question {
             reads_raw: true,
+            p99_bound_ms: Some(1_000.0),
             ..question(
                 "CheckDataQuality (last 1 h)",
                 Rpc::CheckDataQualityHour,
@@ -650,13 +660,19 @@ pub async fn run(args: Args) -> Result<(), Error> {
 
 fn row(q: &Question, rpc: &Histogram<u64>, raw: &Histogram<u64>, rows: (usize, usize)) {
     let speedup = ms(raw, 0.5) / ms(rpc, 0.5).max(0.001);
-    let verdict = if !q.target {
-        "info"
+    let dashboard = if !q.target {
+        String::new()
     } else if ms(rpc, 0.99) < 50.0 && speedup >= 20.0 {
-        "PASS (p99 < 50 ms and >= 20x)"
+        "PASS (p99 < 50 ms and >= 20x); ".to_owned()
     } else {
-        "MISS (p99 < 50 ms and >= 20x)"
+        "MISS (p99 < 50 ms and >= 20x); ".to_owned()
     };
+    let bound = match q.p99_bound_ms {
+        None => "info".to_owned(),
+        Some(bound) if ms(rpc, 0.99) < bound => format!("PASS (p99 < {bound} ms)"),
+        Some(bound) => format!("MISS (p99 < {bound} ms)"),
+    };
+    let verdict = format!("{dashboard}{bound}");
     // Ratios near 1 need their decimal.
     let speedup = if speedup < 10.0 {
         format!("{speedup:.1}x")

@@ -46,7 +46,7 @@ const PASS_WORK_MEM: &str = "64MB";
 /// Which minutes the dirty minutes affect. `keyed`: the events in the dirty
 /// minutes whose signal has the key's ticker (one index range scan per run
 /// of consecutive minutes, each event's signal probed once before the keys
-/// join: see rollups.rs `KEYED_EVENTS` for the plans this avoids). A
+/// join: see rollups.rs `keyed_events` for the plans this avoids). A
 /// transition is filed under its later event's minute, so a late event also
 /// changes the minute of the event that follows it in its signal's
 /// timeline: the earliest later time among the signal's id claims (one

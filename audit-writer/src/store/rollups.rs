@@ -37,7 +37,12 @@ const COUNTS: &str = "total_events, total_signals, queued_processing, processing
 /// signal is probed inside the range's subquery, before the keys join, which
 /// PostgreSQL otherwise joined first on the minute alone, probing `signals`
 /// once per event and ticker of the minute (8x here; BENCHMARKS.md, Soak).
-const KEYED_EVENTS: &str = "
+///
+/// `events` narrows the events read before their signals are probed: the
+/// error rows need only failed events (a few percent), not the minute's.
+fn keyed_events(events: EventFilter) -> String {
+    format!(
+        "
 keys AS (
     SELECT DISTINCT bucket, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)
 ), runs AS (
@@ -53,14 +58,34 @@ keys AS (
         FROM signal_events e
         CROSS JOIN LATERAL (SELECT normalised_ticker, created_at FROM signals
                             WHERE signal_id = e.signal_id OFFSET 0) s
-        WHERE e.ts >= r.lo AND e.ts < r.hi OFFSET 0) e
+        WHERE e.ts >= r.lo AND e.ts < r.hi{filter} OFFSET 0) e
     JOIN keys k ON k.bucket = date_trunc('minute', e.ts) AND k.ticker = e.normalised_ticker
-)";
+)",
+        filter = events.condition()
+    )
+}
+
+/// Which of the dirty minutes' events a statement reads.
+#[derive(Clone, Copy)]
+enum EventFilter {
+    Every,
+    /// Events counted as errors: an error document or an HTTP failure.
+    Failed,
+}
+
+impl EventFilter {
+    fn condition(self) -> &'static str {
+        match self {
+            Self::Every => "",
+            Self::Failed => " AND (e.error_info IS NOT NULL OR e.http_status >= 400)",
+        }
+    }
+}
 
 /// Recomputes the minute buckets of the given keys from raw events.
 fn minutes_from_events() -> String {
     format!(
-        "WITH {KEYED_EVENTS}, ev AS (
+        "WITH {keyed}, ev AS (
     SELECT bucket, ticker, event_type, error_info, http_status,
            signal_status_is_terminal(event_type) AS terminal,
            GREATEST(0, (EXTRACT(EPOCH FROM ts - created_at) * 1000000)::bigint) AS latency_us
@@ -96,6 +121,7 @@ SELECT 'minute', a.bucket, a.bucket + interval '1 minute', a.ticker, {COUNTS}, C
 FROM agg a LEFT JOIN hist h USING (bucket, ticker)
 ON CONFLICT (period_type, normalised_ticker, period_start) DO UPDATE SET {updates},
     latency_histogram = EXCLUDED.latency_histogram, created_at = now()",
+        keyed = keyed_events(EventFilter::Every),
         updates = updates()
     )
 }
@@ -164,7 +190,7 @@ fn roll_up(from: Period, to: Period, source: Source) -> String {
 /// Failed events of the dirty keys, by stage, error type and HTTP status.
 fn error_minutes_from_events() -> String {
     format!(
-        "WITH {KEYED_EVENTS}
+        "WITH {keyed}
 INSERT INTO signal_error_summary (period_type, period_start, normalised_ticker, stage, error_type,
     http_status, events)
 SELECT 'minute', bucket, ticker, event_type,
@@ -172,8 +198,8 @@ SELECT 'minute', bucket, ticker, event_type,
                      CASE WHEN error_info IS NULL THEN 'http' ELSE 'unknown' END), 64) AS error_type,
        COALESCE(http_status, 0) AS http_status, count(*)
 FROM keyed
-WHERE error_info IS NOT NULL OR http_status >= 400
-GROUP BY bucket, ticker, event_type, error_type, http_status"
+GROUP BY bucket, ticker, event_type, error_type, http_status",
+        keyed = keyed_events(EventFilter::Failed)
     )
 }
 
