@@ -1,5 +1,6 @@
 //! GetTrends (regr_slope / regr_r2 over rollup buckets) and GetCorrelations
-//! (corr() between tickers' per-bucket series, gaps filled with zero).
+//! (Pearson's coefficient between tickers' per-bucket series, gaps filled
+//! with zero).
 
 use super::metrics::SeriesMetric;
 use super::rollup_key;
@@ -78,20 +79,52 @@ pub async fn busiest_tickers(
     Ok(rows.into_iter().map(|r| r.normalised_ticker).collect())
 }
 
-#[derive(Debug, Clone, PartialEq, QueryableByName)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pair {
-    #[diesel(sql_type = Text)]
     pub ticker_a: String,
-    #[diesel(sql_type = Text)]
     pub ticker_b: String,
-    #[diesel(sql_type = Double)]
     pub coefficient: f64,
-    #[diesel(sql_type = BigInt)]
     pub buckets: i64,
 }
 
+#[derive(QueryableByName)]
+struct Point {
+    #[diesel(sql_type = Text)]
+    ticker: String,
+    #[diesel(sql_type = Timestamptz)]
+    period_start: DateTime<Utc>,
+    #[diesel(sql_type = Double)]
+    v: f64,
+}
+
+/// Pearson's coefficient of two equally long series, as PostgreSQL's
+/// `corr()` defines it, with 0 where it is undefined (a constant series).
+fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len()) as f64;
+    if n == 0.0 {
+        return 0.0;
+    }
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        let (dx, dy) = (a - mx, b - my);
+        sxy += dx * dy;
+        sxx += dx * dx;
+        syy += dy * dy;
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        0.0
+    } else {
+        sxy / (sxx * syy).sqrt()
+    }
+}
+
 /// Every unordered pair of `tickers` (in their order), correlated over all
-/// buckets of the range.
+/// buckets of the range, a bucket without a row counting as zero. The
+/// series are read in one range scan per ticker and correlated here: the
+/// same done in SQL (a zero-filled grid of every ticker and bucket joined
+/// to itself per pair) took ~110 ms for 10 tickers over a day of minutes
+/// (BENCHMARKS.md, Analytics).
 #[tracing::instrument(name = "SELECT signal_metrics_summary", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signal_metrics_summary"))]
 pub async fn correlations(
     conn: &mut AsyncPgConnection,
@@ -106,23 +139,68 @@ pub async fn correlations(
     } else {
         "total_signals"
     };
-    Ok(diesel::sql_query(format!(
-        "WITH buckets AS (SELECT generate_series(date_trunc($1, $2), $3 - interval '1 microsecond', \
-                                                 ('1 ' || $1)::interval) AS b), \
-              t AS (SELECT ticker, ord FROM unnest($4::text[]) WITH ORDINALITY AS u(ticker, ord)), \
-              grid AS (SELECT t.ticker, t.ord, buckets.b, COALESCE(m.{column}, 0)::float8 AS v \
-                       FROM t CROSS JOIN buckets \
-                       LEFT JOIN signal_metrics_summary m ON m.period_type = $1::metrics_period \
-                        AND m.normalised_ticker = t.ticker AND m.period_start = buckets.b) \
-         SELECT a.ticker AS ticker_a, c.ticker AS ticker_b, \
-                COALESCE(corr(a.v, c.v), 0)::float8 AS coefficient, count(*) AS buckets \
-         FROM grid a JOIN grid c ON c.b = a.b AND a.ord < c.ord \
-         GROUP BY a.ticker, a.ord, c.ticker, c.ord ORDER BY a.ord, c.ord"
+    let first = period.floor(from);
+    let step = period.delta();
+    let buckets = if to > first {
+        ((to - first).num_microseconds().unwrap_or(i64::MAX) - 1)
+            / step.num_microseconds().unwrap_or(1)
+            + 1
+    } else {
+        0
+    };
+    let points: Vec<Point> = diesel::sql_query(format!(
+        "SELECT normalised_ticker::text AS ticker, period_start, {column}::float8 AS v \
+         FROM signal_metrics_summary \
+         WHERE period_type = $1::metrics_period AND normalised_ticker = ANY($2) \
+           AND period_start >= $3 AND period_start < $4"
     ))
     .bind::<Text, _>(period.as_str())
-    .bind::<Timestamptz, _>(from)
-    .bind::<Timestamptz, _>(to)
     .bind::<Array<Text>, _>(tickers)
+    .bind::<Timestamptz, _>(first)
+    .bind::<Timestamptz, _>(to)
     .load(conn)
-    .await?)
+    .await?;
+    let len = usize::try_from(buckets).unwrap_or(0);
+    let mut series: Vec<Vec<f64>> = vec![vec![0.0; len]; tickers.len()];
+    for point in points {
+        let at = (point.period_start - first).num_microseconds().unwrap_or(0)
+            / step.num_microseconds().unwrap_or(1);
+        let Ok(at) = usize::try_from(at) else {
+            continue;
+        };
+        for (i, ticker) in tickers.iter().enumerate() {
+            if *ticker == point.ticker && at < len {
+                series[i][at] = point.v;
+            }
+        }
+    }
+    let mut pairs = Vec::new();
+    for (i, a) in tickers.iter().enumerate() {
+        for (j, b) in tickers.iter().enumerate().skip(i + 1) {
+            pairs.push(Pair {
+                ticker_a: a.clone(),
+                ticker_b: b.clone(),
+                coefficient: pearson(&series[i], &series[j]),
+                buckets,
+            });
+        }
+    }
+    Ok(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pearson;
+
+    #[test]
+    fn pearson_matches_known_values_and_is_zero_when_undefined() {
+        let up = [1.0, 2.0, 3.0, 4.0];
+        assert!((pearson(&up, &[2.0, 4.0, 6.0, 8.0]) - 1.0).abs() < 1e-12);
+        assert!((pearson(&up, &[4.0, 3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        // By hand: means 2.5 and 2.25, sxy = 2.5, sxx = 5, syy = 2.75.
+        let r = pearson(&up, &[1.0, 3.0, 2.0, 3.0]);
+        assert!((r - 2.5 / (5.0_f64 * 2.75).sqrt()).abs() < 1e-12, "{r}");
+        assert_eq!(pearson(&up, &[5.0; 4]), 0.0);
+        assert_eq!(pearson(&[], &[]), 0.0);
+    }
 }
