@@ -399,6 +399,14 @@ async fn the_writers_analytics_refresh_waits_for_the_job_lock() {
         .await
     });
     is_taken.await.unwrap();
+    // As of an hour ago: a scheduled pass moves it to the current minute
+    // (it takes only ended minutes, and as_of never goes back), while the
+    // migration left it at the migration's own time, often within this
+    // minute already.
+    diesel::sql_query("UPDATE analytics_state SET refreshed_at = now() - interval '1 hour'")
+        .execute(&mut connect(&url).await)
+        .await
+        .unwrap();
     let before = analytics_refreshed_at(&url).await;
     // A writer refreshing every second, on the database whose job is held.
     let mut args = writer_args(url.clone());
