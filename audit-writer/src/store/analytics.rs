@@ -407,12 +407,8 @@ async fn refresh_in(conn: &mut AsyncPgConnection, take: Minutes) -> Result<Refre
     diesel::sql_query(format!("SET LOCAL statement_timeout = '{REFRESH_TIMEOUT}'"))
         .execute(conn)
         .await?;
-    // JIT compiled the stage statement on every pass (~300 ms of a 60-s
-    // cadence's CPU, more than it saved), and its sorts of a few minutes'
-    // timelines spilled to disk at the default 4 MB (BENCHMARKS.md, Soak).
-    diesel::sql_query("SET LOCAL jit = off")
-        .execute(conn)
-        .await?;
+    // Its sorts of a few minutes' timelines spilled to disk at the default
+    // 4 MB (BENCHMARKS.md, Soak). (No JIT: every pool turns it off.)
     diesel::sql_query(format!("SET LOCAL work_mem = '{PASS_WORK_MEM}'"))
         .execute(conn)
         .await?;
