@@ -21,6 +21,11 @@
 #   PG_BIN                                    PostgreSQL 15 binaries
 #   BENCH_SKIP_BUILD=1                        use the release binaries already in target/
 #   BENCH_RUNS=N                              run the bench N times on the same cluster (default 1)
+#   BENCH_SEED_LIMIT=PATH                     PostgreSQL's own ingest limit for the migration plan's
+#                                             minimal schema (default ../shared/bench/pg_seed_limit.sh);
+#                                             run on this cluster before each run, its rate goes to
+#                                             --seed-limit-rate (stream / seed-schema limit); skipped
+#                                             when the file is absent or BENCH_SEED_LIMIT=none
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,8 +57,19 @@ echo "postgres: $("$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$PRIMARY_PORT" -U postg
     "primary + streaming replica, fsync and synchronous_commit on"
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
 
+SEED_LIMIT=${BENCH_SEED_LIMIT:-$ROOT/../shared/bench/pg_seed_limit.sh}
 RUNS=${BENCH_RUNS:-1}
 for ((run = 1; run <= RUNS; run++)); do
     [[ $RUNS -eq 1 ]] || echo "run $run of $RUNS, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-    target/release/audit-bench ingest --database-url "$URL" --writer-bin target/release/audit-writer "$@"
+    seed=()
+    if [[ -f $SEED_LIMIT ]]; then
+        # Same cluster, same replica, a scratch database of its own: the
+        # schema's cost is the difference, not the machine's mood.
+        line=$(PG_BIN=$PG_BIN bash "$SEED_LIMIT" "$PRIMARY_PORT" | tail -n 1)
+        echo "$line (minimal schema, pgbench, this cluster)"
+        seed=(--seed-limit-rate "${line#*=}")
+    else
+        echo "seed-schema limit: not measured ($SEED_LIMIT absent)"
+    fi
+    target/release/audit-bench ingest --database-url "$URL" --writer-bin target/release/audit-writer "${seed[@]}" "$@"
 done

@@ -70,6 +70,13 @@ pub struct IngestArgs {
     /// summary then shows events / reference against the 3x goal.
     #[arg(long, env = "AUDIT_BENCH_EVENTS_REFERENCE_RATE", default_value_t = 0.0)]
     pub events_reference_rate: f64,
+    /// PostgreSQL's own batched-ingest limit for the migration plan's
+    /// minimal schema on the same cluster, in signals per second
+    /// (`pg_seed_limit.sh`, which scripts/bench-ingest.sh runs before each
+    /// run); 0: none. The summary then shows stream / seed-schema limit
+    /// against the 85 % goal.
+    #[arg(long, env = "AUDIT_BENCH_SEED_LIMIT_RATE", default_value_t = 0.0)]
+    pub seed_limit_rate: f64,
     /// Phases to run, in this order; unary-half needs unary before it
     /// unless --paced-rate is set, events-half needs events before it
     /// unless --events-paced-rate is set.

@@ -17,6 +17,8 @@ pub struct Report {
     config: Value,
     /// `--events-reference-rate`, when set.
     events_reference_rate: Option<f64>,
+    /// `--seed-limit-rate`, when set.
+    seed_limit_rate: Option<f64>,
     phases: Vec<(PhaseName, Outcome)>,
     pub writer_peak_rss_mb: Option<f64>,
 }
@@ -29,6 +31,7 @@ const WRITER_RSS_MB: f64 = 150.0;
 const EVENTS_OVER_NAIVE: f64 = 5.0;
 const STREAM_EVENTS_OVER_BATCHED: f64 = 0.8;
 const EVENTS_OVER_REFERENCE: f64 = 3.0;
+const STREAM_OVER_SEED_LIMIT: f64 = 0.85;
 
 impl Report {
     pub fn new(args: &IngestArgs) -> Self {
@@ -45,12 +48,14 @@ impl Report {
             "paced_rate": args.paced_rate,
             "events_paced_rate": args.events_paced_rate,
             "events_reference_rate": args.events_reference_rate,
+            "seed_limit_rate": args.seed_limit_rate,
             "seed": args.seed,
         });
         Self {
             config,
             events_reference_rate: (args.events_reference_rate > 0.0)
                 .then_some(args.events_reference_rate),
+            seed_limit_rate: (args.seed_limit_rate > 0.0).then_some(args.seed_limit_rate),
             phases: Vec::new(),
             writer_peak_rss_mb: None,
         }
@@ -151,6 +156,17 @@ impl Report {
                 shown: |v| format!("{:.0}%", 100.0 * v),
                 target: ">= 50%",
                 met: |v| v >= STREAM_OVER_BATCHED,
+            },
+            Target {
+                key: "stream_over_seed_limit",
+                label: "stream / seed-schema limit",
+                value: self
+                    .rate(PhaseName::Stream)
+                    .zip(self.seed_limit_rate)
+                    .map(|(rate, limit)| rate / limit),
+                shown: |v| format!("{:.0}%", 100.0 * v),
+                target: ">= 85%",
+                met: |v| v >= STREAM_OVER_SEED_LIMIT,
             },
             Target {
                 key: "unary_half_p99_ms",
