@@ -75,22 +75,21 @@ sed -e '/^c AS (/,/RETURNING event_id, signal_id, ts)/d' \
     -e 's/ FROM c;/ FROM s;/' -e 's/RETURNING signal_id),/RETURNING signal_id)/' "$TX" >"$STATE/tx-noclaims.sql"
 chmod 644 "$STATE/tx-noclaims.sql"
 
-# Each variant: SQL run after the migrations, and the transaction file.
-SIGNAL_EXTRA_INDEXES="DROP INDEX signals_normalised_ticker_created_idx, signals_status_updated_idx,
-  signals_processing_time_idx, signals_errors_idx, signals_tags_idx;"
-EVENT_EXTRA_INDEXES="DROP INDEX signal_events_errors_idx, signal_events_type_ts_idx, signal_events_recorded_idx,
-  signal_events_xact_idx;"
+# Each variant: name|SQL run after the migrations (may be empty)|transaction file.
+# One line each: a variant is one line of `variants`.
+SIGNAL_EXTRA_INDEXES="DROP INDEX signals_normalised_ticker_created_idx, signals_status_updated_idx, signals_processing_time_idx, signals_errors_idx, signals_tags_idx;"
+EVENT_EXTRA_INDEXES="DROP INDEX signal_events_errors_idx, signal_events_type_ts_idx, signal_events_recorded_idx, signal_events_xact_idx;"
 SEARCH="DROP INDEX signal_events_search_idx; ALTER TABLE signal_events DROP COLUMN search;"
 TRIGGER="DROP TRIGGER signal_events_mark_rollups ON signal_events;"
 XACT="ALTER TABLE signal_events ALTER COLUMN xact_id DROP DEFAULT;"
 variants=(
-    "full|SELECT 1;|$TX"
+    "full||$TX"
     "-dirty-key trigger|$TRIGGER|$TX"
     "-search column+GIN|$SEARCH|$TX"
     "-keyset/partial signal indexes|$SIGNAL_EXTRA_INDEXES|$TX"
     "-extra event indexes|$EVENT_EXTRA_INDEXES|$TX"
     "-xact_id default|$XACT|$TX"
-    "-id claims|SELECT 1;|$STATE/tx-noclaims.sql"
+    "-id claims||$STATE/tx-noclaims.sql"
     "-all of the above|$TRIGGER $SEARCH $SIGNAL_EXTRA_INDEXES $EVENT_EXTRA_INDEXES $XACT|$STATE/tx-noclaims.sql"
 )
 
@@ -103,7 +102,7 @@ for v in "${variants[@]}"; do
     db=schema_cost_$n
     psql -d postgres -c "CREATE DATABASE $db"
     AUDIT_DATABASE_URL=postgres://postgres@127.0.0.1:$PRIMARY_PORT/$db RUST_LOG=warn target/release/audit-writer migrate
-    psql -d "$db" -c "$sql"
+    [[ -z $sql ]] || psql -d "$db" -c "$sql"
     psql -d "$db" -c CHECKPOINT
     tps=$("$PG_BIN/pgbench" -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -n -c 8 -j 2 -T "$SECS" -f "$tx" "$db" |
         sed -n 's/^tps = \([0-9.]*\).*/\1/p')

@@ -70,7 +70,7 @@ pub async fn read(pool: &PgPool) -> Result<Status, DbError> {
 /// that commits after a check's snapshot can carry a time before it: each
 /// run re-reads this much before its predecessor's end. Far longer than any
 /// write transaction (bounded by the statement timeout).
-const RECORDED_OVERLAP: TimeDelta = TimeDelta::minutes(10);
+pub const RECORDED_OVERLAP: TimeDelta = TimeDelta::minutes(10);
 
 /// Every data-quality check in one snapshot (so a rollup key the refresher
 /// takes mid-check cannot look like a mismatch), over what changed since
