@@ -36,17 +36,8 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 [[ -n ${BENCH_SKIP_BUILD:-} ]] || cargo build --release -p audit-writer -p audit-bench
 
-STATE=$(mktemp -d /tmp/audit-bench-XXXXXX)
-# pg-cluster.sh hands the folder to the postgres user when run as root.
-chmod 755 "$STATE"
-cleanup() {
-    scripts/pg-cluster.sh stop "$STATE" >/dev/null 2>&1 || true
-    rm -rf -- "$STATE"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-scripts/pg-cluster.sh start "$STATE" "$PRIMARY_PORT" "$REPLICA_PORT" >/dev/null
+source scripts/bench-lib.sh
+bench_cluster_start audit-bench "$PRIMARY_PORT" "$REPLICA_PORT"
 URL=postgres://postgres@127.0.0.1:$PRIMARY_PORT/bench
 "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d postgres -c 'CREATE DATABASE bench'
 AUDIT_DATABASE_URL=$URL RUST_LOG=warn target/release/audit-writer migrate
@@ -61,13 +52,13 @@ SEED_LIMIT=${BENCH_SEED_LIMIT:-$ROOT/../shared/bench/pg_seed_limit.sh}
 RUNS=${BENCH_RUNS:-1}
 for ((run = 1; run <= RUNS; run++)); do
     [[ $RUNS -eq 1 ]] || echo "run $run of $RUNS, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    # Same cluster, same replica, a scratch database of its own: the
+    # schema's cost is the difference, not the machine's mood.
     seed=()
-    if [[ -f $SEED_LIMIT ]]; then
-        # Same cluster, same replica, a scratch database of its own: the
-        # schema's cost is the difference, not the machine's mood.
-        line=$(PG_BIN=$PG_BIN bash "$SEED_LIMIT" "$PRIMARY_PORT" | tail -n 1)
-        echo "$line (minimal schema, pgbench, this cluster)"
-        seed=(--seed-limit-rate "${line#*=}")
+    rate=$(seed_limit "$SEED_LIMIT" "$PRIMARY_PORT")
+    if [[ -n $rate ]]; then
+        echo "seed_schema_batched_signals_per_s=$rate (minimal schema, pgbench, this cluster)"
+        seed=(--seed-limit-rate "$rate")
     else
         echo "seed-schema limit: not measured ($SEED_LIMIT absent)"
     fi

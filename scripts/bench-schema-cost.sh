@@ -29,27 +29,16 @@ SEED_LIMIT=${BENCH_SEED_LIMIT:-$ROOT/../shared/bench/pg_seed_limit.sh}
 
 [[ -n ${BENCH_SKIP_BUILD:-} ]] || cargo build --release -p audit-writer
 
-STATE=$(mktemp -d /tmp/audit-schema-XXXXXX)
-chmod 755 "$STATE"
+source scripts/bench-lib.sh
+bench_cluster_start audit-schema "$PRIMARY_PORT" "$REPLICA_PORT"
 TX=$STATE/tx.sql
-cleanup() {
-    scripts/pg-cluster.sh stop "$STATE" >/dev/null 2>&1 || true
-    rm -rf -- "$STATE"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-scripts/pg-cluster.sh start "$STATE" "$PRIMARY_PORT" "$REPLICA_PORT" >/dev/null
 psql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres "$@"; }
 
 echo "machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
 
-seed=0
-if [[ -f $SEED_LIMIT ]]; then
-    line=$(PG_BIN=$PG_BIN bash "$SEED_LIMIT" "$PRIMARY_PORT" "$SECS" | tail -n 1)
-    seed=${line#*=}
-fi
+seed=$(seed_limit "$SEED_LIMIT" "$PRIMARY_PORT" "$SECS")
+seed=${seed:-0}
 
 # The writer's Ingest chunk of new signals, as one statement: signals, the
 # id claims of their `received` events, the events (the trigger marks the
