@@ -43,26 +43,32 @@ seed=${seed:-0}
 # The writer's Ingest chunk of new signals, as one statement: signals, the
 # id claims of their `received` events, the events (the trigger marks the
 # rollup keys). Event ids are random like a client's; `now()` stamps.
-cat >"$TX" <<'SQL'
-BEGIN;
-WITH s AS (
-  INSERT INTO signals (signal_id, ticker, normalised_ticker, side, action, price, original_signal, created_at, updated_at)
+SIGNALS="INSERT INTO signals (signal_id, ticker, normalised_ticker, side, action, price, original_signal, created_at, updated_at)
   SELECT gen_random_uuid(), 'TICK' || (g % 20), 'TICK' || (g % 20), 'buy', 'open', 123.45,
-    '{"ticker":"X","side":"buy","price":123.45,"strategy":"s1"}', now(), now()
-  FROM generate_series(1, 200) g RETURNING signal_id),
+    '{\"ticker\":\"X\",\"side\":\"buy\",\"price\":123.45,\"strategy\":\"s1\"}', now(), now()
+  FROM generate_series(1, 200) g RETURNING signal_id, normalised_ticker"
+EVENTS="INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, worker_id, details, normalised_ticker)"
+cat >"$TX" <<SQL
+BEGIN;
+WITH s AS ($SIGNALS),
 c AS (
   INSERT INTO signal_event_ids (event_id, signal_id, ts) SELECT gen_random_uuid(), signal_id, now() FROM s
   RETURNING event_id, signal_id, ts)
-INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, worker_id, details)
-  SELECT event_id, signal_id, ts, 'received', 'processing_queue', 'w1', 'signal received' FROM c;
+$EVENTS
+  SELECT c.event_id, c.signal_id, c.ts, 'received', 'processing_queue', 'w1', 'signal received', s.normalised_ticker
+  FROM c JOIN s USING (signal_id);
 COMMIT;
 SQL
-chmod 644 "$TX"
 # Without claims: the same minus the claims insert.
-sed -e '/^c AS (/,/RETURNING event_id, signal_id, ts)/d' \
-    -e 's/SELECT event_id, signal_id, ts, /SELECT gen_random_uuid(), signal_id, now(), /' \
-    -e 's/ FROM c;/ FROM s;/' -e 's/RETURNING signal_id),/RETURNING signal_id)/' "$TX" >"$STATE/tx-noclaims.sql"
-chmod 644 "$STATE/tx-noclaims.sql"
+cat >"$STATE/tx-noclaims.sql" <<SQL
+BEGIN;
+WITH s AS ($SIGNALS)
+$EVENTS
+  SELECT gen_random_uuid(), signal_id, now(), 'received', 'processing_queue', 'w1', 'signal received', normalised_ticker
+  FROM s;
+COMMIT;
+SQL
+chmod 644 "$TX" "$STATE/tx-noclaims.sql"
 
 # Each variant: name|SQL run after the migrations (may be empty)|transaction file.
 # One line each: a variant is one line of `variants`.

@@ -13,8 +13,9 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz, Uuid as SqlU
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-/// The columns of `signal_events` an archive holds: all but the generated
-/// search vector, which PostgreSQL recomputes on restore.
+/// The columns of `signal_events` an archive holds: all but the copy of the
+/// signal's normalised ticker, which restore takes from the restored signal
+/// (so archives written before events carried it restore the same way).
 pub const EVENT_COLUMNS: &str = "sequence, event_id, signal_id, ts, event_type, location, worker_id, \
     details, error_info, http_status, response_data, recorded_at, recorded_by";
 

@@ -168,7 +168,10 @@ async fn restore_locked(
                     "WITH rows AS (SELECT * FROM json_populate_recordset(NULL::signal_events, $1::json)), \
                           claims AS (INSERT INTO signal_event_ids (event_id, signal_id, ts) \
                                      SELECT event_id, signal_id, ts FROM rows ON CONFLICT DO NOTHING) \
-                     INSERT INTO signal_events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM rows"
+                     INSERT INTO signal_events ({EVENT_COLUMNS}, normalised_ticker) \
+                     SELECT {EVENT_COLUMNS}, \
+                            (SELECT s.normalised_ticker FROM signals s WHERE s.signal_id = rows.signal_id) \
+                     FROM rows"
                 ),
                 &events,
                 Some(&bar),

@@ -80,8 +80,11 @@ CROSS JOIN LATERAL (VALUES
 WHERE s.happens;
 
 INSERT INTO signal_event_ids (event_id, signal_id, ts) SELECT event_id, signal_id, ts FROM gen_events;
-INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, worker_id, details, error_info, http_status)
-SELECT event_id, signal_id, ts, event_type, location, worker_id, details, error_info, http_status FROM gen_events;
+INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, worker_id, details, error_info, http_status,
+                           normalised_ticker)
+SELECT e.event_id, e.signal_id, e.ts, e.event_type, e.location, e.worker_id, e.details, e.error_info, e.http_status,
+       s.normalised_ticker
+FROM gen_events e JOIN signals s ON s.signal_id = e.signal_id;
 ";
 
 #[derive(diesel::QueryableByName)]

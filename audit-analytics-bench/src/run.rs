@@ -251,8 +251,9 @@ fn raw_ticker_activity() -> String {
 }
 
 /// The same websearch_to_tsquery over the same text as SearchEvents, but
-/// with each event's tsvector computed on the fly instead of read from the
-/// stored, GIN-indexed `search` column; ranked and cut the same way.
+/// with each event's tsvector computed on the fly instead of found through
+/// the GIN index, and the ticker read from the signal; ranked and cut the
+/// same way.
 fn raw_search() -> String {
     format!(
         "SELECT e.event_id, ts_rank(d.v, q.q) AS rank, \

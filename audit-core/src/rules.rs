@@ -52,7 +52,7 @@ pub const MAX_SHORT_TEXT: usize = 64;
 pub const MAX_QUERY_TEXT: usize = 256;
 /// PostgreSQL refuses a tsvector of 1 MiB or more; an event's `details`,
 /// `error_info` and `response_data` are indexed together (migration
-/// `event_search`), and a vector is never larger than its text plus a few
+/// `event_search`, `event_ticker_search`), and a vector is never larger than its text plus a few
 /// bytes per word, so their sum stays well below.
 pub const MAX_SEARCHABLE_TEXT: usize = 512 * 1024;
 

@@ -63,10 +63,13 @@ pub struct NewEventRow<'a> {
     pub http_status: Option<i32>,
     pub response_data: Option<&'a str>,
     pub recorded_by: Option<&'a str>,
+    pub normalised_ticker: &'a str,
 }
 
-impl<'a> From<&'a audit_core::NewEvent> for NewEventRow<'a> {
-    fn from(event: &'a audit_core::NewEvent) -> Self {
+impl<'a> NewEventRow<'a> {
+    /// The row of `event`, for a signal whose normalised ticker is
+    /// `normalised_ticker` (every event carries it for the search index).
+    pub fn new(event: &'a audit_core::NewEvent, normalised_ticker: &'a str) -> Self {
         Self {
             event_id: event.event_id,
             signal_id: event.signal_id,
@@ -79,6 +82,7 @@ impl<'a> From<&'a audit_core::NewEvent> for NewEventRow<'a> {
             http_status: event.http_status,
             response_data: event.response_data.as_deref(),
             recorded_by: event.recorded_by.as_deref(),
+            normalised_ticker,
         }
     }
 }

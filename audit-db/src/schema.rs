@@ -47,6 +47,7 @@ diesel::table! {
         response_data -> Nullable<Text>,
         recorded_at -> Timestamptz,
         recorded_by -> Nullable<Text>,
+        normalised_ticker -> Text,
     }
 }
 

@@ -588,7 +588,7 @@ pub fn new_signal(ticker: &str) -> pb::NewSignal {
         side: "buy".into(),
         action: "open".into(),
         price: 101.5,
-        original_signal_json: format!(r#"{{"ticker":"{ticker}","side":"buy"}}"#),
+        original_signal_json: serde_json::json!({"ticker": ticker, "side": "buy"}).to_string(),
         ..Default::default()
     }
 }

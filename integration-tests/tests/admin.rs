@@ -191,8 +191,8 @@ async fn partitions_are_listed_and_created_ahead_and_back() {
     let insert = format!(
         "INSERT INTO signals (signal_id, ticker, normalised_ticker, side, action, price, original_signal, created_at, updated_at) \
          VALUES ('00000000-0000-0000-0000-000000000001', 'A', 'A', 'buy', 'open', 1, '{{}}', '{old} 10:00+00', '{old} 10:00+00'); \
-         INSERT INTO signal_events (event_id, signal_id, ts, event_type, location) \
-         VALUES (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', '{old} 10:00+00', 'received', 'processing_queue');"
+         INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, normalised_ticker) \
+         VALUES (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', '{old} 10:00+00', 'received', 'processing_queue', 'A');"
     );
     let mut conn = connect(&url).await;
     let refused = conn
@@ -218,6 +218,12 @@ async fn partitions_are_listed_and_created_ahead_and_back() {
             .contains(&serde_json::json!(old.to_string()))
     );
     conn.batch_execute(&insert).await.unwrap();
+}
+
+#[derive(QueryableByName)]
+struct Ticker {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    normalised_ticker: String,
 }
 
 #[derive(QueryableByName)]
@@ -268,6 +274,10 @@ async fn the_start_counters_migration_counts_the_events_already_stored() {
              VALUES (gen_random_uuid(), '{signal}', now(), '{kind}', 'worker_processing');"
         ));
     }
+    sql.push_str(
+        " INSERT INTO signal_events (event_id, signal_id, ts, event_type, location) \
+         VALUES (gen_random_uuid(), '00000000-0000-0000-0000-0000000000f0', now(), 'received', 'processing_queue');",
+    );
     conn.batch_execute(&sql).await.unwrap();
     audit_migrations::run_pending(&url).await.unwrap();
     let counted: Vec<Starts> = diesel::sql_query(
@@ -281,6 +291,19 @@ async fn the_start_counters_migration_counts_the_events_already_stored() {
         .map(|s| (s.processing_starts, s.forwarding_starts))
         .collect();
     assert_eq!(counted, vec![(2, 3), (0, 0)]);
+    // Events recorded before they carried their signal's ticker get it
+    // from the signal (2026-12-07-000100).
+    let tickers: Vec<Ticker> = diesel::sql_query(
+        "SELECT DISTINCT normalised_ticker FROM signal_events ORDER BY normalised_ticker",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap();
+    let tickers: Vec<&str> = tickers
+        .iter()
+        .map(|t| t.normalised_ticker.as_str())
+        .collect();
+    assert_eq!(tickers, vec!["A", "B"]);
 }
 
 #[tokio::test]

@@ -61,6 +61,19 @@ async fn search_events_ranks_highlights_and_respects_filters() {
         by_mentions.push(id);
     }
     by_mentions.reverse();
+    // The same words for two tickers, one of them with characters that
+    // tsquery syntax would read as quoting and escapes.
+    let mut haircut = Vec::new();
+    for ticker in ["o'ne\\il", "AAPL"] {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut signal = new_signal(ticker);
+        signal.signal_id = id.clone();
+        batch.signals.push(signal);
+        let mut event = new_event(&id, S::Processing, L::WorkerProcessing, None);
+        event.details = "haircut applied to the collateral".into();
+        batch.events.push(event);
+        haircut.push(id);
+    }
     let token = app
         .writer
         .clone()
@@ -144,6 +157,44 @@ async fn search_events_ranks_highlights_and_respects_filters() {
         .hits;
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].event.as_ref().unwrap().signal_id, ids[2]);
+    let by_ticker = |ticker: &str, statuses: Vec<i32>| pb::SignalFilter {
+        normalised_ticker: ticker.into(),
+        statuses,
+        ..Default::default()
+    };
+    for (ticker, statuses, expected) in [
+        ("O'NE\\IL", vec![], vec![haircut[0].as_str()]),
+        ("AAPL", vec![], vec![haircut[1].as_str()]),
+        (
+            "AAPL",
+            vec![S::Processing as i32],
+            vec![haircut[1].as_str()],
+        ),
+        ("AAPL", vec![S::Rejected as i32], vec![]),
+        ("MSFT", vec![], vec![]),
+    ] {
+        let hits = analytics
+            .search_events(search("haircut", Some(by_ticker(ticker, statuses.clone()))))
+            .await
+            .unwrap()
+            .into_inner()
+            .hits;
+        let found: Vec<&str> = hits
+            .iter()
+            .map(|h| h.event.as_ref().unwrap().signal_id.as_str())
+            .collect();
+        assert_eq!(found, expected, "{ticker} {statuses:?}");
+    }
+    // Stop words alone match nothing, with or without a ticker.
+    for filter in [None, Some(by_ticker("AAPL", vec![]))] {
+        let hits = analytics
+            .search_events(search("the", filter))
+            .await
+            .unwrap()
+            .into_inner()
+            .hits;
+        assert!(hits.is_empty(), "{hits:?}");
+    }
     // Error info is searched too.
     let hits = analytics
         .search_events(search("validation", None))

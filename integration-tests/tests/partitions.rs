@@ -281,8 +281,8 @@ async fn maintenance_makes_partitions_ahead_of_the_clock() {
     conn.batch_execute(&format!(
         "INSERT INTO signals (signal_id, ticker, normalised_ticker, side, action, price, original_signal, created_at, updated_at) \
          VALUES ('00000000-0000-0000-0000-000000000021', 'A', 'A', 'buy', 'open', 1, '{{}}', '{old} 10:00+00', '{old} 10:00+00'); \
-         INSERT INTO signal_events (event_id, signal_id, ts, event_type, location) \
-         VALUES (gen_random_uuid(), '00000000-0000-0000-0000-000000000021', '{old} 10:00+00', 'received', 'processing_queue');"
+         INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, normalised_ticker) \
+         VALUES (gen_random_uuid(), '00000000-0000-0000-0000-000000000021', '{old} 10:00+00', 'received', 'processing_queue', 'A');"
     ))
     .await
     .unwrap();

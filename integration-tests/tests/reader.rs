@@ -883,10 +883,11 @@ async fn stream_events_delivers_a_transaction_that_commits_after_later_ones() {
 
     let mut long = app.primary().await;
     long.batch_execute(&format!(
-        "BEGIN; INSERT INTO signal_events (event_id, signal_id, ts, event_type, location) \
-         VALUES ('{}', '{}', now(), 'processing', 'worker_processing')",
+        "BEGIN; INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, normalised_ticker) \
+         VALUES ('{}', '{}', now(), 'processing', 'worker_processing', '{}')",
         uuid::Uuid::new_v4(),
-        signal.signal_id
+        signal.signal_id,
+        signal.normalised_ticker
     ))
     .await
     .unwrap();
@@ -935,10 +936,11 @@ async fn stream_events_delivers_a_transaction_larger_than_its_scan() {
     app.primary()
         .await
         .batch_execute(&format!(
-            "INSERT INTO signal_events (event_id, signal_id, ts, event_type, location) \
-             SELECT gen_random_uuid(), '{}', now(), 'processing', 'worker_processing' \
+            "INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, normalised_ticker) \
+             SELECT gen_random_uuid(), '{}', now(), 'processing', 'worker_processing', '{}' \
              FROM generate_series(1, 2500)",
-            signal.signal_id
+            signal.signal_id,
+            signal.normalised_ticker
         ))
         .await
         .unwrap();

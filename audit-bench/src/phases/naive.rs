@@ -53,7 +53,7 @@ pub async fn run(cx: &Context<'_>) -> Result<Measured, BenchError> {
                                     .execute(c)
                                     .await?;
                                 diesel::insert_into(signal_events::table)
-                                    .values(NewEventRow::from(&event))
+                                    .values(NewEventRow::new(&event, &row.normalised_ticker))
                                     .execute(c)
                                     .await?;
                                 Ok(())

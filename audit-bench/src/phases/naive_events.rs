@@ -108,7 +108,7 @@ async fn record(c: &mut AsyncPgConnection, event: &NewEvent) -> QueryResult<()> 
         .execute(c)
         .await?;
     diesel::insert_into(signal_events::table)
-        .values(NewEventRow::from(event))
+        .values(NewEventRow::new(event, &row.normalised_ticker))
         .execute(c)
         .await?;
     let earlier = match event.event_type {

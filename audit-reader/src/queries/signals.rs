@@ -19,7 +19,7 @@ pub enum TagMatch {
     All,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SignalFilter {
     pub ticker: Option<String>,
     pub normalised_ticker: Option<String>,

@@ -142,9 +142,10 @@ impl QueryFragment<Pg> for InsertSignals<'_> {
                  INSERT INTO signal_event_ids (event_id, signal_id, ts) \
                  SELECT t.received_id, ins.signal_id, ins.created_at FROM ins JOIN t ON t.id = ins.signal_id), \
              events AS ( \
-                 INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, recorded_by) \
+                 INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, recorded_by, \
+                     normalised_ticker) \
                  SELECT t.received_id, ins.signal_id, ins.created_at, 'received', 'processing_queue', \
-                        ins.recorded_by \
+                        ins.recorded_by, ins.normalised_ticker \
                  FROM ins JOIN t ON t.id = ins.signal_id) \
              SELECT * FROM ins",
         );
@@ -194,7 +195,8 @@ pub struct LockedSignal {
 /// inserts the events whose claim this statement took, and returns them
 /// (`created` true) together with the stored events of the ids that were
 /// claimed before it (`created` false: replays, answered from the stored
-/// event). Only events of existing signals are claimed.
+/// event). Only events of existing signals are claimed; each inserted event
+/// carries its signal's normalised ticker (read in the same probe).
 ///
 /// All parts of a statement see the same snapshot, so the replay lookup
 /// never sees this statement's own claims: an id it returns was claimed
@@ -266,18 +268,20 @@ impl QueryFragment<Pg> for ClaimEvents<'_> {
         out.push_bind_param::<Array<Nullable<Text>>, _>(&self.recorded_by)?;
         out.push_sql(
             ") WITH ORDINALITY AS u(e, s, ts, t, l, w, d, ei, hs, rd, rb, n)), \
+             known AS MATERIALIZED ( \
+                 SELECT u.*, x.normalised_ticker AS tk FROM u JOIN signals x ON x.signal_id = u.s), \
              claimed AS ( \
                  INSERT INTO signal_event_ids (event_id, signal_id, ts) \
-                 SELECT u.e, u.s, u.ts FROM u \
-                 WHERE EXISTS (SELECT 1 FROM signals x WHERE x.signal_id = u.s) \
-                 ORDER BY u.e, u.n \
+                 SELECT k.e, k.s, k.ts FROM known k \
+                 ORDER BY k.e, k.n \
                  ON CONFLICT DO NOTHING RETURNING event_id, signal_id), \
              inserted AS ( \
                  INSERT INTO signal_events (event_id, signal_id, ts, event_type, location, \
-                     worker_id, details, error_info, http_status, response_data, recorded_by) \
-                 SELECT u.e, u.s, u.ts, u.t::signal_status, u.l::signal_location, u.w, u.d, \
-                        u.ei, u.hs, u.rd, u.rb \
-                 FROM u JOIN claimed c ON c.event_id = u.e AND c.signal_id = u.s \
+                     worker_id, details, error_info, http_status, response_data, recorded_by, \
+                     normalised_ticker) \
+                 SELECT k.e, k.s, k.ts, k.t::signal_status, k.l::signal_location, k.w, k.d, \
+                        k.ei, k.hs, k.rd, k.rb, k.tk \
+                 FROM known k JOIN claimed c ON c.event_id = k.e AND c.signal_id = k.s \
                  RETURNING ",
         );
         out.push_sql(EVENT_COLUMNS);

@@ -1,8 +1,13 @@
 //! SearchEvents: full-text search over the generated `search` tsvector
 //! (GIN-indexed) of signal_events, restricted by the ListSignals filter.
 //!
-//! diesel builds the query and the filter; the text-search operators and
-//! functions are SQL fragments since diesel has no DSL for them.
+//! The filter's normalised ticker becomes one more lexeme of the searched
+//! query (every event's vector holds its ticker, see the migration
+//! `event_ticker_search`), so the index finds only that ticker's matches; the
+//! rest of the filter is checked on each match's signal, and only when the
+//! filter says more than the ticker. diesel builds the query and the filter;
+//! the text-search operators and functions are SQL fragments since diesel has
+//! no DSL for them.
 
 use crate::queries::signals::{SignalFilter, filtered};
 use audit_db::DbError;
@@ -24,6 +29,13 @@ pub struct SearchHit {
 /// The text every event is searched on, as the generated column builds it.
 const DOCUMENT: &str = "coalesce(details, '') || ' ' || coalesce(error_info::text, '') || ' ' || coalesce(response_data, '')";
 
+/// The tsquery text of the lexeme the generated column adds for a ticker:
+/// quoted, so that no character of the ticker is read as query syntax.
+fn ticker_lexeme(normalised_ticker: &str) -> String {
+    let escaped = normalised_ticker.replace('\\', "\\\\").replace('\'', "''");
+    format!("'TICKER:{escaped}'")
+}
+
 #[tracing::instrument(name = "SELECT signal_events", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "signal_events"))]
 pub async fn search(
     conn: &mut AsyncPgConnection,
@@ -33,20 +45,39 @@ pub async fn search(
     to: Option<DateTime<Utc>>,
     limit: i64,
 ) -> Result<Vec<SearchHit>, DbError> {
-    let tsquery = |prefix: &str| {
-        sql::<Bool>(&format!("{prefix}websearch_to_tsquery('english', "))
-            .bind::<Text, _>(query.to_owned())
-            .sql(")")
-    };
     let rank = || {
         sql::<Float>("ts_rank(search, websearch_to_tsquery('english', ")
             .bind::<Text, _>(query.to_owned())
             .sql("))")
     };
-    let mut q = signal_events::table
-        .filter(signal_events::signal_id.eq_any(filtered(filter).select(signals::signal_id)))
-        .filter(tsquery("search @@ "))
-        .into_boxed();
+    let mut rest = filter.clone();
+    let mut q = signal_events::table.into_boxed();
+    q = match rest.normalised_ticker.take() {
+        // Words that are all stop words make an empty query, which matches
+        // nothing on its own; `&&` would leave the ticker's lexeme alone and
+        // match all of the ticker's events, hence the `numnode` guard.
+        Some(ticker) => q.filter(
+            sql::<Bool>("search @@ (websearch_to_tsquery('english', ")
+                .bind::<Text, _>(query.to_owned())
+                .sql(") && ")
+                .bind::<Text, _>(ticker_lexeme(&ticker))
+                .sql("::tsquery) AND numnode(websearch_to_tsquery('english', ")
+                .bind::<Text, _>(query.to_owned())
+                .sql(")) > 0"),
+        ),
+        None => q.filter(
+            sql::<Bool>("search @@ websearch_to_tsquery('english', ")
+                .bind::<Text, _>(query.to_owned())
+                .sql(")"),
+        ),
+    };
+    let unrestricted = SignalFilter {
+        tag_match: rest.tag_match,
+        ..SignalFilter::default()
+    };
+    if rest != unrestricted {
+        q = q.filter(signal_events::signal_id.eq_any(filtered(&rest).select(signals::signal_id)));
+    }
     if let Some(from) = from {
         q = q.filter(signal_events::ts.ge(from));
     }
@@ -81,4 +112,16 @@ pub async fn search(
             snippet,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ticker_lexeme;
+
+    #[test]
+    fn ticker_lexeme_quotes_what_tsquery_would_read_as_syntax() {
+        assert_eq!(ticker_lexeme("AAPL"), "'TICKER:AAPL'");
+        assert_eq!(ticker_lexeme("BRK.B"), "'TICKER:BRK.B'");
+        assert_eq!(ticker_lexeme("O'NE\\IL"), "'TICKER:O''NE\\\\IL'");
+    }
 }
