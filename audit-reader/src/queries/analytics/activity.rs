@@ -54,7 +54,7 @@ struct HourRow {
     #[diesel(sql_type = BigInt)]
     processing_sum_us: i64,
     #[diesel(sql_type = Jsonb)]
-    processing_histogram: serde_json::Value,
+    processing_histogram: LatencyHistogram,
 }
 
 /// One (day, ticker)'s hours, summed.
@@ -64,8 +64,8 @@ struct DaySums {
 }
 
 impl DaySums {
-    fn new(row: HourRow) -> Self {
-        let histogram = LatencyHistogram::from_json(&row.processing_histogram);
+    fn new(mut row: HourRow) -> Self {
+        let histogram = std::mem::take(&mut row.processing_histogram);
         Self {
             first: row,
             histogram,
@@ -83,8 +83,7 @@ impl DaySums {
         sums.retries += row.retries;
         sums.processing_count += row.processing_count;
         sums.processing_sum_us += row.processing_sum_us;
-        self.histogram
-            .merge(&LatencyHistogram::from_json(&row.processing_histogram));
+        self.histogram.merge(&row.processing_histogram);
     }
 
     fn finish(self) -> DayRow {

@@ -91,7 +91,7 @@ struct SummaryRow {
     #[diesel(embed)]
     counts: Counts,
     #[diesel(sql_type = Jsonb)]
-    latency_histogram: serde_json::Value,
+    latency_histogram: LatencyHistogram,
 }
 
 const COUNTS: &str = "total_events, total_signals, queued_processing, processing, approved_signals, \
@@ -145,10 +145,14 @@ pub async fn metrics(
     let buckets = rows
         .into_iter()
         .map(|row| {
-            let h = LatencyHistogram::from_json(&row.latency_histogram);
             total_counts.add(&row.counts);
-            total_histogram.merge(&h);
-            with_quantiles(row.period_start, row.period_end, row.counts, &h)
+            total_histogram.merge(&row.latency_histogram);
+            with_quantiles(
+                row.period_start,
+                row.period_end,
+                row.counts,
+                &row.latency_histogram,
+            )
         })
         .collect();
     let start = period.floor(from);

@@ -41,7 +41,7 @@ struct Row {
     #[diesel(sql_type = BigInt)]
     total_events: i64,
     #[diesel(sql_type = Jsonb)]
-    latency_histogram: serde_json::Value,
+    latency_histogram: LatencyHistogram,
 }
 
 /// One window's sums for one ticker.
@@ -62,8 +62,7 @@ impl Sums {
         self.sum_us += row.processing_time_sum_us;
         self.errors += row.error_events;
         self.events += row.total_events;
-        self.histogram
-            .merge(&LatencyHistogram::from_json(&row.latency_histogram));
+        self.histogram.merge(&row.latency_histogram);
     }
 
     fn avg_ms(&self) -> Option<f64> {

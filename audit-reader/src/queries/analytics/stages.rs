@@ -80,7 +80,7 @@ struct MergedRow {
     #[diesel(sql_type = BigInt)]
     max_us: i64,
     #[diesel(sql_type = Jsonb)]
-    histogram: serde_json::Value,
+    histogram: LatencyHistogram,
 }
 
 /// From the hourly tables: the hours starting in [`from`, `to`) (the caller
@@ -140,7 +140,7 @@ pub async fn hourly(
     let rows = rows
         .into_iter()
         .map(|row| {
-            let h = LatencyHistogram::from_json(&row.histogram);
+            let h = &row.histogram;
             let ms = |q: f64| h.quantile(q).unwrap_or_default() / 1000.0;
             StageRow {
                 avg_ms: row.sum_us / row.count.max(1) as f64 / 1000.0,
