@@ -12,7 +12,8 @@
 # runs `audit-bench soak`: RecordSignal (and RecordEvent for every other
 # signal) paced at half of the writer's measured unary peak, readers doing
 # GetSignal with consistency tokens and ListSignals, and StreamEvents tails,
-# printing per window the write and read p99, tail events, errors by code,
+# printing per window the write p50/p99, GetSignal p50/p99 and ListSignals
+# p99 (apart), tail events, errors by code,
 # each service's RSS and its database connections, then the first and last
 # windows side by side. Everything is stopped and removed on exit, also on
 # error or Ctrl-C.

@@ -70,8 +70,9 @@ pub struct ServeArgs {
     /// call has no deadline (a deadline shortens it).
     #[arg(long, env = "AUDIT_CONSISTENCY_MAX_WAIT_MS", default_value_t = 5_000)]
     pub consistency_max_wait_ms: u64,
-    /// How often the replica's replay position is polled while waiting.
-    #[arg(long, env = "AUDIT_CONSISTENCY_POLL_MS", default_value_t = 5)]
+    /// How often the replica's replay position is polled while waiting
+    /// (calls waiting together share each query, see `replica.rs`).
+    #[arg(long, env = "AUDIT_CONSISTENCY_POLL_MS", default_value_t = 1)]
     pub consistency_poll_ms: u64,
     /// How long an analytics answer stays cached (it is also dropped as soon
     /// as newer rollups reach the replica).

@@ -14,7 +14,10 @@
 //! - a call with a token goes to a healthy replica already known to have
 //!   replayed it; else each healthy replica is asked once, in round-robin
 //!   order, and the first that has it answers; else the reader polls them
-//!   all until one gets there or the wait ends (UNAVAILABLE). A lagging
+//!   all until one gets there or the wait ends (UNAVAILABLE). Calls waiting
+//!   on one replica share its position queries (one in flight at a time,
+//!   its answer good for every call that asked before it was sent), so the
+//!   poll period can be short without a query per waiting call. A lagging
 //!   replica is thus skipped while another has the write, and the call
 //!   waits for whichever catches up first otherwise;
 //! - when no replica is marked healthy (at start-up, or all down) every
@@ -42,6 +45,9 @@ pub struct Replica {
     /// The furthest replay position seen (health check or token wait);
     /// `u64::MAX` for a primary, 0 until known.
     replayed: AtomicU64,
+    /// Held while a position query runs, with when the last one was sent
+    /// and what it answered (see [`Replica::replayed_now`]).
+    probe: tokio::sync::Mutex<Option<(Instant, u64)>>,
     calls: metrics::Counter,
 }
 
@@ -52,6 +58,7 @@ impl Replica {
             pool,
             healthy: AtomicBool::new(false),
             replayed: AtomicU64::new(0),
+            probe: tokio::sync::Mutex::new(None),
             calls,
         }
     }
@@ -110,10 +117,24 @@ impl Replica {
             .max(position)
     }
 
-    /// Where this replica has replayed to right now (one round trip).
+    /// Where this replica has replayed to, as of a query sent after this
+    /// call asked. Waiting calls take turns: a query sent after a call
+    /// asked answers it too, so N calls waiting together cost one or two
+    /// round trips, not N. A failed query is not shared (each call gets the
+    /// database's own error from its own query).
     async fn replayed_now(&self) -> Result<u64, DbError> {
+        let asked = Instant::now();
+        let mut last = self.probe.lock().await;
+        if let Some((sent, position)) = *last
+            && sent >= asked
+        {
+            return Ok(position);
+        }
+        let sent = Instant::now();
         let replayed = self.observe(replication::replayed(&self.pool).await)?;
-        Ok(self.note_replayed(replayed.as_ref()))
+        let position = self.note_replayed(replayed.as_ref());
+        *last = Some((sent, position));
+        Ok(position)
     }
 
     /// Reads the replication status, sets the gauges and the health flag.
