@@ -1,5 +1,6 @@
-//! The data-quality checks: each is one query listing the ids at fault and
-//! how many there are in all. Two users: the reader's `CheckDataQuality`
+//! The data-quality checks: queries listing the ids at fault and how many
+//! there are in all (orphans and counters share one, which walks the rows
+//! both read once). Two users: the reader's `CheckDataQuality`
 //! (on the replica, ids and all) and the writer's periodic `data_quality`
 //! job (on the primary, counts for `audit_data_quality_findings`). Raw SQL:
 //! anti-joins, grouped recounts and window counts. Run inside one
@@ -94,6 +95,17 @@ struct Row {
     total: i64,
 }
 
+/// A row of [`orphans_and_counters`]: a [`Row`] and the check it is for.
+#[derive(QueryableByName)]
+struct KindRow {
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = BigInt)]
+    total: i64,
+}
+
 /// The signals with an event in the window (`$2`, `$3`; one index range
 /// scan of `signal_events` by `column`), and those whose latest event is
 /// stamped in it (`updated_at`, through `signals_updated_at_idx`). The
@@ -111,15 +123,22 @@ fn touched(column: &str) -> String {
     )
 }
 
-/// Id claims of the touched signals without their event (claims through
-/// `signal_event_ids_signal_idx`; the event looked up by the claim's stamp,
-/// so in one day partition), and events in the window without their claim.
-/// The claims are read per touched signal and their events per claim (a
-/// lateral `OFFSET 0` and a lateral count, which PostgreSQL cannot turn
-/// into joins): joined plainly, the planner anti-joined every claim to every
-/// event, the whole history, then kept the touched ones (1.0 s of a 1.1-s
-/// check at 1 M events); as `NOT EXISTS`, it hashed each signal's events
-/// read from every day partition.
+/// Orphans and counters in one walk, since both read the same rows: each
+/// touched signal's id claims (through `signal_event_ids_signal_idx`) and
+/// each claim's event by its stamp (one day partition, pruned per claim at
+/// run time), never by the signal id alone, which probes every day
+/// partition. Per signal the walk yields the claims without their event
+/// (orphans) and the signal's counters recomputed from the events found (an
+/// event without its claim is left out of the recount; the orphan check
+/// reports it). Walked twice, once per check, the two took 450–550 ms for
+/// an hour of 37 k events at 1 M events of history; once, 280 ms with the
+/// events-without-claim half (BENCHMARKS.md).
+///
+/// Every read is a lateral kept parameterised by `OFFSET 0`: joined plainly,
+/// the planner anti-joined every claim to every event, the whole history,
+/// then kept the touched ones; as one grouped join it picked a nested loop
+/// of every touched signal against every signal; with a plain join to
+/// `signals` it recounted every signal before looking at the touched ones.
 ///
 /// Only events in the window are checked for a claim: reaching every event
 /// of a touched signal costs an index probe into every day partition (the
@@ -127,20 +146,43 @@ fn touched(column: &str) -> String {
 /// (the periodic job at 10 M events: 26x its cost at 300 k). Windows tile
 /// time, so every event is checked by the run whose window holds it, and a
 /// `CheckDataQuality` over any range checks that range's events.
-fn orphans(touched_by: TouchedBy) -> String {
+///
+/// One row per finding kind and id, at most `$1` of each, each with the
+/// kind's total (`kind` is 'orphan' or 'counter').
+fn orphans_and_counters(touched_by: TouchedBy) -> String {
     let column = touched_by.column();
     format!(
-        "WITH {} SELECT id, count(*) OVER () AS total FROM ( \
-            SELECT i.event_id::text AS id FROM touched t \
-            CROSS JOIN LATERAL (SELECT event_id, signal_id, ts FROM signal_event_ids \
-                                WHERE signal_id = t.signal_id OFFSET 0) i \
-            CROSS JOIN LATERAL (SELECT count(*) AS n FROM signal_events e \
-                                WHERE e.event_id = i.event_id AND e.signal_id = i.signal_id AND e.ts = i.ts) e \
-            WHERE e.n = 0 \
-            UNION ALL \
-            SELECT e.event_id::text FROM signal_events e WHERE e.{column} >= $2 AND e.{column} < $3 \
-            AND NOT EXISTS (SELECT 1 FROM signal_event_ids i WHERE i.event_id = e.event_id)) o \
-        ORDER BY id LIMIT $1",
+        "WITH {}, \
+         walked AS MATERIALIZED ( \
+            SELECT t.signal_id, r.missing, \
+                   coalesce(s.error_count <> r.errors OR s.retry_count <> r.retries, false) AS counters_differ \
+            FROM touched t \
+            LEFT JOIN LATERAL (SELECT error_count, retry_count FROM signals \
+                               WHERE signal_id = t.signal_id OFFSET 0) s ON true \
+            CROSS JOIN LATERAL ( \
+                SELECT array_agg(i.event_id) FILTER (WHERE e.found IS NULL) AS missing, \
+                       count(*) FILTER (WHERE e.error_info IS NOT NULL OR e.http_status >= 400) AS errors, \
+                       GREATEST(count(*) FILTER (WHERE e.event_type = 'processing') - 1, 0) \
+                       + GREATEST(count(*) FILTER (WHERE e.event_type = 'forwarding') - 1, 0) AS retries \
+                FROM signal_event_ids i \
+                LEFT JOIN LATERAL (SELECT true AS found, e.event_type, e.error_info, e.http_status \
+                                   FROM signal_events e \
+                                   WHERE e.signal_id = i.signal_id AND e.ts = i.ts AND e.event_id = i.event_id \
+                                   OFFSET 0) e ON true \
+                WHERE i.signal_id = t.signal_id) r \
+            WHERE r.missing IS NOT NULL OR s.error_count <> r.errors OR s.retry_count <> r.retries) \
+         SELECT * FROM ( \
+            SELECT 'orphan' AS kind, id, count(*) OVER () AS total FROM ( \
+                SELECT unnest(w.missing)::text AS id FROM walked w \
+                UNION ALL \
+                SELECT e.event_id::text FROM signal_events e WHERE e.{column} >= $2 AND e.{column} < $3 \
+                AND NOT EXISTS (SELECT 1 FROM signal_event_ids i WHERE i.event_id = e.event_id)) o \
+            ORDER BY id LIMIT $1) orphans \
+         UNION ALL \
+         SELECT * FROM ( \
+            SELECT 'counter' AS kind, w.signal_id::text AS id, count(*) OVER () AS total \
+            FROM walked w WHERE w.counters_differ \
+            ORDER BY 2 LIMIT $1) counters",
         touched(column)
     )
 }
@@ -154,39 +196,6 @@ fn orphans(touched_by: TouchedBy) -> String {
 const STUCK: &str = "SELECT signal_id::text AS id, count(*) OVER () AS total FROM signals \
      WHERE current_status = ANY ($3) AND updated_at < now() - $2 \
      ORDER BY updated_at LIMIT $1";
-
-/// Counters of the touched signals recomputed from their own events.
-///
-/// A signal's events are reached through its id claims (one probe of
-/// `signal_event_ids_signal_idx`), each claim's event by its stamp (one day
-/// partition, pruned per claim at run time), never by the signal id alone,
-/// which probes every day partition. The recount is a lateral aggregate per
-/// touched signal, each read kept parameterised by `OFFSET 0`: as one
-/// grouped join the planner picked a nested loop of every touched signal
-/// against every signal (minutes at 1 M events), and with a plain join to
-/// `signals` it recounted every signal before looking at the touched ones. An event
-/// without its claim is left out of the recount; the orphan check reports
-/// it.
-fn counters(touched_by: TouchedBy) -> String {
-    format!(
-        "WITH {} SELECT s.signal_id::text AS id, count(*) OVER () AS total \
-        FROM touched t \
-        CROSS JOIN LATERAL (SELECT signal_id, error_count, retry_count FROM signals \
-                            WHERE signal_id = t.signal_id OFFSET 0) s \
-        CROSS JOIN LATERAL ( \
-            SELECT count(*) FILTER (WHERE e.error_info IS NOT NULL OR e.http_status >= 400) AS errors, \
-                   GREATEST(count(*) FILTER (WHERE e.event_type = 'processing') - 1, 0) \
-                   + GREATEST(count(*) FILTER (WHERE e.event_type = 'forwarding') - 1, 0) AS retries \
-            FROM signal_event_ids i \
-            CROSS JOIN LATERAL (SELECT e.event_type, e.error_info, e.http_status FROM signal_events e \
-                                WHERE e.signal_id = i.signal_id AND e.ts = i.ts AND e.event_id = i.event_id \
-                                OFFSET 0) e \
-            WHERE i.signal_id = s.signal_id) r \
-        WHERE s.error_count <> r.errors OR s.retry_count <> r.retries \
-        ORDER BY 1 LIMIT $1",
-        touched(touched_by.column())
-    )
-}
 
 /// Minute buckets starting in the range whose figures raw events do not
 /// reproduce: the counts and latency sum of `signal_metrics_summary`
@@ -264,12 +273,23 @@ pub async fn check(
         from,
         to,
     } = window;
-    let orphans = diesel::sql_query(orphans(touched_by))
-        .bind::<BigInt, _>(max_ids)
-        .bind::<Timestamptz, _>(from)
-        .bind::<Timestamptz, _>(to)
-        .load::<Row>(conn)
-        .await?;
+    let (orphans, counters): (Vec<KindRow>, Vec<KindRow>) =
+        diesel::sql_query(orphans_and_counters(touched_by))
+            .bind::<BigInt, _>(max_ids)
+            .bind::<Timestamptz, _>(from)
+            .bind::<Timestamptz, _>(to)
+            .load::<KindRow>(conn)
+            .await?
+            .into_iter()
+            .partition(|r| r.kind == "orphan");
+    let rows = |rows: Vec<KindRow>| -> Vec<Row> {
+        rows.into_iter()
+            .map(|r| Row {
+                id: r.id,
+                total: r.total,
+            })
+            .collect()
+    };
     let stuck = diesel::sql_query(STUCK)
         .bind::<BigInt, _>(max_ids)
         .bind::<Interval, _>(diesel::pg::data_types::PgInterval::from_microseconds(
@@ -283,12 +303,6 @@ pub async fn check(
         )
         .load::<Row>(conn)
         .await?;
-    let counters = diesel::sql_query(counters(touched_by))
-        .bind::<BigInt, _>(max_ids)
-        .bind::<Timestamptz, _>(from)
-        .bind::<Timestamptz, _>(to)
-        .load::<Row>(conn)
-        .await?;
     let summary = diesel::sql_query(SUMMARY)
         .bind::<BigInt, _>(max_ids)
         .bind::<Timestamptz, _>(from)
@@ -296,9 +310,9 @@ pub async fn check(
         .load::<Row>(conn)
         .await?;
     Ok(vec![
-        finding(Check::OrphanEvents, orphans),
+        finding(Check::OrphanEvents, rows(orphans)),
         finding(Check::StuckSignals, stuck),
-        finding(Check::CounterMismatch, counters),
+        finding(Check::CounterMismatch, rows(counters)),
         finding(Check::SummaryMismatch, summary),
     ])
 }
