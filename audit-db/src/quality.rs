@@ -100,10 +100,8 @@ struct Row {
 struct KindRow {
     #[diesel(sql_type = Text)]
     kind: String,
-    #[diesel(sql_type = Text)]
-    id: String,
-    #[diesel(sql_type = BigInt)]
-    total: i64,
+    #[diesel(embed)]
+    row: Row,
 }
 
 /// The signals with an event in the window (`$2`, `$3`; one index range
@@ -130,9 +128,9 @@ fn touched(column: &str) -> String {
 /// partition. Per signal the walk yields the claims without their event
 /// (orphans) and the signal's counters recomputed from the events found (an
 /// event without its claim is left out of the recount; the orphan check
-/// reports it). Walked twice, once per check, the two took 450–550 ms for
-/// an hour of 37 k events at 1 M events of history; once, 280 ms with the
-/// events-without-claim half (BENCHMARKS.md).
+/// reports it). Walked twice, once per check, the two took 445–648 ms for
+/// an hour of 37 k events at 1 M events of history; once, 263–292 ms with
+/// the events-without-claim half (BENCHMARKS.md).
 ///
 /// Every read is a lateral kept parameterised by `OFFSET 0`: joined plainly,
 /// the planner anti-joined every claim to every event, the whole history,
@@ -153,7 +151,7 @@ fn orphans_and_counters(touched_by: TouchedBy) -> String {
     let column = touched_by.column();
     format!(
         "WITH {}, \
-         walked AS MATERIALIZED ( \
+         walked AS MATERIALIZED (SELECT * FROM ( \
             SELECT t.signal_id, r.missing, \
                    coalesce(s.error_count <> r.errors OR s.retry_count <> r.retries, false) AS counters_differ \
             FROM touched t \
@@ -169,8 +167,8 @@ fn orphans_and_counters(touched_by: TouchedBy) -> String {
                                    FROM signal_events e \
                                    WHERE e.signal_id = i.signal_id AND e.ts = i.ts AND e.event_id = i.event_id \
                                    OFFSET 0) e ON true \
-                WHERE i.signal_id = t.signal_id) r \
-            WHERE r.missing IS NOT NULL OR s.error_count <> r.errors OR s.retry_count <> r.retries) \
+                WHERE i.signal_id = t.signal_id) r) w \
+            WHERE w.missing IS NOT NULL OR w.counters_differ) \
          SELECT * FROM ( \
             SELECT 'orphan' AS kind, id, count(*) OVER () AS total FROM ( \
                 SELECT unnest(w.missing)::text AS id FROM walked w \
@@ -282,14 +280,7 @@ pub async fn check(
             .await?
             .into_iter()
             .partition(|r| r.kind == "orphan");
-    let rows = |rows: Vec<KindRow>| -> Vec<Row> {
-        rows.into_iter()
-            .map(|r| Row {
-                id: r.id,
-                total: r.total,
-            })
-            .collect()
-    };
+    let rows = |rows: Vec<KindRow>| -> Vec<Row> { rows.into_iter().map(|r| r.row).collect() };
     let stuck = diesel::sql_query(STUCK)
         .bind::<BigInt, _>(max_ids)
         .bind::<Interval, _>(diesel::pg::data_types::PgInterval::from_microseconds(
