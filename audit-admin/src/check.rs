@@ -38,11 +38,7 @@ pub async fn run(pool: &PgPool, args: &CheckArgs) -> Result<Report, AdminError> 
             .read_only()
             .repeatable_read()
             .run(async |conn| {
-                let window = quality::Window {
-                    touched_by: quality::TouchedBy::EventTime,
-                    from,
-                    to,
-                };
+                let window = quality::Window { from, to };
                 quality::check(conn, stuck_us, window, max_ids).await
             })
             .await;

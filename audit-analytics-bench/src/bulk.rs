@@ -9,7 +9,7 @@
 
 use crate::Error;
 use audit_db::{PoolConfig, build_pool};
-use audit_writer::store::{analytics, rollups};
+use audit_writer::store::{analytics, rollups, status};
 use diesel::sql_types::{BigInt, Double};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use std::time::{Duration, Instant};
@@ -142,9 +142,15 @@ pub async fn run(args: Args) -> Result<(), Error> {
         let refreshed = Instant::now();
         buckets += rollups::refresh(&pool).await?;
         analytics::refresh(&pool, analytics::Minutes::All).await?;
+        // The writer's quality job, until the chunk's minutes are checked.
+        while status::data_quality(&pool, chrono::Utc::now())
+            .await?
+            .minutes
+            > 0
+        {}
         refreshing += refreshed.elapsed();
         eprintln!(
-            "bulk: {done}/{signals} signals ({:.0} s, refreshes {:.0} s)",
+            "bulk: {done}/{signals} signals ({:.0} s, refreshes and checks {:.0} s)",
             started.elapsed().as_secs_f64(),
             refreshing.as_secs_f64()
         );
@@ -155,7 +161,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     conn.batch_execute("VACUUM ANALYZE").await?;
     println!(
         "bulk: {signals} signals, {events} events, {buckets} minute buckets; {:.0} s in all, \
-         of which rollup + analytics refreshes {:.0} s",
+         of which rollup + analytics refreshes and quality checks {:.0} s",
         started.elapsed().as_secs_f64(),
         refreshing.as_secs_f64()
     );

@@ -9,8 +9,8 @@
 //! rollup and analytics refreshes after each slice as the writer's
 //! schedule would (60 slices = a pass per minute of traffic, the default
 //! AUDIT_ANALYTICS_REFRESH_SECS; each pass rebuilds the current hour so
-//! far, which is the real cost), and the periodic data-quality check once
-//! over the hour. Reports each job's wall time and the CPU time of its
+//! far, which is the real cost), and the data-quality job once over the
+//! hour's minutes (the writer's checks each minute once, after it ends). Reports each job's wall time and the CPU time of its
 //! PostgreSQL backend
 //! (utime + stime of the backend process from /proc, so only when the
 //! server runs on this machine; `n/a` otherwise). All jobs run on one
@@ -128,7 +128,11 @@ pub async fn run(args: Args) -> Result<(), Error> {
     // Catch up first: only the new hour is measured.
     rollups::refresh(&pool).await?;
     analytics::refresh(&pool, analytics::Minutes::All).await?;
-    let checked_until = chrono::Utc::now();
+    while status::data_quality(&pool, chrono::Utc::now())
+        .await?
+        .minutes
+        > 0
+    {}
 
     let slices = args.slices.clamp(1, 3_600);
     let signals = (args.hour_events as f64 / 5.8 / slices as f64).ceil() as i64;
@@ -181,21 +185,16 @@ pub async fn run(args: Args) -> Result<(), Error> {
         activity_hours += done.activity_hours;
     }
     let new = count(&pool, "SELECT count(*) AS n FROM signal_events").await? - history;
-    let ((findings, _), quality_wall, quality_cpu) = measure(
+    // The hour lies after the latest history, ahead of the clock: every
+    // minute counts as ended. The writer's job (every minute by default)
+    // checks each minute once after it ends, as here.
+    let (run, quality_wall, quality_cpu) = measure(
         pid,
-        // The job re-reads `RECORDED_OVERLAP` before its previous run's end.
-        // Here that would be the bulk history's last minutes (recorded just
-        // now), checked as if new: the window starts at the catch-up. At the
-        // writer's hourly default a run reads 70 minutes of traffic, 1/6
-        // more than measured here.
-        status::data_quality(
-            &pool,
-            Some(checked_until + status::RECORDED_OVERLAP),
-            Duration::from_secs(3_600),
-        ),
+        status::data_quality(&pool, chrono::Utc::now() + chrono::TimeDelta::days(2)),
     )
     .await?;
-    let found: i64 = findings.iter().map(|f| f.count).sum();
+    let found: i64 = run.counts.iter().map(|(_, n)| n).sum();
+    let checked = run.minutes;
     let total_cpu = rollup
         .cpu
         .zip(refresh.cpu)
@@ -220,7 +219,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
         cpu_text(refresh.cpu)
     );
     println!(
-        "{:<20} {:>8.2} s {:>12}  {found} findings (stuck signals included)",
+        "{:<20} {:>8.2} s {:>12}  {checked} minutes checked and stored, {found} findings \
+         (stuck signals included)",
         "data_quality",
         quality_wall,
         cpu_text(quality_cpu)

@@ -542,6 +542,7 @@ async fn ask(client: &mut Client, rpc: Rpc, end: DateTime<Utc>) -> Result<usize,
                 stuck_after: None,
                 summary_range: day,
                 max_ids: 0,
+                live: false,
             })
             .await?
             .into_inner()
@@ -552,6 +553,7 @@ async fn ask(client: &mut Client, rpc: Rpc, end: DateTime<Utc>) -> Result<usize,
                 stuck_after: None,
                 summary_range: span(end - TimeDelta::hours(1), end),
                 max_ids: 0,
+                live: false,
             })
             .await?
             .into_inner()
@@ -588,7 +590,6 @@ async fn answer_raw(url: &str, raw: &Raw, end: DateTime<Utc>) -> Result<usize, E
         Raw::QualityChecks(hours) => {
             let mut conn = pool.get().await?;
             let window = quality::Window {
-                touched_by: quality::TouchedBy::EventTime,
                 from: end - TimeDelta::hours(*hours),
                 to: end,
             };

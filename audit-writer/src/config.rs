@@ -143,11 +143,14 @@ pub struct ServeArgs {
     /// cost follows the traffic, not the history.
     #[arg(long, env = "AUDIT_ANALYTICS_REFRESH_SECS", default_value_t = 60)]
     pub analytics_refresh_secs: u64,
-    /// How often the data-quality checks run on the primary (orphans,
-    /// stuck signals, counters, rollups; as `audit_data_quality_findings`).
-    /// Each run checks what was written since the previous one (signals
-    /// with new events, late ones included) and the stuck signals.
-    #[arg(long, env = "AUDIT_DATA_QUALITY_SECS", default_value_t = 3_600)]
+    /// How often the data-quality job runs on the primary (orphans, stuck
+    /// signals, counters, rollups; as `audit_data_quality_findings`). Each
+    /// run checks the ended minutes the rollup refresh rewrote since their
+    /// last check (late events included) and stores what it finds, which
+    /// `CheckDataQuality` answers those minutes from; minutes not checked
+    /// yet are checked live by each call, so a longer period makes calls
+    /// slower, not staler.
+    #[arg(long, env = "AUDIT_DATA_QUALITY_SECS", default_value_t = 60)]
     pub data_quality_secs: u64,
     /// Start even when the database carries migrations this build does not
     /// know (a newer release migrated it). Off: the writer refuses, since

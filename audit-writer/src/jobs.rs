@@ -142,35 +142,28 @@ pub fn start(pool: &PgPool, schedule: &Schedule) -> Vec<JoinHandle<()>> {
     ]
 }
 
-/// The data-quality checks, as gauges: findings by kind (0 from start-up,
-/// so a clean writer shows clean series) and the stuck signals. Run by one
-/// writer at a time: the others keep their last values (alert on the
-/// maximum across pods).
+/// The data-quality job: checks the minutes changed since their last check
+/// and stores their findings (what `CheckDataQuality` answers them from);
+/// as gauges, the stored findings of the last day by kind and the stuck
+/// signals (0 from start-up, so a clean writer shows clean series). Run by
+/// one writer at a time: the others keep their last values (alert on the
+/// maximum across pods). The minute in progress waits for the next run.
 fn data_quality(pool: PgPool, period: Duration) -> JoinHandle<()> {
     for check in Check::ALL {
         metrics::gauge!("audit_data_quality_findings", "kind" => check.as_str()).set(0.0);
     }
     metrics::gauge!("audit_stuck_signals").set(0.0);
-    // Where the last successful run of this writer ended: the next one
-    // checks what was written since. A writer that skipped turns (another
-    // ran them) checks a longer window, at most a day; never a shorter one.
-    let checked_until = std::sync::Arc::new(std::sync::Mutex::new(None));
     every("data_quality", period, move || {
         let pool = pool.clone();
-        let checked_until = checked_until.clone();
         async move {
-            let since = *checked_until.lock().unwrap_or_else(|e| e.into_inner());
-            let work = status::data_quality(&pool, since, period);
-            let Some((findings, until)) = once_per_cluster(&pool, Job::QualityCheck, work).await?
-            else {
+            let work = status::data_quality(&pool, chrono::Utc::now());
+            let Some(run) = once_per_cluster(&pool, Job::QualityCheck, work).await? else {
                 return Ok(());
             };
-            *checked_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
-            for finding in findings {
-                let count = finding.count as f64;
-                metrics::gauge!("audit_data_quality_findings", "kind" => finding.check.as_str())
-                    .set(count);
-                if finding.check == Check::StuckSignals {
+            for (check, count) in run.counts {
+                let count = count as f64;
+                metrics::gauge!("audit_data_quality_findings", "kind" => check.as_str()).set(count);
+                if check == Check::StuckSignals {
                     metrics::gauge!("audit_stuck_signals").set(count);
                 }
             }

@@ -103,8 +103,21 @@ pub async fn start_app() -> TestApp {
         // The tests refresh explicitly, so what they compare is deterministic.
         writer.rollup_refresh_ms = 3_600_000;
         writer.analytics_refresh_secs = 3_600;
+        writer.data_quality_secs = 3_600;
     })
     .await
+}
+
+/// What the writer's data-quality job does, run until every ended minute
+/// the rollup refresh queued is checked and its findings stored.
+pub async fn check_quality(app: &TestApp) {
+    let pool = audit_db::build_pool(&crate::writer_args(app.primary_url.clone()).pool());
+    while audit_writer::store::status::data_quality(&pool, Utc::now())
+        .await
+        .unwrap()
+        .minutes
+        > 0
+    {}
 }
 
 pub fn range(start: DateTime<Utc>, minutes: i64) -> Option<pb::TimeRange> {

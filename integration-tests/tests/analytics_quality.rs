@@ -1,4 +1,5 @@
-//! CheckDataQuality finds each kind of problem, with ids.
+//! CheckDataQuality finds each kind of problem, with ids: live, and from
+//! the writer's stored checks, which must say the same.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,7 +13,7 @@ use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 use integration_tests::analytics::*;
-use integration_tests::channel;
+use integration_tests::{channel, new_event};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn data_quality_finds_each_kind_of_problem_with_ids() {
@@ -26,6 +27,11 @@ async fn data_quality_finds_each_kind_of_problem_with_ids() {
         }),
         summary_range: range(start, 120),
         max_ids: 0,
+        live: true,
+    };
+    let stored_request = pb::CheckDataQualityRequest {
+        live: false,
+        ..request
     };
     let clean = analytics
         .check_data_quality(request)
@@ -58,6 +64,7 @@ async fn data_quality_finds_each_kind_of_problem_with_ids() {
     .await
     .unwrap();
     assert_eq!(count(&clean, pb::FindingKind::StuckSignals).0, n);
+    assert_eq!(clean.stored_minutes, 0);
 
     // Break one of each thing behind the services' backs. The event whose
     // claim goes is a `received` one without error: an event without its
@@ -91,6 +98,33 @@ async fn data_quality_finds_each_kind_of_problem_with_ids() {
     assert_eq!(summaries, 1, "{summary_ids:?}");
     assert!(summary_ids[0].starts_with("minute "));
 
+    // By default, minutes not checked by the writer's job yet are checked
+    // live (minutes without events need no check): the same answer.
+    let unchecked = analytics
+        .check_data_quality(stored_request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unchecked.findings, broken.findings);
+    // Once the job has checked and stored every minute, the stored minutes
+    // answer, with the same findings (each filed under the minutes its
+    // signal was touched in, counted once).
+    check_quality(&app).await;
+    app.wait_replica().await;
+    let stored = analytics
+        .check_data_quality(stored_request)
+        .await
+        .unwrap()
+        .into_inner();
+    // The history's events lie in most of its first 80 minutes.
+    assert!(
+        stored.stored_minutes >= unchecked.stored_minutes + 60,
+        "{} minutes stored, {} before the job ran",
+        stored.stored_minutes,
+        unchecked.stored_minutes
+    );
+    assert_eq!(stored.findings, broken.findings);
+
     // An id claimed for an event that never arrived, on a signal with no
     // event at all: found through the signal's updated_at in the range.
     let at = (start + chrono::TimeDelta::minutes(10)).to_rfc3339();
@@ -114,4 +148,46 @@ async fn data_quality_finds_each_kind_of_problem_with_ids() {
         orphan_ids.contains(&"00000000-0000-0000-0000-0000000000ee".to_string()),
         "{orphan_ids:?}"
     );
+    // Its minute was checked before the claim was planted: the stored
+    // answer does not see it (only a live check sees SQL by hand) ...
+    let blind = analytics
+        .check_data_quality(stored_request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(blind.stored_minutes, stored.stored_minutes);
+    assert_eq!(count(&blind, pb::FindingKind::OrphanEvents).0, 1);
+    // ... until an event changes the minute: the rollup refresh queues it
+    // again, calls check it live, and the next job run stores it again.
+    let mut writer = app.writer.clone();
+    writer
+        .record_event(pb::RecordEventRequest {
+            event: Some(new_event(
+                "00000000-0000-0000-0000-0000000000a1",
+                pb::SignalStatus::QueuedProcessing,
+                pb::SignalLocation::ProcessingQueue,
+                Some(start + chrono::TimeDelta::minutes(10) + chrono::TimeDelta::seconds(1)),
+            )),
+        })
+        .await
+        .unwrap();
+    refresh_analytics(&app).await;
+    app.wait_replica().await;
+    let changed = analytics
+        .check_data_quality(stored_request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(changed.stored_minutes, stored.stored_minutes - 1);
+    let (orphans, orphan_ids) = count(&changed, pb::FindingKind::OrphanEvents);
+    assert_eq!(orphans, 2, "{orphan_ids:?}");
+    check_quality(&app).await;
+    app.wait_replica().await;
+    let restored = analytics
+        .check_data_quality(stored_request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(restored.stored_minutes, stored.stored_minutes);
+    assert_eq!(restored.findings, changed.findings);
 }

@@ -1,10 +1,11 @@
 //! CheckDataQuality: orphans, stuck signals, counters and rollups that raw
-//! events do not reproduce.
+//! events do not reproduce; from the writer's stored checks where a minute
+//! has not changed since, live for the rest (`audit_db::quality`).
 
 use super::{AnalyticsService, snapshot};
 use crate::error::ReadError;
 use audit_core::DomainError;
-use audit_db::quality::{self, Check, TouchedBy, Window};
+use audit_db::quality::{self, Check, Window};
 use audit_proto::v1 as pb;
 use audit_wire::convert::{self, to_timestamp};
 use audit_wire::decode::time_range;
@@ -44,22 +45,48 @@ pub(super) async fn check_data_quality(
         }
     };
     let stuck_after_us = stuck_after.num_microseconds().unwrap_or(i64::MAX);
+    let window = Window { from, to };
     let mut conn = service.replicas.any().get().await?;
     // One snapshot: a rollup key the refresher takes mid-check cannot look
-    // like a mismatch.
-    let findings = snapshot(&mut conn)
+    // like a mismatch, nor a minute the quality job checks mid-call be
+    // counted twice or missed.
+    let (findings, stored_minutes) = snapshot(&mut conn)
         .run(async |conn| {
-            let window = Window {
-                touched_by: TouchedBy::EventTime,
-                from,
-                to,
+            let stuck = quality::stuck(conn, stuck_after_us, max_ids).await?;
+            let stored = if request.live {
+                quality::Stored {
+                    minutes: Vec::new(),
+                    findings: Vec::new(),
+                }
+            } else {
+                quality::stored(conn, window, max_ids).await?
             };
-            Ok::<_, ReadError>(quality::check(conn, stuck_after_us, window, max_ids).await?)
+            let mut parts = stored.findings;
+            for range in quality::live_ranges(window, &stored.minutes) {
+                parts.extend(quality::scan(conn, range, max_ids).await?);
+            }
+            // Every kind once, in the contract's order, 0 when clean; the
+            // stuck signals apart, listed oldest first.
+            parts.extend(
+                Check::ALL
+                    .into_iter()
+                    .filter(|check| *check != Check::StuckSignals)
+                    .map(|check| quality::Finding {
+                        check,
+                        count: 0,
+                        ids: Vec::new(),
+                    }),
+            );
+            let mut findings = quality::merge(parts, max_ids as usize);
+            findings.push(stuck);
+            findings.sort_by_key(|f| Check::ALL.iter().position(|c| *c == f.check));
+            Ok::<_, ReadError>((findings, stored.minutes.len()))
         })
         .await?;
     Ok(pb::CheckDataQualityResponse {
         findings: findings.into_iter().map(finding).collect(),
         checked_at: Some(to_timestamp(now)),
+        stored_minutes: i32::try_from(stored_minutes).unwrap_or(i32::MAX),
     })
 }
 

@@ -241,6 +241,12 @@ fn errors_roll_up(from: Period, to: Period) -> String {
 const HAND_OVER: &str = "INSERT INTO analytics_dirty (bucket_minute, normalised_ticker) \
      SELECT * FROM unnest($1::timestamptz[], $2::text[])";
 
+/// Queues the taken keys' minutes for the quality job (store/status.rs),
+/// which checks each again and stores what it finds. A minute the job is
+/// taking right now waits here for its commit and is then queued anew.
+const QUEUE_QUALITY: &str = "INSERT INTO quality_dirty (bucket_minute) \
+     SELECT DISTINCT unnest($1::timestamptz[]) ON CONFLICT DO NOTHING";
+
 #[derive(QueryableByName)]
 struct DirtyKey {
     #[diesel(sql_type = Timestamptz)]
@@ -305,10 +311,15 @@ async fn refresh_in(conn: &mut AsyncPgConnection) -> Result<usize, DbError> {
                 .await
         };
         use Period::{Day, Hour, Minute};
-        // The hourly analytics tables are rebuilt from the same keys, on
-        // their own schedule (store/analytics.rs): hand them over in this
-        // transaction, so a key is never lost between the two.
+        // The hourly analytics tables are rebuilt from the same keys, and
+        // the data-quality findings checked again, on their own schedules
+        // (store/analytics.rs, store/status.rs): hand them over in this
+        // transaction, so a key is never lost between them.
         run(conn, HAND_OVER.to_owned(), &tickers).await?;
+        diesel::sql_query(QUEUE_QUALITY)
+            .bind::<Array<Timestamptz>, _>(&minutes)
+            .execute(conn)
+            .await?;
         run(conn, minutes_from_events(), &tickers).await?;
         run(conn, roll_up(Minute, Minute, Source::AllTickers), &everyone).await?;
         for ticker_set in [&tickers, &everyone] {

@@ -1,13 +1,12 @@
 //! What the writer's gauges read on the primary: how far the periodic jobs
 //! are behind ([`read`]) and the data-quality checks ([`data_quality`]).
 
-use audit_db::quality::{self, Finding, TouchedBy, Window};
+use audit_db::quality::{self, Check};
 use audit_db::{DbError, PgPool};
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::Double;
-use diesel_async::RunQueryDsl;
-use std::time::Duration;
+use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 
 /// "Stuck" for the gauges: a non-terminal signal untouched for an hour.
 const STUCK_AFTER: TimeDelta = TimeDelta::hours(1);
@@ -66,39 +65,53 @@ pub async fn read(pool: &PgPool) -> Result<Status, DbError> {
     })
 }
 
-/// Events are stamped `recorded_at` with their transaction's start, so one
-/// that commits after a check's snapshot can carry a time before it: each
-/// run re-reads this much before its predecessor's end. Far longer than any
-/// write transaction (bounded by the statement timeout).
-pub const RECORDED_OVERLAP: TimeDelta = TimeDelta::minutes(10);
+/// How many queued minutes one quality run checks at most: after the
+/// migration or a bulk load the queue holds the whole history, worked
+/// through newest first over several runs rather than in one transaction
+/// of unbounded length (six hours of a 10 M-events day: about 25 s).
+pub const VERIFY_BUDGET: i64 = 360;
 
-/// Every data-quality check in one snapshot (so a rollup key the refresher
-/// takes mid-check cannot look like a mismatch), over what changed since
-/// `since` (the previous successful run's end; the last `period` for the
-/// first run; at most a day): the signals with events written since then
-/// (late ones included) and the rollups of those minutes; stuck means an
-/// hour. Only the counts matter here, so one id per check is fetched.
-/// Returns the findings and the end of the window, the next run's `since`.
-pub async fn data_quality(
-    pool: &PgPool,
-    since: Option<DateTime<Utc>>,
-    period: Duration,
-) -> Result<(Vec<Finding>, DateTime<Utc>), DbError> {
-    let to = Utc::now();
-    let first = to - TimeDelta::from_std(period).unwrap_or(TimeDelta::days(1));
-    let from = since.unwrap_or(first).max(to - TimeDelta::days(1)) - RECORDED_OVERLAP;
+/// The first run after a migration checks a backlog; this bounds it instead
+/// of the pool's statement timeout.
+const VERIFY_TIMEOUT: &str = "SET LOCAL statement_timeout = '15min'";
+
+/// What a quality run did and what the gauges show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityRun {
+    /// Minutes checked and stored.
+    pub minutes: usize,
+    /// Findings per check: the stored ones over the last day's minutes (each
+    /// id once) and the stuck signals now (an hour untouched); 0 when clean.
+    pub counts: Vec<(Check, i64)>,
+}
+
+/// The periodic data-quality job: checks the minutes the rollup refresher
+/// rewrote since they were last checked (up to [`VERIFY_BUDGET`], those
+/// ended by `before`) and stores their findings, the answer of
+/// `CheckDataQuality` for them; then counts the stored findings and the
+/// stuck signals. One transaction: a failed run leaves its minutes queued.
+pub async fn data_quality(pool: &PgPool, before: DateTime<Utc>) -> Result<QualityRun, DbError> {
     let stuck_after_us = STUCK_AFTER.num_microseconds().unwrap_or(i64::MAX);
-    let window = Window {
-        touched_by: TouchedBy::RecordedAt,
-        from,
-        to,
-    };
     let mut conn = pool.get().await?;
-    let findings = conn
-        .build_transaction()
-        .read_only()
-        .repeatable_read()
-        .run(async |conn| quality::check(conn, stuck_after_us, window, 1).await)
-        .await?;
-    Ok((findings, to))
+    conn.transaction::<_, DbError, _>(async |conn| {
+        conn.batch_execute(VERIFY_TIMEOUT).await?;
+        let minutes = quality::verify(conn, before, VERIFY_BUDGET).await?;
+        let stored = quality::stored_counts(conn, Utc::now() - TimeDelta::days(1)).await?;
+        let stuck = quality::stuck(conn, stuck_after_us, 1).await?;
+        let counts = Check::ALL
+            .into_iter()
+            .map(|check| {
+                let count = match check {
+                    Check::StuckSignals => stuck.count,
+                    _ => stored
+                        .iter()
+                        .find(|(c, _)| *c == check)
+                        .map_or(0, |(_, n)| *n),
+                };
+                (check, count)
+            })
+            .collect();
+        Ok(QualityRun { minutes, counts })
+    })
+    .await
 }
