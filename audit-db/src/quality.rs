@@ -52,6 +52,11 @@ impl Check {
             Check::SummaryMismatch => "summary_mismatch",
         }
     }
+
+    /// The check whose [`as_str`](Self::as_str) label is `label`.
+    pub fn from_label(label: &str) -> Option<Check> {
+        Check::ALL.into_iter().find(|check| check.as_str() == label)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -419,6 +424,22 @@ struct Minute {
     bucket_minute: DateTime<Utc>,
 }
 
+/// Loads a query's `bucket_minute` column.
+async fn load_minutes<Q>(
+    conn: &mut AsyncPgConnection,
+    query: Q,
+) -> Result<Vec<DateTime<Utc>>, DbError>
+where
+    Q: diesel_async::methods::LoadQuery<'static, AsyncPgConnection, Minute> + Send + 'static,
+{
+    Ok(query
+        .load::<Minute>(conn)
+        .await?
+        .into_iter()
+        .map(|m| m.bucket_minute)
+        .collect())
+}
+
 /// Takes up to `$2` queued minutes ended by `$1`, newest first (a
 /// backlog, e.g. after a migration or a bulk load, reaches the recent hours
 /// first). Their rows stay locked until the transaction ends: a refresher
@@ -456,14 +477,10 @@ pub async fn verify(
     budget: i64,
 ) -> Result<usize, DbError> {
     diesel::sql_query(EXPIRE).execute(conn).await?;
-    let mut taken: Vec<DateTime<Utc>> = diesel::sql_query(TAKE)
+    let take = diesel::sql_query(TAKE)
         .bind::<Timestamptz, _>(before)
-        .bind::<BigInt, _>(budget)
-        .load::<Minute>(conn)
-        .await?
-        .into_iter()
-        .map(|m| m.bucket_minute)
-        .collect();
+        .bind::<BigInt, _>(budget);
+    let mut taken = load_minutes(conn, take).await?;
     if taken.is_empty() {
         return Ok(0);
     }
@@ -542,14 +559,10 @@ pub async fn stored(
     window: Window,
     max_ids: i64,
 ) -> Result<Stored, DbError> {
-    let minutes: Vec<DateTime<Utc>> = diesel::sql_query(FRESH)
+    let fresh = diesel::sql_query(FRESH)
         .bind::<Timestamptz, _>(window.from)
-        .bind::<Timestamptz, _>(window.to)
-        .load::<Minute>(conn)
-        .await?
-        .into_iter()
-        .map(|m| m.bucket_minute)
-        .collect();
+        .bind::<Timestamptz, _>(window.to);
+    let minutes = load_minutes(conn, fresh).await?;
     if minutes.is_empty() {
         return Ok(Stored {
             minutes,
@@ -563,7 +576,7 @@ pub async fn stored(
         .await?;
     let mut findings: Vec<Finding> = Vec::new();
     for KindRow { kind, row } in rows {
-        let Some(check) = Check::ALL.into_iter().find(|c| c.as_str() == kind) else {
+        let Some(check) = Check::from_label(&kind) else {
             continue;
         };
         match findings.iter_mut().find(|f| f.check == check) {
@@ -599,12 +612,7 @@ pub async fn stored_counts(
     .load::<Count>(conn)
     .await?
     .into_iter()
-    .filter_map(|c| {
-        Check::ALL
-            .into_iter()
-            .find(|check| check.as_str() == c.kind)
-            .map(|check| (check, c.n))
-    })
+    .filter_map(|c| Check::from_label(&c.kind).map(|check| (check, c.n)))
     .collect())
 }
 

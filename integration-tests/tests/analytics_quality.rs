@@ -15,6 +15,17 @@ use diesel_async::RunQueryDsl;
 use integration_tests::analytics::*;
 use integration_tests::{channel, new_event};
 
+async fn ask(
+    analytics: &mut SignalAnalyticsServiceClient<tonic::transport::Channel>,
+    request: pb::CheckDataQualityRequest,
+) -> pb::CheckDataQualityResponse {
+    analytics
+        .check_data_quality(request)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn data_quality_finds_each_kind_of_problem_with_ids() {
     let app = start_app().await;
@@ -33,11 +44,7 @@ async fn data_quality_finds_each_kind_of_problem_with_ids() {
         live: false,
         ..request
     };
-    let clean = analytics
-        .check_data_quality(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let clean = ask(&mut analytics, request).await;
     let count = |r: &pb::CheckDataQualityResponse, kind: pb::FindingKind| {
         r.findings
             .iter()
@@ -83,11 +90,7 @@ async fn data_quality_finds_each_kind_of_problem_with_ids() {
         .await
         .unwrap();
     app.wait_replica().await;
-    let broken = analytics
-        .check_data_quality(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let broken = ask(&mut analytics, request).await;
     let (orphans, orphan_ids) = count(&broken, pb::FindingKind::OrphanEvents);
     assert_eq!(orphans, 1);
     assert_eq!(orphan_ids.len(), 1);
@@ -100,22 +103,14 @@ async fn data_quality_finds_each_kind_of_problem_with_ids() {
 
     // By default, minutes not checked by the writer's job yet are checked
     // live (minutes without events need no check): the same answer.
-    let unchecked = analytics
-        .check_data_quality(stored_request)
-        .await
-        .unwrap()
-        .into_inner();
+    let unchecked = ask(&mut analytics, stored_request).await;
     assert_eq!(unchecked.findings, broken.findings);
     // Once the job has checked and stored every minute, the stored minutes
     // answer, with the same findings (each filed under the minutes its
     // signal was touched in, counted once).
     check_quality(&app).await;
     app.wait_replica().await;
-    let stored = analytics
-        .check_data_quality(stored_request)
-        .await
-        .unwrap()
-        .into_inner();
+    let stored = ask(&mut analytics, stored_request).await;
     // The history's events lie in most of its first 80 minutes.
     assert!(
         stored.stored_minutes >= unchecked.stored_minutes + 60,
@@ -137,11 +132,7 @@ async fn data_quality_finds_each_kind_of_problem_with_ids() {
         .await
         .unwrap();
     app.wait_replica().await;
-    let lonely = analytics
-        .check_data_quality(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let lonely = ask(&mut analytics, request).await;
     let (orphans, orphan_ids) = count(&lonely, pb::FindingKind::OrphanEvents);
     assert_eq!(orphans, 2, "{orphan_ids:?}");
     assert!(
@@ -150,11 +141,7 @@ async fn data_quality_finds_each_kind_of_problem_with_ids() {
     );
     // Its minute was checked before the claim was planted: the stored
     // answer does not see it (only a live check sees SQL by hand) ...
-    let blind = analytics
-        .check_data_quality(stored_request)
-        .await
-        .unwrap()
-        .into_inner();
+    let blind = ask(&mut analytics, stored_request).await;
     assert_eq!(blind.stored_minutes, stored.stored_minutes);
     assert_eq!(count(&blind, pb::FindingKind::OrphanEvents).0, 1);
     // ... until an event changes the minute: the rollup refresh queues it
@@ -173,21 +160,13 @@ async fn data_quality_finds_each_kind_of_problem_with_ids() {
         .unwrap();
     refresh_analytics(&app).await;
     app.wait_replica().await;
-    let changed = analytics
-        .check_data_quality(stored_request)
-        .await
-        .unwrap()
-        .into_inner();
+    let changed = ask(&mut analytics, stored_request).await;
     assert_eq!(changed.stored_minutes, stored.stored_minutes - 1);
     let (orphans, orphan_ids) = count(&changed, pb::FindingKind::OrphanEvents);
     assert_eq!(orphans, 2, "{orphan_ids:?}");
     check_quality(&app).await;
     app.wait_replica().await;
-    let restored = analytics
-        .check_data_quality(stored_request)
-        .await
-        .unwrap()
-        .into_inner();
+    let restored = ask(&mut analytics, stored_request).await;
     assert_eq!(restored.stored_minutes, stored.stored_minutes);
     assert_eq!(restored.findings, changed.findings);
 }
