@@ -39,8 +39,7 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 source scripts/bench-lib.sh
 bench_cluster_start audit-bench "$PRIMARY_PORT" "$REPLICA_PORT"
 URL=postgres://postgres@127.0.0.1:$PRIMARY_PORT/bench
-"$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d postgres -c 'CREATE DATABASE bench'
-AUDIT_DATABASE_URL=$URL RUST_LOG=warn target/release/audit-writer migrate
+bench_database "$PRIMARY_PORT" bench target/release/audit-writer
 
 # What the figures depend on, printed with them.
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -20,6 +20,14 @@ bench_cluster_cleanup() {
     rm -rf -- "$STATE"
 }
 
+# Creates database NAME on the cluster's primary at PORT and migrates it
+# with WRITER_BIN (`audit-writer migrate`).
+#   bench_database PORT NAME WRITER_BIN
+bench_database() {
+    "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$1" -U postgres -d postgres -c "CREATE DATABASE $2"
+    AUDIT_DATABASE_URL="postgres://postgres@127.0.0.1:$1/$2" RUST_LOG=warn "$3" migrate
+}
+
 # Prints the seed-schema limit in signals/s measured on PORT (a scratch
 # database of its own, the cluster's replica attached), or nothing when
 # the script is absent.

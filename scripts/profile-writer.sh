@@ -36,8 +36,7 @@ rm -f "$OUT"/callgrind.out.* "$OUT/valgrind.pid"
 source scripts/bench-lib.sh
 bench_cluster_start audit-profile "$PRIMARY_PORT" "$REPLICA_PORT"
 URL=postgres://postgres@127.0.0.1:$PRIMARY_PORT/bench
-"$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d postgres -c 'CREATE DATABASE bench'
-AUDIT_DATABASE_URL=$URL RUST_LOG=warn "$BIN/audit-writer" migrate
+bench_database "$PRIMARY_PORT" bench "$BIN/audit-writer"
 
 WRAPPER=$OUT/writer-under-callgrind.sh
 cat >"$WRAPPER" <<WRAP
