@@ -13,15 +13,22 @@
 # runs the project-shaped transaction the writer's Ingest chunk performs:
 # the signals, their event-id claims and their events, in one statement.
 # Prints signals/s per variant and its share of the seed-schema limit; the
-# difference to `full` is what the feature costs.
+# difference to `full` is what the feature costs. Variants named `+…` put
+# back what a migration took out (what that change bought); `time-ordered
+# client ids` runs the same transaction with UUIDv7-shaped ids.
 #
 # Environment: BENCH_PRIMARY_PORT / BENCH_REPLICA_PORT (17732 / 17733),
-# PG_BIN, BENCH_SKIP_BUILD=1, BENCH_SEED_LIMIT (path of pg_seed_limit.sh).
+# PG_BIN, BENCH_SKIP_BUILD=1, BENCH_SEED_LIMIT (path of pg_seed_limit.sh),
+# BENCH_ONLY (a bash regex: only the variants whose name matches),
+# BENCH_ROUNDS (default 1: the variants again, interleaved, so that two of
+# them are compared over the same stretch of the machine's mood).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 SECS=${1:-15}
+ROUNDS=${BENCH_ROUNDS:-1}
+ONLY=${BENCH_ONLY:-}
 PRIMARY_PORT=${BENCH_PRIMARY_PORT:-17732}
 REPLICA_PORT=${BENCH_REPLICA_PORT:-17733}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -68,7 +75,13 @@ $EVENTS
   FROM s;
 COMMIT;
 SQL
-chmod 644 "$TX" "$STATE/tx-noclaims.sql"
+# With time-ordered (UUIDv7-shaped) signal and event ids, as a client that
+# mints its ids from the clock sends them: the primary keys of `signals` and
+# of the claims grow at their right edge instead of at random pages.
+V7="(lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0') || '7' || substr(md5(random()::text), 1, 19))::uuid"
+sed -e "s/SELECT gen_random_uuid(), 'TICK'/SELECT $V7, 'TICK'/" \
+    -e "s/SELECT gen_random_uuid(), signal_id, now() FROM s/SELECT $V7, signal_id, now() FROM s/" "$TX" >"$STATE/tx-v7.sql"
+chmod 644 "$TX" "$STATE/tx-noclaims.sql" "$STATE/tx-v7.sql"
 
 # Each variant: name|SQL run after the migrations (may be empty)|transaction file.
 # One line each: a variant is one line of `variants`.
@@ -77,8 +90,15 @@ EVENT_EXTRA_INDEXES="DROP INDEX signal_events_errors_idx, signal_events_type_ts_
 SEARCH="DROP INDEX signal_events_search_idx; ALTER TABLE signal_events DROP COLUMN search;"
 TRIGGER="DROP TRIGGER signal_events_mark_rollups ON signal_events;"
 XACT="ALTER TABLE signal_events ALTER COLUMN xact_id DROP DEFAULT;"
+# Dropped by the migration 2026-12-08-000100: this variant puts them back.
+PREFIX_INDEXES="CREATE INDEX signals_normalised_ticker_idx ON signals (normalised_ticker); CREATE INDEX signals_current_status_idx ON signals (current_status);"
+# Dropped by the migration 2026-12-08-000200: this variant puts it back.
+CLAIMS_FK="ALTER TABLE signal_event_ids ADD CONSTRAINT signal_event_ids_signal_id_fkey FOREIGN KEY (signal_id) REFERENCES signals (signal_id) ON DELETE CASCADE;"
 variants=(
     "full||$TX"
+    "+prefix-duplicate signal indexes|$PREFIX_INDEXES|$TX"
+    "+claims foreign key|$CLAIMS_FK|$TX"
+    "time-ordered client ids||$STATE/tx-v7.sql"
     "-dirty-key trigger|$TRIGGER|$TX"
     "-search column+GIN|$SEARCH|$TX"
     "-keyset/partial signal indexes|$SIGNAL_EXTRA_INDEXES|$TX"
@@ -86,13 +106,19 @@ variants=(
     "-xact_id default|$XACT|$TX"
     "-id claims||$STATE/tx-noclaims.sql"
     "-all of the above|$TRIGGER $SEARCH $SIGNAL_EXTRA_INDEXES $EVENT_EXTRA_INDEXES $XACT|$STATE/tx-noclaims.sql"
+    # The first variant after the seed run tends to come out low: the
+    # control at the end tells drift from cost.
+    "full, again||$TX"
 )
 
 printf '%-32s %12s %8s\n' variant signals/s "of seed"
 [[ $seed -eq 0 ]] || printf '%-32s %12s %8s\n' "seed schema (pg_seed_limit.sh)" "$seed" "100%"
 n=0
+for ((round = 1; round <= ROUNDS; round++)); do
+[[ $ROUNDS -eq 1 ]] || echo "round $round of $ROUNDS"
 for v in "${variants[@]}"; do
     IFS='|' read -r name sql tx <<<"$v"
+    [[ -z $ONLY || $name =~ $ONLY ]] || continue
     n=$((n + 1))
     db=schema_cost_$n
     psql -d postgres -c "CREATE DATABASE $db"
@@ -105,4 +131,5 @@ for v in "${variants[@]}"; do
     share=$([[ $seed -eq 0 ]] && echo - || awk -v r="$rate" -v s="$seed" 'BEGIN { printf "%.0f%%", 100 * r / s }')
     printf '%-32s %12s %8s\n' "$name" "$rate" "$share"
     psql -d postgres -c "DROP DATABASE $db"
+done
 done

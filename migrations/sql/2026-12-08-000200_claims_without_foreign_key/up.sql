@@ -1,0 +1,12 @@
+-- The claim of an event id and the event itself are always written by one
+-- statement (the writer's InsertSignals and ClaimEvents, the admin's
+-- restore), and the event's own foreign key to `signals` fails that whole
+-- statement when the signal is missing: a claim can only name a signal its
+-- event names. The claim's foreign key checked the same thing a second time,
+-- one `SELECT … FOR KEY SHARE` on `signals` per event (PostgreSQL runs a
+-- foreign-key check row by row), a measurable part of every write
+-- (BENCHMARKS.md, "Fewer checks per event"). Its ON DELETE CASCADE had no
+-- user: retention deletes a day's claims when it detaches the day, and only
+-- purges signals that have no events left. A claim whose event is missing
+-- is still what the data-quality check reports as an orphan.
+ALTER TABLE signal_event_ids DROP CONSTRAINT signal_event_ids_signal_id_fkey;
