@@ -44,9 +44,9 @@ const REFRESH_TIMEOUT: &str = "15min";
 const PASS_WORK_MEM: &str = "64MB";
 
 /// Which minutes the dirty minutes affect. `keyed`: the events in the dirty
-/// minutes whose signal has the key's ticker (one index range scan per run
-/// of consecutive minutes, each event's signal probed once before the keys
-/// join: see rollups.rs `keyed_events` for the plans this avoids). A
+/// minutes whose ticker (carried by each event) is the key's (one index
+/// range scan per run of consecutive minutes: see rollups.rs `keyed_events`
+/// for the plans this avoids). A
 /// transition is filed under its later event's minute, so a late event also
 /// changes the minute of the event that follows it in its signal's
 /// timeline: the earliest later time among the signal's id claims (one
@@ -54,7 +54,7 @@ const PASS_WORK_MEM: &str = "64MB";
 /// partition from the event's day on, the premade future days included).
 /// An event at the same instant (a later sequence) lies in the event's own
 /// minute, already affected. A signal's activity row is the minute of its
-/// `created_at`.
+/// `created_at`: one probe of `signals` per distinct signal, not per event.
 const AFFECTED_MINUTES: &str = "
 WITH keys AS (
     SELECT DISTINCT bucket, ticker FROM unnest($1::timestamptz[], $2::text[]) AS k(bucket, ticker)
@@ -64,13 +64,11 @@ WITH keys AS (
           FROM (SELECT DISTINCT bucket FROM keys) d) t
     GROUP BY island
 ), keyed AS (
-    SELECT e.signal_id, e.ts, k.ticker, e.created_at
+    SELECT e.signal_id, e.ts, k.ticker
     FROM runs r
     CROSS JOIN LATERAL (
-        SELECT e.signal_id, e.ts, s.normalised_ticker, s.created_at
+        SELECT e.signal_id, e.ts, e.normalised_ticker
         FROM signal_events e
-        CROSS JOIN LATERAL (SELECT normalised_ticker, created_at FROM signals
-                            WHERE signal_id = e.signal_id OFFSET 0) s
         WHERE e.ts >= r.lo AND e.ts < r.hi OFFSET 0) e
     JOIN keys k ON k.bucket = date_trunc('minute', e.ts) AND k.ticker = e.normalised_ticker
 )
@@ -81,7 +79,9 @@ FROM keyed k CROSS JOIN LATERAL (
     SELECT min(c.ts) AS ts FROM signal_event_ids c WHERE c.signal_id = k.signal_id AND c.ts > k.ts) n
 WHERE n.ts IS NOT NULL
 UNION
-SELECT 'activity', date_trunc('minute', created_at), ticker FROM keyed";
+SELECT 'activity', date_trunc('minute', s.created_at), d.ticker
+FROM (SELECT DISTINCT signal_id, ticker FROM keyed) d
+CROSS JOIN LATERAL (SELECT created_at FROM signals WHERE signal_id = d.signal_id OFFSET 0) s";
 
 /// The bound (`unit`, ticker) keys, `$1`/`$2`, as columns `unit` and `ticker`.
 fn keys(unit: &str) -> String {
@@ -98,8 +98,8 @@ fn keys(unit: &str) -> String {
 /// not partitioned), so the read prunes to the partitions that hold it: a
 /// join on the signal id alone merged every partition's index, the whole
 /// table, on every pass (BENCHMARKS.md, Soak). `OFFSET 0` keeps PostgreSQL
-/// from flattening the lateral reads back into such joins (and from
-/// hash-joining the changed events to a scan of all `signals`).
+/// from flattening the lateral reads back into such joins. The tickers are
+/// the events' own: `signals` is not read.
 fn stage_minutes_from_events() -> String {
     format!(
         "WITH keys AS ({keys}), runs AS (
@@ -111,10 +111,8 @@ fn stage_minutes_from_events() -> String {
     SELECT DISTINCT e.signal_id, k.ticker
     FROM runs r
     CROSS JOIN LATERAL (
-        SELECT e.signal_id, e.ts, s.normalised_ticker
+        SELECT e.signal_id, e.ts, e.normalised_ticker
         FROM signal_events e
-        CROSS JOIN LATERAL (SELECT normalised_ticker FROM signals
-                            WHERE signal_id = e.signal_id OFFSET 0) s
         WHERE e.ts >= r.lo AND e.ts < r.hi OFFSET 0) e
     JOIN keys k ON k.minute = date_trunc('minute', e.ts) AND k.ticker = e.normalised_ticker
 ), span AS (

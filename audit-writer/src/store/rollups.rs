@@ -29,17 +29,17 @@ const COUNTS: &str = "total_events, total_signals, queued_processing, processing
 /// The dirty keys, and the contiguous runs of their minutes (gaps and
 /// islands): each run is read with one range scan of `signal_events`
 /// instead of one scan per (minute, ticker) key, which would read every
-/// minute once per ticker. Events are kept only for keys that are dirty.
-/// The range and each event's signal are lateral reads with `OFFSET 0`: as
-/// plain joins PostgreSQL applied the ranges as a filter over a scan of the
-/// whole day partition and hash-joined a scan of every signal, a cost that
-/// grows with the day rather than with what changed; and each event's
-/// signal is probed inside the range's subquery, before the keys join, which
-/// PostgreSQL otherwise joined first on the minute alone, probing `signals`
-/// once per event and ticker of the minute (8x here; BENCHMARKS.md, Soak).
+/// minute once per ticker. Events are kept only for keys that are dirty,
+/// by the ticker each event carries: no read of `signals` (a probe per
+/// event, at random places of an index that grows with the history, was
+/// what made these passes slower on a longer history; BENCHMARKS.md,
+/// "Periodic jobs without a probe per event"). The range is a lateral read
+/// with `OFFSET 0`: as a plain join PostgreSQL applied the ranges as a
+/// filter over a scan of the whole day partition, a cost that grows with
+/// the day rather than with what changed.
 ///
-/// `events` narrows the events read before their signals are probed: the
-/// error rows need only failed events (a few percent), not the minute's.
+/// `events` narrows the events read: the error rows need only failed
+/// events (a few percent), not the minute's.
 fn keyed_events(events: EventFilter) -> String {
     format!(
         "
@@ -51,13 +51,11 @@ keys AS (
           FROM (SELECT DISTINCT bucket FROM keys) d) t
     GROUP BY island
 ), keyed AS (
-    SELECT k.bucket, k.ticker, e.event_type, e.error_info, e.http_status, e.ts, e.created_at
+    SELECT k.bucket, k.ticker, e.signal_id, e.event_type, e.error_info, e.http_status, e.ts
     FROM runs r
     CROSS JOIN LATERAL (
-        SELECT e.event_type, e.error_info, e.http_status, e.ts, s.normalised_ticker, s.created_at
+        SELECT e.signal_id, e.event_type, e.error_info, e.http_status, e.ts, e.normalised_ticker
         FROM signal_events e
-        CROSS JOIN LATERAL (SELECT normalised_ticker, created_at FROM signals
-                            WHERE signal_id = e.signal_id OFFSET 0) s
         WHERE e.ts >= r.lo AND e.ts < r.hi{filter} OFFSET 0) e
     JOIN keys k ON k.bucket = date_trunc('minute', e.ts) AND k.ticker = e.normalised_ticker
 )",
@@ -82,14 +80,17 @@ impl EventFilter {
     }
 }
 
-/// Recomputes the minute buckets of the given keys from raw events.
+/// Recomputes the minute buckets of the given keys from raw events. Only
+/// a terminal event reads its signal, for the `created_at` its latency runs
+/// from: one probe per signal's life instead of one per event.
 fn minutes_from_events() -> String {
     format!(
         "WITH {keyed}, ev AS (
-    SELECT bucket, ticker, event_type, error_info, http_status,
-           signal_status_is_terminal(event_type) AS terminal,
-           GREATEST(0, (EXTRACT(EPOCH FROM ts - created_at) * 1000000)::bigint) AS latency_us
-    FROM keyed
+    SELECT bucket, ticker, event_type, error_info, http_status, terminal,
+           CASE WHEN terminal THEN GREATEST(0, (EXTRACT(EPOCH FROM ts - (
+               SELECT s.created_at FROM signals s WHERE s.signal_id = t.signal_id)) * 1000000)::bigint)
+           END AS latency_us
+    FROM (SELECT *, signal_status_is_terminal(event_type) AS terminal FROM keyed) t
 ), hist AS (
     SELECT bucket, ticker, jsonb_object_agg(b, n) AS h
     FROM (SELECT bucket, ticker, latency_bucket(latency_us) AS b, count(*) AS n
