@@ -255,9 +255,18 @@ async fn ticker_activity_comes_from_the_refreshed_hourly_table() {
         .into_inner();
     assert!(before.days.is_empty());
 
-    // Within today: five minutes back would cross midnight in the first
-    // five minutes of a day, and the signals would land on two days.
-    let base = (Utc::now() - TimeDelta::minutes(5)).max(today);
+    // The batch spans ten minutes and must land on one day, never more
+    // than the writer's 300 s ahead of its clock: from five minutes back,
+    // or, when that would cross midnight, the last ten minutes of
+    // yesterday (starting at midnight itself put its last signals up to
+    // nine minutes ahead in a day's first minutes, which the writer
+    // refused).
+    let five_back = Utc::now() - TimeDelta::minutes(5);
+    let base = if five_back >= today {
+        five_back
+    } else {
+        today - TimeDelta::minutes(10)
+    };
     app.writer
         .clone()
         .record_batch(window_batch("VIEW", base, 10, 250, 3))
