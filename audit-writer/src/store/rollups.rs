@@ -30,10 +30,10 @@ const COUNTS: &str = "total_events, total_signals, queued_processing, processing
 /// islands): each run is read with one range scan of `signal_events`
 /// instead of one scan per (minute, ticker) key, which would read every
 /// minute once per ticker. Events are kept only for keys that are dirty,
-/// by the ticker each event carries: no read of `signals` (a probe per
-/// event, at random places of an index that grows with the history, was
-/// what made these passes slower on a longer history; BENCHMARKS.md,
-/// "Periodic jobs without a probe per event"). The range is a lateral read
+/// by the ticker each event carries: no read of `signals`, whose probes
+/// per event land at random places of an index that outgrows the cache as
+/// the history grows (BENCHMARKS.md, "Periodic jobs without a probe per
+/// event"). The range is a lateral read
 /// with `OFFSET 0`: as a plain join PostgreSQL applied the ranges as a
 /// filter over a scan of the whole day partition, a cost that grows with
 /// the day rather than with what changed.
