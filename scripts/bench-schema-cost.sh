@@ -113,16 +113,14 @@ variants=(
 
 printf '%-32s %12s %8s\n' variant signals/s "of seed"
 [[ $seed -eq 0 ]] || printf '%-32s %12s %8s\n' "seed schema (pg_seed_limit.sh)" "$seed" "100%"
+# One variant: a fresh migrated database, the feature SQL, a checkpoint,
+# pgbench; prints signals/s and the share of the seed limit.
 n=0
-for ((round = 1; round <= ROUNDS; round++)); do
-[[ $ROUNDS -eq 1 ]] || echo "round $round of $ROUNDS"
-for v in "${variants[@]}"; do
-    IFS='|' read -r name sql tx <<<"$v"
-    [[ -z $ONLY || $name =~ $ONLY ]] || continue
+run_variant() {
+    local name=$1 sql=$2 tx=$3 db tps rate share
     n=$((n + 1))
     db=schema_cost_$n
-    psql -d postgres -c "CREATE DATABASE $db"
-    AUDIT_DATABASE_URL=postgres://postgres@127.0.0.1:$PRIMARY_PORT/$db RUST_LOG=warn target/release/audit-writer migrate
+    bench_database "$PRIMARY_PORT" "$db" target/release/audit-writer
     [[ -z $sql ]] || psql -d "$db" -c "$sql"
     psql -d "$db" -c CHECKPOINT
     tps=$("$PG_BIN/pgbench" -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -n -c 8 -j 2 -T "$SECS" -f "$tx" "$db" |
@@ -131,5 +129,13 @@ for v in "${variants[@]}"; do
     share=$([[ $seed -eq 0 ]] && echo - || awk -v r="$rate" -v s="$seed" 'BEGIN { printf "%.0f%%", 100 * r / s }')
     printf '%-32s %12s %8s\n' "$name" "$rate" "$share"
     psql -d postgres -c "DROP DATABASE $db"
-done
+}
+
+for ((round = 1; round <= ROUNDS; round++)); do
+    [[ $ROUNDS -eq 1 ]] || echo "round $round of $ROUNDS"
+    for v in "${variants[@]}"; do
+        IFS='|' read -r name sql tx <<<"$v"
+        [[ -z $ONLY || $name =~ $ONLY ]] || continue
+        run_variant "$name" "$sql" "$tx"
+    done
 done

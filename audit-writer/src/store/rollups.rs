@@ -33,10 +33,9 @@ const COUNTS: &str = "total_events, total_signals, queued_processing, processing
 /// by the ticker each event carries: no read of `signals`, whose probes
 /// per event land at random places of an index that outgrows the cache as
 /// the history grows (BENCHMARKS.md, "Periodic jobs without a probe per
-/// event"). The range is a lateral read
-/// with `OFFSET 0`: as a plain join PostgreSQL applied the ranges as a
-/// filter over a scan of the whole day partition, a cost that grows with
-/// the day rather than with what changed.
+/// event"). The range is a lateral read with `OFFSET 0`: as a plain join
+/// PostgreSQL applied the ranges as a filter over a scan of the whole day
+/// partition, a cost that grows with the day rather than with what changed.
 ///
 /// `events` narrows the events read: the error rows need only failed
 /// events (a few percent), not the minute's.
@@ -82,7 +81,7 @@ impl EventFilter {
 
 /// Recomputes the minute buckets of the given keys from raw events. Only
 /// a terminal event reads its signal, for the `created_at` its latency runs
-/// from: one probe per signal's life instead of one per event.
+/// from: a probe per terminal event (about one per signal), not per event.
 fn minutes_from_events() -> String {
     format!(
         "WITH {keyed}, ev AS (
